@@ -1,0 +1,126 @@
+//! `ordo`: the one binary for operators, application developers and auditors.
+//!
+//! Exit codes: 0 success; 1 the command ran and found a problem (for example an audit that
+//! fails); 2 bad usage, configuration or input.
+
+mod audit;
+mod block;
+mod genesis;
+mod keys;
+mod output;
+mod testchain;
+mod tx;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ordo: a permissioned blockchain ordering node.
+///
+/// Validators listed in a genesis file order client-signed transactions into hash-chained,
+/// signed blocks. This binary creates keys and genesis files, signs transactions, reads
+/// blocks and transactions from a node's data directory, and audits a stored chain offline.
+#[derive(Parser)]
+#[command(name = "ordo", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an ed25519 key pair into a key file (mode 0600).
+    Keygen(keys::KeygenArgs),
+    /// Inspect key files.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// Create, edit and check genesis files.
+    #[command(subcommand)]
+    Genesis(genesis::GenesisCommand),
+    /// Sign transactions and look them up in a stored chain.
+    #[command(subcommand)]
+    Tx(tx::TxCommand),
+    /// Read blocks from a stored chain.
+    #[command(subcommand)]
+    Block(block::BlockCommand),
+    /// Re-verify a stored chain from the genesis, offline.
+    ///
+    /// Checks every block's height, hash link, Merkle root, proposer signature, every
+    /// transaction's signature and permissions, and the ledger's indexes. Exit code 0 only
+    /// when the whole chain verifies; otherwise 1, naming the first bad height.
+    Audit(audit::AuditArgs),
+    /// Write a locally signed chain for audit drills and benchmarks.
+    ///
+    /// Creates keys, a genesis and a ledger in DIR, then builds blocks with the same block
+    /// builder, verification and store that validators use, with one process playing every
+    /// validator in turn (no consensus, no network). Useful to try `ordo audit`,
+    /// `ordo block show` and `ordo tx show` without a running cluster.
+    Testchain(testchain::TestchainArgs),
+}
+
+/// A failure that maps to an exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The command ran and the answer is "no" (exit 1).
+    Negative(String),
+    /// Bad usage, configuration or input (exit 2).
+    Usage(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Usage(e)
+    }
+}
+
+impl From<ordo_genesis::GenesisError> for Failure {
+    fn from(e: ordo_genesis::GenesisError) -> Failure {
+        Failure::Usage(e.into())
+    }
+}
+
+pub(crate) type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(a) => keys::keygen(a),
+        Command::Key(c) => keys::run(c),
+        Command::Genesis(c) => genesis::run(c),
+        Command::Tx(c) => tx::run(c),
+        Command::Block(c) => block::run(c),
+        Command::Audit(a) => audit::run(a),
+        Command::Testchain(a) => testchain::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Negative(msg)) => {
+            if !msg.is_empty() {
+                eprintln!("{msg}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,78 @@
+//! What a chain permits: who validates, who may submit, and the size limits.
+//!
+//! `genesis` builds a [`Policy`] from the genesis file; the ledger only consumes it, which
+//! keeps the crate dependencies flowing one way.
+
+use std::collections::HashSet;
+
+use ordo_crypto::{Hash, PublicKey};
+use serde::{Deserialize, Serialize};
+
+/// Protocol ceiling on a signed transaction's encoded size.
+pub const TX_BYTES_LIMIT: u64 = 1 << 20;
+/// Protocol ceiling on a block's encoded size.
+pub const BLOCK_BYTES_LIMIT: u64 = 32 << 20;
+/// Protocol ceiling on transactions per block.
+pub const BLOCK_TXS_LIMIT: u32 = 100_000;
+/// Protocol ceiling on how far ahead of a block a transaction's `expires_at` may be.
+pub const TX_LIFETIME_BLOCKS_LIMIT: u64 = 1_000_000;
+/// Longest chain id, in bytes.
+pub const CHAIN_ID_BYTES_MAX: usize = 64;
+
+const _: () = assert!(TX_BYTES_LIMIT < BLOCK_BYTES_LIMIT);
+const _: () = assert!(BLOCK_BYTES_LIMIT < u32::MAX as u64);
+
+/// Size limits every block must respect. Set in the genesis; all nodes must agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most transactions in one block.
+    pub block_txs_max: u32,
+    /// Largest encoded block, in bytes.
+    pub block_bytes_max: u64,
+    /// Largest encoded signed transaction, in bytes.
+    pub tx_bytes_max: u64,
+    /// A transaction may appear at height `h` only if `h <= expires_at <= h + this`.
+    pub tx_lifetime_blocks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            block_txs_max: 2_000,
+            block_bytes_max: 4 << 20,
+            tx_bytes_max: 64 << 10,
+            tx_lifetime_blocks: 10_000,
+        }
+    }
+}
+
+/// Whether a string is an acceptable chain id: 1–64 bytes of `A-Z a-z 0-9 . _ -`.
+pub fn is_valid_chain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= CHAIN_ID_BYTES_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The rules of one chain, as its genesis defines them.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The chain id every transaction and block must carry.
+    pub chain_id: String,
+    /// The genesis hash: parent of block 1.
+    pub genesis_hash: Hash,
+    /// Keys that may propose blocks.
+    pub validators: HashSet<PublicKey>,
+    /// Keys that may send transactions.
+    pub clients: HashSet<PublicKey>,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+impl Policy {
+    /// The tip of this chain before any block.
+    pub fn genesis_tip(&self) -> crate::ChainTip {
+        crate::ChainTip::genesis(self.genesis_hash)
+    }
+}

@@ -1,0 +1,557 @@
+//! The ledger store: the chain on disk, in RocksDB.
+//!
+//! Layout (one RocksDB database at `<data-dir>/ledger`):
+//!
+//! | column family  | key                  | value                               |
+//! |----------------|----------------------|-------------------------------------|
+//! | `blocks`       | height (u64 BE)      | canonical block bytes               |
+//! | `block_hashes` | block hash (32 B)    | height (u64 BE)                     |
+//! | `tx_index`     | transaction id (32 B)| height (u64 BE) ‖ index (u32 BE)    |
+//! | `meta`         | name                 | format version, chain id, genesis hash, tip |
+//!
+//! Appending a block is one `WriteBatch` (block, hash, every transaction id, new tip),
+//! written with `sync`: after a crash at any instant the store holds either the old tip or
+//! the new one, never part of a block. The store checks the block links to its tip but does
+//! not re-verify signatures: callers append only blocks that passed
+//! [`verify_block`](crate::verify_block), and [`audit`](crate::audit) re-checks everything.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ordo_crypto::{Hash, merkle};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use serde::Serialize;
+
+use crate::policy::BLOCK_BYTES_LIMIT;
+use crate::types::{Block, ChainTip, SignedTransaction, TxId};
+
+const CF_BLOCKS: &str = "blocks";
+const CF_BLOCK_HASHES: &str = "block_hashes";
+const CF_TX_INDEX: &str = "tx_index";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 4] = [CF_BLOCKS, CF_BLOCK_HASHES, CF_TX_INDEX, CF_META];
+
+const META_FORMAT_VERSION: &[u8] = b"format_version";
+const META_CHAIN_ID: &[u8] = b"chain_id";
+const META_GENESIS_HASH: &[u8] = b"genesis_hash";
+const META_TIP: &[u8] = b"tip";
+
+/// Version of this on-disk layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Subdirectory of a node's data directory that holds the ledger database.
+pub const LEDGER_DIR: &str = "ledger";
+
+/// Which chain a store belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainIdentity {
+    /// The chain id.
+    pub chain_id: String,
+    /// The genesis hash.
+    pub genesis_hash: Hash,
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB reported an error (I/O, corruption, lock held by another process, ...).
+    #[error("ledger database {path}: {source}")]
+    Db {
+        /// The database directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// There is no ledger where one was expected.
+    #[error("no ordo ledger at {0} (check --data-dir)")]
+    NotFound(PathBuf),
+    /// The store belongs to another chain.
+    #[error(
+        "ledger at {path} belongs to chain '{}' (genesis {}), not '{}' (genesis {}); use the matching genesis file or another data directory",
+        found.chain_id, found.genesis_hash, expected.chain_id, expected.genesis_hash
+    )]
+    ChainMismatch {
+        /// The database directory.
+        path: PathBuf,
+        /// The chain recorded in the store.
+        found: Box<ChainIdentity>,
+        /// The chain of the genesis given.
+        expected: Box<ChainIdentity>,
+    },
+    /// Written by an incompatible version of ordo.
+    #[error(
+        "ledger at {path} has format version {found}; this ordo reads version {FORMAT_VERSION}"
+    )]
+    FormatVersion {
+        /// The database directory.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// Stored data is not what this store writes.
+    #[error("ledger at {path} is corrupt: {what}")]
+    Corrupt {
+        /// The database directory.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The block does not extend the current tip.
+    #[error("block at height {height} (prev {prev_hash}) does not extend the tip at height {} ({})", tip.height, tip.hash)]
+    NotNext {
+        /// The block's height.
+        height: u64,
+        /// The block's parent hash.
+        prev_hash: Hash,
+        /// The store's tip.
+        tip: ChainTip,
+    },
+    /// A transaction in the block is already in the chain.
+    #[error("transaction {id} is already committed at height {height}")]
+    AlreadyCommitted {
+        /// The transaction id.
+        id: TxId,
+        /// Where it is.
+        height: u64,
+    },
+    /// A write on a store opened read-only.
+    #[error("ledger was opened read-only")]
+    ReadOnly,
+}
+
+/// Result type of the store.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A transaction found in the chain, with the proof that its block commits to it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TxInclusion {
+    /// The transaction.
+    pub tx: SignedTransaction,
+    /// Its id.
+    pub id: TxId,
+    /// Height of its block.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// Hash of its block.
+    pub block_hash: Hash,
+    /// The block header's Merkle root.
+    pub tx_root: Hash,
+    /// Merkle inclusion proof of `id` under `tx_root`.
+    pub proof: merkle::Proof,
+}
+
+/// The chain on disk.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    identity: ChainIdentity,
+    read_only: bool,
+    /// Cached tip; the lock also serialises appends.
+    tip: Mutex<ChainTip>,
+}
+
+fn height_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+fn tx_location_value(height: u64, index: u32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&height.to_be_bytes());
+    v[8..].copy_from_slice(&index.to_be_bytes());
+    v
+}
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_open_files(512);
+    opts.set_keep_log_file_num(4);
+    opts
+}
+
+impl Store {
+    /// Opens the ledger in `data_dir`, creating it for `identity` if there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::ChainMismatch`] when the ledger belongs to another chain,
+    /// [`StoreError::FormatVersion`], [`StoreError::Corrupt`] or [`StoreError::Db`].
+    pub fn open(data_dir: &Path, identity: &ChainIdentity) -> Result<Store> {
+        let path = data_dir.join(LEDGER_DIR);
+        std::fs::create_dir_all(&path).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            what: format!("cannot create directory: {e}"),
+        })?;
+        let cfs = COLUMN_FAMILIES.map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&db_options(), &path, cfs).map_err(|source| {
+            StoreError::Db {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Store::init(db, path, identity, false)
+    }
+
+    /// Opens an existing ledger without writing to it (for audits and queries; works while a
+    /// node has the ledger open).
+    ///
+    /// # Errors
+    /// As [`Store::open`], plus [`StoreError::NotFound`] when there is no ledger.
+    pub fn open_read_only(data_dir: &Path, identity: &ChainIdentity) -> Result<Store> {
+        let path = data_dir.join(LEDGER_DIR);
+        if !path.join("CURRENT").is_file() {
+            return Err(StoreError::NotFound(path));
+        }
+        let db = DB::open_cf_for_read_only(&db_options(), &path, COLUMN_FAMILIES, false).map_err(
+            |source| StoreError::Db {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        Store::init(db, path, identity, true)
+    }
+
+    fn init(db: DB, path: PathBuf, identity: &ChainIdentity, read_only: bool) -> Result<Store> {
+        let mut store = Store {
+            db,
+            path,
+            identity: identity.clone(),
+            read_only,
+            tip: Mutex::new(ChainTip::genesis(identity.genesis_hash)),
+        };
+        match store.get(CF_META, META_FORMAT_VERSION)? {
+            None if read_only => return Err(StoreError::NotFound(store.path.clone())),
+            None => store.write_meta()?,
+            Some(v) => store.check_meta(&v)?,
+        }
+        let tip = match store.get(CF_META, META_TIP)? {
+            Some(bytes) => {
+                borsh::from_slice(&bytes).map_err(|e| store.corrupt(format!("tip record: {e}")))?
+            }
+            None => ChainTip::genesis(identity.genesis_hash),
+        };
+        store.tip = Mutex::new(tip);
+        Ok(store)
+    }
+
+    fn write_meta(&self) -> Result<()> {
+        let cf = self.cf(CF_META);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, META_FORMAT_VERSION, FORMAT_VERSION.to_le_bytes());
+        batch.put_cf(cf, META_CHAIN_ID, self.identity.chain_id.as_bytes());
+        batch.put_cf(cf, META_GENESIS_HASH, self.identity.genesis_hash.as_bytes());
+        self.write_synced(batch)
+    }
+
+    fn check_meta(&self, version: &[u8]) -> Result<()> {
+        let found = <[u8; 4]>::try_from(version)
+            .map(u32::from_le_bytes)
+            .map_err(|_| self.corrupt("format version record".into()))?;
+        if found != FORMAT_VERSION {
+            return Err(StoreError::FormatVersion {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        let chain = self
+            .get(CF_META, META_CHAIN_ID)?
+            .ok_or_else(|| self.corrupt("no chain id".into()))?;
+        let genesis = self
+            .get(CF_META, META_GENESIS_HASH)?
+            .ok_or_else(|| self.corrupt("no genesis hash".into()))?;
+        let found_chain = String::from_utf8_lossy(&chain).into_owned();
+        let found_genesis = <[u8; 32]>::try_from(genesis.as_slice())
+            .map(Hash)
+            .map_err(|_| self.corrupt("genesis hash record".into()))?;
+        if found_chain != self.identity.chain_id || found_genesis != self.identity.genesis_hash {
+            return Err(StoreError::ChainMismatch {
+                path: self.path.clone(),
+                found: Box::new(ChainIdentity {
+                    chain_id: found_chain,
+                    genesis_hash: found_genesis,
+                }),
+                expected: Box::new(self.identity.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every column family in COLUMN_FAMILIES is opened with the database.
+        self.db
+            .cf_handle(name)
+            .expect("column family opened with the database")
+    }
+
+    fn db_err(&self, source: rocksdb::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what,
+        }
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(|e| self.db_err(e))
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts).map_err(|e| self.db_err(e))
+    }
+
+    /// The chain this store belongs to.
+    pub fn identity(&self) -> &ChainIdentity {
+        &self.identity
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current tip (the genesis tip when the chain is empty).
+    pub fn tip(&self) -> ChainTip {
+        *self.tip.lock().expect("tip lock poisoned")
+    }
+
+    /// Appends `block` on top of the tip, durably (synced) and atomically.
+    ///
+    /// The block must already have passed [`verify_block`](crate::verify_block) against the
+    /// tip; this checks only that it links to the tip and that none of its transactions is
+    /// already committed.
+    ///
+    /// # Errors
+    /// [`StoreError::NotNext`], [`StoreError::AlreadyCommitted`], [`StoreError::ReadOnly`] or
+    /// [`StoreError::Db`]. On error nothing is written.
+    pub fn append(&self, block: &Block) -> Result<ChainTip> {
+        self.append_with_ids(block, &block.tx_ids())
+    }
+
+    /// As [`Store::append`], reusing the transaction ids the caller computed while verifying.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    ///
+    /// # Panics
+    /// If `ids` does not have one id per transaction.
+    pub fn append_with_ids(&self, block: &Block, ids: &[TxId]) -> Result<ChainTip> {
+        assert_eq!(ids.len(), block.txs.len(), "one id per transaction");
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let mut tip = self.tip.lock().expect("tip lock poisoned");
+        let h = &block.header;
+        if h.height != tip.height + 1
+            || h.prev_hash != tip.hash
+            || h.chain_id != self.identity.chain_id
+        {
+            return Err(StoreError::NotNext {
+                height: h.height,
+                prev_hash: h.prev_hash,
+                tip: *tip,
+            });
+        }
+        self.check_not_committed(ids)?;
+        let new_tip = block.tip();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS), height_key(h.height), block.to_bytes());
+        batch.put_cf(
+            self.cf(CF_BLOCK_HASHES),
+            new_tip.hash.as_bytes(),
+            height_key(h.height),
+        );
+        let tx_cf = self.cf(CF_TX_INDEX);
+        for (i, id) in ids.iter().enumerate() {
+            // verify_block bounds the count far below u32::MAX.
+            batch.put_cf(tx_cf, id.as_bytes(), tx_location_value(h.height, i as u32));
+        }
+        batch.put_cf(
+            self.cf(CF_META),
+            META_TIP,
+            borsh::to_vec(&new_tip).expect("encodes"),
+        );
+        self.write_synced(batch)?;
+        *tip = new_tip;
+        Ok(new_tip)
+    }
+
+    fn check_not_committed(&self, ids: &[TxId]) -> Result<()> {
+        let cf = self.cf(CF_TX_INDEX);
+        let found = self
+            .db
+            .multi_get_cf(ids.iter().map(|id| (cf, id.as_bytes())));
+        for (id, res) in ids.iter().zip(found) {
+            if let Some(v) = res.map_err(|e| self.db_err(e))? {
+                let (height, _) = self.decode_location(&v)?;
+                return Err(StoreError::AlreadyCommitted { id: *id, height });
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_location(&self, v: &[u8]) -> Result<(u64, u32)> {
+        if v.len() != 12 {
+            return Err(self.corrupt(format!("tx index entry of {} bytes", v.len())));
+        }
+        let height = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let index = u32::from_be_bytes(v[8..].try_into().expect("4 bytes"));
+        Ok((height, index))
+    }
+
+    /// The canonical bytes of the block at `height`, if stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>> {
+        self.get(CF_BLOCKS, &height_key(height))
+    }
+
+    /// The block at `height`, if stored. The decoded header must say the same height.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the stored bytes do not decode to that block, or
+    /// [`StoreError::Db`].
+    pub fn block(&self, height: u64) -> Result<Option<Block>> {
+        let Some(bytes) = self.block_bytes(height)? else {
+            return Ok(None);
+        };
+        let block = Block::from_bytes(&bytes, BLOCK_BYTES_LIMIT)
+            .map_err(|e| self.corrupt(format!("block at height {height}: {e}")))?;
+        if block.header.height != height {
+            return Err(self.corrupt(format!(
+                "block stored at height {height} has header height {}",
+                block.header.height
+            )));
+        }
+        Ok(Some(block))
+    }
+
+    /// The height of the block with hash `hash`, if stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] or [`StoreError::Db`].
+    pub fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
+        let Some(v) = self.get(CF_BLOCK_HASHES, hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.corrupt(format!("hash index entry for {hash}")))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    /// The block with hash `hash`, if stored.
+    ///
+    /// # Errors
+    /// As [`Store::block`].
+    pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>> {
+        let Some(height) = self.height_of(hash)? else {
+            return Ok(None);
+        };
+        let block = self
+            .block(height)?
+            .ok_or_else(|| self.corrupt(format!("hash {hash} indexes missing height {height}")))?;
+        if block.hash() != *hash {
+            return Err(self.corrupt(format!(
+                "hash {hash} indexes height {height}, whose hash differs"
+            )));
+        }
+        Ok(Some(block))
+    }
+
+    /// Where transaction `id` is committed: (height, index in block).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] or [`StoreError::Db`].
+    pub fn tx_location(&self, id: &TxId) -> Result<Option<(u64, u32)>> {
+        match self.get(CF_TX_INDEX, id.as_bytes())? {
+            Some(v) => self.decode_location(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Transaction `id` with its Merkle inclusion proof, if committed.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the index and the block disagree, or [`StoreError::Db`].
+    pub fn tx_with_proof(&self, id: &TxId) -> Result<Option<TxInclusion>> {
+        let Some((height, index)) = self.tx_location(id)? else {
+            return Ok(None);
+        };
+        let block = self
+            .block(height)?
+            .ok_or_else(|| self.corrupt(format!("tx {id} indexes missing height {height}")))?;
+        let ids = block.tx_ids();
+        let i = index as usize;
+        if ids.get(i) != Some(id) {
+            return Err(self.corrupt(format!(
+                "tx {id} indexes height {height} position {index}, which holds another"
+            )));
+        }
+        let proof = merkle::prove(&ids, i).expect("index checked above");
+        Ok(Some(TxInclusion {
+            id: *id,
+            height,
+            index,
+            block_hash: block.hash(),
+            tx_root: block.header.tx_root,
+            tx: block.txs.into_iter().nth(i).expect("index checked above"),
+            proof,
+        }))
+    }
+
+    /// Stored blocks from `from` upwards as (height key, raw bytes), in height order,
+    /// streaming from disk.
+    pub fn raw_blocks_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + '_ {
+        let start = height_key(from);
+        self.db
+            .iterator_cf(
+                self.cf(CF_BLOCKS),
+                IteratorMode::From(&start, rocksdb::Direction::Forward),
+            )
+            .map(move |item| {
+                let (k, v) = item.map_err(|e| self.db_err(e))?;
+                let key: [u8; 8] = (*k)
+                    .try_into()
+                    .map_err(|_| self.corrupt(format!("block key of {} bytes", k.len())))?;
+                Ok((u64::from_be_bytes(key), v.into_vec()))
+            })
+    }
+
+    /// Number of entries in the transaction index (a full scan).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn count_tx_index(&self) -> Result<u64> {
+        self.count_entries(CF_TX_INDEX)
+    }
+
+    /// Number of entries in the block hash index (a full scan).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn count_hash_index(&self) -> Result<u64> {
+        self.count_entries(CF_BLOCK_HASHES)
+    }
+
+    fn count_entries(&self, cf: &str) -> Result<u64> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            item.map_err(|e| self.db_err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

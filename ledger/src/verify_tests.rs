@@ -1,0 +1,372 @@
+//! One test per verification rule: each builds a valid block, breaks exactly one rule, and
+//! checks that `verify_block` names that rule.
+
+use std::collections::HashSet;
+
+use ordo_crypto::{Domain, Hash, Keypair, PublicKey};
+
+use super::*;
+use crate::{Limits, Transaction, build_block};
+
+const CHAIN: &str = "verify-test";
+
+struct Fixture {
+    policy: Policy,
+    validator: Keypair,
+    client: Keypair,
+    parent: ChainTip,
+}
+
+fn fixture() -> Fixture {
+    let validator = Keypair::from_label("validator");
+    let client = Keypair::from_label("client");
+    let policy = Policy {
+        chain_id: CHAIN.into(),
+        genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
+        validators: HashSet::from([
+            validator.public(),
+            Keypair::from_label("validator-2").public(),
+        ]),
+        clients: HashSet::from([client.public()]),
+        limits: Limits {
+            block_txs_max: 8,
+            block_bytes_max: 8 << 10,
+            tx_bytes_max: 1 << 10,
+            tx_lifetime_blocks: 100,
+        },
+    };
+    let parent = ChainTip {
+        height: 41,
+        hash: Hash::digest(Domain::BlockHeader, b"parent"),
+        timestamp_ms: 5_000,
+    };
+    Fixture {
+        policy,
+        validator,
+        client,
+        parent,
+    }
+}
+
+impl Fixture {
+    fn tx(&self, nonce: u64) -> SignedTransaction {
+        self.tx_with(nonce, |_| {})
+    }
+
+    fn tx_with(&self, nonce: u64, change: impl FnOnce(&mut Transaction)) -> SignedTransaction {
+        let mut tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: self.client.public(),
+            nonce,
+            expires_at: self.parent.height + 10,
+            payload: format!("payload {nonce}").into_bytes(),
+        };
+        change(&mut tx);
+        let key = if tx.sender == self.client.public() {
+            self.client.clone()
+        } else {
+            Keypair::from_label("stranger")
+        };
+        let signature = key.sign(tx.id().as_bytes());
+        SignedTransaction { tx, signature }
+    }
+
+    fn block(&self, txs: Vec<SignedTransaction>) -> Block {
+        build_block(&self.parent, CHAIN, txs, &self.validator, 6_000, 3)
+    }
+
+    fn valid_block(&self) -> Block {
+        self.block((0..4).map(|n| self.tx(n)).collect())
+    }
+
+    fn verify(&self, block: &Block) -> Result<Vec<TxId>, VerifyError> {
+        verify_block(&self.parent, block, &self.policy)
+    }
+
+    /// Changes the header and re-signs it, so only the changed rule can fail.
+    fn resigned(&self, mut block: Block, change: impl FnOnce(&mut crate::BlockHeader)) -> Block {
+        change(&mut block.header);
+        block.signature = self.validator.sign(block.header.hash().as_bytes());
+        block
+    }
+
+    fn tx_error(&self, block: &Block) -> (u32, TxError) {
+        match self.verify(block) {
+            Err(VerifyError::Tx { index, error, .. }) => (index, error),
+            other => panic!("expected a transaction error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn valid_block_verifies_and_returns_ids() {
+    let f = fixture();
+    let b = f.valid_block();
+    assert_eq!(f.verify(&b), Ok(b.tx_ids()));
+}
+
+#[test]
+fn wrong_chain() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.chain_id = "other".into());
+    assert!(matches!(f.verify(&b), Err(VerifyError::WrongChain { .. })));
+}
+
+#[test]
+fn wrong_height() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.height += 1);
+    assert_eq!(
+        f.verify(&b),
+        Err(VerifyError::WrongHeight {
+            expected: 42,
+            found: 43
+        })
+    );
+}
+
+#[test]
+fn broken_hash_link() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.prev_hash.0[0] ^= 1);
+    assert!(matches!(
+        f.verify(&b),
+        Err(VerifyError::BrokenHashLink { .. })
+    ));
+}
+
+#[test]
+fn timestamp_before_parent() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.timestamp_ms = 4_999);
+    assert_eq!(
+        f.verify(&b),
+        Err(VerifyError::TimestampBeforeParent {
+            parent: 5_000,
+            found: 4_999
+        })
+    );
+}
+
+#[test]
+fn builder_never_goes_back_in_time() {
+    let f = fixture();
+    let b = build_block(&f.parent, CHAIN, vec![f.tx(1)], &f.validator, 0, 1);
+    assert_eq!(b.header.timestamp_ms, f.parent.timestamp_ms);
+    assert!(f.verify(&b).is_ok());
+}
+
+#[test]
+fn unknown_proposer() {
+    let f = fixture();
+    let outsider = Keypair::from_label("outsider");
+    let b = build_block(&f.parent, CHAIN, vec![f.tx(1)], &outsider, 6_000, 1);
+    assert_eq!(
+        f.verify(&b),
+        Err(VerifyError::UnknownProposer(outsider.public()))
+    );
+}
+
+#[test]
+fn bad_proposer_signature() {
+    let f = fixture();
+    let mut b = f.valid_block();
+    b.signature.0[10] ^= 1;
+    assert_eq!(f.verify(&b), Err(VerifyError::BadProposerSignature));
+}
+
+#[test]
+fn signature_by_another_validator_is_rejected() {
+    let f = fixture();
+    let mut b = f.valid_block();
+    b.signature = Keypair::from_label("validator-2").sign(b.header.hash().as_bytes());
+    assert_eq!(f.verify(&b), Err(VerifyError::BadProposerSignature));
+}
+
+#[test]
+fn empty_block() {
+    let f = fixture();
+    let b = f.block(vec![]);
+    assert_eq!(f.verify(&b), Err(VerifyError::EmptyBlock));
+}
+
+#[test]
+fn too_many_txs() {
+    let f = fixture();
+    let b = f.block((0..9).map(|n| f.tx(n)).collect());
+    assert_eq!(
+        f.verify(&b),
+        Err(VerifyError::TooManyTxs { count: 9, max: 8 })
+    );
+}
+
+#[test]
+fn tx_count_mismatch() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.n_txs = 3);
+    assert_eq!(
+        f.verify(&b),
+        Err(VerifyError::TxCountMismatch {
+            header: 3,
+            actual: 4
+        })
+    );
+}
+
+#[test]
+fn block_too_large() {
+    let f = fixture();
+    let txs = (0..8)
+        .map(|n| f.tx_with(n, |t| t.payload = vec![7; 900]))
+        .collect();
+    let b = f.block(txs);
+    assert!(matches!(
+        f.verify(&b),
+        Err(VerifyError::BlockTooLarge { max: 8192, .. })
+    ));
+}
+
+#[test]
+fn merkle_root_mismatch() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.tx_root.0[31] ^= 1);
+    assert!(matches!(
+        f.verify(&b),
+        Err(VerifyError::MerkleRootMismatch { .. })
+    ));
+}
+
+#[test]
+fn reordered_transactions_break_the_root() {
+    let f = fixture();
+    let mut b = f.valid_block();
+    b.txs.swap(0, 1);
+    assert!(matches!(
+        f.verify(&b),
+        Err(VerifyError::MerkleRootMismatch { .. })
+    ));
+}
+
+#[test]
+fn tx_too_large() {
+    let f = fixture();
+    let b = f.block(vec![f.tx(0), f.tx_with(1, |t| t.payload = vec![0; 1024])]);
+    assert!(matches!(
+        f.tx_error(&b),
+        (1, TxError::TooLarge { max: 1024, .. })
+    ));
+}
+
+#[test]
+fn tx_wrong_chain() {
+    let f = fixture();
+    let b = f.block(vec![f.tx_with(0, |t| t.chain_id = "elsewhere".into())]);
+    assert!(matches!(f.tx_error(&b), (0, TxError::WrongChain { .. })));
+}
+
+#[test]
+fn tx_unknown_sender() {
+    let f = fixture();
+    let stranger = Keypair::from_label("stranger").public();
+    let b = f.block(vec![
+        f.tx(0),
+        f.tx(1),
+        f.tx_with(2, |t| t.sender = stranger),
+    ]);
+    assert_eq!(f.tx_error(&b), (2, TxError::UnknownSender(stranger)));
+}
+
+#[test]
+fn tx_expired() {
+    let f = fixture();
+    let b = f.block(vec![f.tx_with(0, |t| t.expires_at = 41)]);
+    assert_eq!(
+        f.tx_error(&b),
+        (
+            0,
+            TxError::Expired {
+                expires_at: 41,
+                height: 42
+            }
+        )
+    );
+}
+
+#[test]
+fn tx_expiring_at_this_height_is_valid() {
+    let f = fixture();
+    let b = f.block(vec![
+        f.tx_with(0, |t| t.expires_at = 42),
+        f.tx_with(1, |t| t.expires_at = 142),
+    ]);
+    assert!(f.verify(&b).is_ok());
+}
+
+#[test]
+fn tx_expiry_too_far() {
+    let f = fixture();
+    let b = f.block(vec![f.tx_with(0, |t| t.expires_at = 143)]);
+    assert_eq!(
+        f.tx_error(&b),
+        (
+            0,
+            TxError::ExpiryTooFar {
+                expires_at: 143,
+                height: 42,
+                lifetime: 100
+            }
+        )
+    );
+}
+
+#[test]
+fn duplicate_tx() {
+    let f = fixture();
+    let b = f.block(vec![f.tx(0), f.tx(1), f.tx(0)]);
+    assert_eq!(f.tx_error(&b), (2, TxError::Duplicate { first: 0 }));
+}
+
+#[test]
+fn tx_bad_signature_is_named() {
+    let f = fixture();
+    let mut txs: Vec<_> = (0..6).map(|n| f.tx(n)).collect();
+    txs[4].signature.0[40] ^= 1;
+    let b = f.block(txs);
+    assert_eq!(f.tx_error(&b), (4, TxError::BadSignature));
+}
+
+#[test]
+fn tampered_payload_fails() {
+    let f = fixture();
+    let mut b = f.valid_block();
+    b.txs[2].tx.payload[0] ^= 1;
+    // The id changes, so the Merkle root no longer matches.
+    assert!(matches!(
+        f.verify(&b),
+        Err(VerifyError::MerkleRootMismatch { .. })
+    ));
+}
+
+#[test]
+fn verify_transaction_checks_rules_and_signature() {
+    let f = fixture();
+    let good = f.tx(1);
+    assert_eq!(verify_transaction(&good, &f.policy, 42), Ok(good.id()));
+    let mut bad = f.tx(2);
+    bad.signature.0[0] ^= 1;
+    assert!(matches!(
+        verify_transaction(&bad, &f.policy, 42),
+        Err(VerifyError::Tx {
+            error: TxError::BadSignature,
+            ..
+        })
+    ));
+    let forged = f.tx_with(3, |t| t.sender = PublicKey([9; 32]));
+    assert!(matches!(
+        verify_transaction(&forged, &f.policy, 42),
+        Err(VerifyError::Tx {
+            error: TxError::UnknownSender(_),
+            ..
+        })
+    ));
+}

@@ -1,0 +1,154 @@
+//! The RocksDB store through its public API: appends, reads, proofs, and refusals.
+
+mod support;
+
+use ordo_ledger::{Store, StoreError};
+use support::TestChain;
+
+#[test]
+fn appended_blocks_read_back_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(3, 2);
+    let tip = {
+        let store = chain.write(dir.path(), 5, 10, 32);
+        store.tip()
+    };
+    let store = Store::open(dir.path(), &chain.genesis.identity()).expect("reopen");
+    assert_eq!(store.tip(), tip);
+    assert_eq!(tip.height, 5);
+    let b3 = store.block(3).expect("read").expect("present");
+    assert_eq!(b3.header.height, 3);
+    assert_eq!(
+        store.block_by_hash(&b3.hash()).expect("read"),
+        Some(b3.clone())
+    );
+    assert_eq!(store.block(6).expect("read"), None);
+    assert_eq!(store.block(0).expect("read"), None);
+}
+
+#[test]
+fn transaction_lookup_returns_a_verifying_proof() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 3);
+    let store = chain.write(dir.path(), 3, 7, 16);
+    let block = store.block(2).expect("read").expect("present");
+    for (i, tx) in block.txs.iter().enumerate() {
+        let found = store
+            .tx_with_proof(&tx.id())
+            .expect("read")
+            .expect("present");
+        assert_eq!((found.height, found.index as usize), (2, i));
+        assert_eq!(&found.tx, tx);
+        assert!(found.proof.verify(&tx.id(), &block.header.tx_root));
+    }
+    let absent = ordo_crypto::Hash([7; 32]);
+    assert!(store.tx_with_proof(&absent).expect("read").is_none());
+}
+
+#[test]
+fn a_store_refuses_another_chains_genesis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 1);
+    drop(chain.write(dir.path(), 1, 1, 8));
+    let other = TestChain::new(2, 1);
+    let err = Store::open(dir.path(), &other.genesis.identity())
+        .err()
+        .expect("mismatch refused");
+    assert!(matches!(err, StoreError::ChainMismatch { .. }));
+    assert!(
+        err.to_string().contains("use the matching genesis file"),
+        "{err}"
+    );
+    let err = Store::open_read_only(dir.path(), &other.genesis.identity())
+        .err()
+        .expect("mismatch refused");
+    assert!(matches!(err, StoreError::ChainMismatch { .. }));
+}
+
+#[test]
+fn append_refuses_blocks_that_do_not_extend_the_tip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 1);
+    let store = chain.write(dir.path(), 2, 2, 8);
+    let next = chain.next_block(&store, 2, 8);
+    store.append(&next).expect("append next");
+    // The same block again no longer extends the tip.
+    assert!(matches!(
+        store.append(&next),
+        Err(StoreError::NotNext { .. })
+    ));
+    assert_eq!(store.tip().height, 3);
+}
+
+#[test]
+fn append_refuses_an_already_committed_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 1);
+    let store = chain.write(dir.path(), 1, 3, 8);
+    let old_tx = store.block(1).expect("read").expect("present").txs[1].clone();
+    let parent = store.tip();
+    let replay = ordo_ledger::build_block(
+        &parent,
+        support::CHAIN,
+        vec![old_tx.clone()],
+        &chain.validators[0],
+        1,
+        1,
+    );
+    let err = store.append(&replay).expect_err("replay refused");
+    assert!(
+        matches!(err, StoreError::AlreadyCommitted { height: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(store.tip(), parent, "nothing written");
+}
+
+#[test]
+fn read_only_open_works_beside_a_writer_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 1);
+    let writer = chain.write(dir.path(), 2, 2, 8);
+    let reader =
+        Store::open_read_only(dir.path(), &chain.genesis.identity()).expect("read-only open");
+    assert_eq!(reader.tip(), writer.tip());
+    let next = chain.next_block(&writer, 1, 8);
+    assert!(matches!(reader.append(&next), Err(StoreError::ReadOnly)));
+}
+
+#[test]
+fn read_only_open_of_a_missing_ledger_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 1);
+    let err = Store::open_read_only(dir.path(), &chain.genesis.identity())
+        .err()
+        .expect("missing");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+#[test]
+fn garbage_in_the_ledger_directory_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    std::fs::create_dir_all(&ledger).expect("mkdir");
+    std::fs::write(ledger.join("CURRENT"), b"MANIFEST-999999\n").expect("write");
+    let chain = TestChain::new(1, 1);
+    let err = Store::open(dir.path(), &chain.genesis.identity())
+        .err()
+        .expect("corrupt dir refused");
+    assert!(matches!(err, StoreError::Db { .. }), "{err}");
+}
+
+#[test]
+fn a_corrupt_stored_block_is_reported_not_panicked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 1);
+    drop(chain.write(dir.path(), 2, 2, 8));
+    {
+        let db = support::raw_db(dir.path());
+        let cf = db.cf_handle("blocks").expect("cf");
+        db.put_cf(cf, 2u64.to_be_bytes(), b"not a block")
+            .expect("tamper");
+    }
+    let store = Store::open(dir.path(), &chain.genesis.identity()).expect("open");
+    assert!(matches!(store.block(2), Err(StoreError::Corrupt { .. })));
+}
