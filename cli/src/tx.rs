@@ -114,7 +114,13 @@ fn sign(a: SignArgs) -> CmdResult {
             let g = load_genesis(g)?;
             (g.chain_id.clone(), g.consensus.tx_bytes_max)
         }
-        (None, Some(c)) => (c.clone(), TX_BYTES_LIMIT),
+        (None, Some(c)) if ordo_ledger::is_valid_chain_id(c) => (c.clone(), TX_BYTES_LIMIT),
+        (None, Some(c)) => {
+            return Err(anyhow::anyhow!(
+                "--chain-id '{c}' must be 1–64 characters of A-Z a-z 0-9 . _ -"
+            )
+            .into());
+        }
         (None, None) => return Err(anyhow::anyhow!("give --genesis or --chain-id").into()),
     };
     let tx = Transaction {
