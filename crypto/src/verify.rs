@@ -168,8 +168,14 @@ mod tests {
         let mut items = signed(1);
         assert_eq!(batch_of(&items).verify(), Ok(()));
         items[0].2.0[63] ^= 1;
-        assert_eq!(batch_of(&items).verify(), Err(SignatureError::InvalidAt { index: 0 }));
-        assert_eq!(verify(&items[0].0, &items[0].1, &items[0].2), Err(SignatureError::Invalid));
+        assert_eq!(
+            batch_of(&items).verify(),
+            Err(SignatureError::InvalidAt { index: 0 })
+        );
+        assert_eq!(
+            verify(&items[0].0, &items[0].1, &items[0].2),
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[test]

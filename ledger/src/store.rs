@@ -180,12 +180,29 @@ impl Store {
     /// [`StoreError::ChainMismatch`] when the ledger belongs to another chain,
     /// [`StoreError::FormatVersion`], [`StoreError::Corrupt`] or [`StoreError::Db`].
     pub fn open(data_dir: &Path, identity: &ChainIdentity) -> Result<Store> {
+        Store::open_with_column_families(data_dir, identity, &[])
+    }
+
+    /// As [`Store::open`], also opening (creating if needed) `extra` column families that a
+    /// co-located component keeps in the same database, so that it can write to them in the
+    /// same atomic batch as a block (see [`Store::append_with`]).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_column_families(
+        data_dir: &Path,
+        identity: &ChainIdentity,
+        extra: &[&str],
+    ) -> Result<Store> {
         let path = data_dir.join(LEDGER_DIR);
         std::fs::create_dir_all(&path).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             what: format!("cannot create directory: {e}"),
         })?;
-        let cfs = COLUMN_FAMILIES.map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .chain(extra)
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&db_options(), &path, cfs).map_err(|source| {
             StoreError::Db {
                 path: path.clone(),
@@ -196,7 +213,7 @@ impl Store {
     }
 
     /// Opens an existing ledger without writing to it (for audits and queries; works while a
-    /// node has the ledger open).
+    /// node has the ledger open, and ignores column families other components keep there).
     ///
     /// # Errors
     /// As [`Store::open`], plus [`StoreError::NotFound`] when there is no ledger.
@@ -320,6 +337,13 @@ impl Store {
         &self.path
     }
 
+    /// The underlying database, for a co-located component's own column families (opened
+    /// with [`Store::open_with_column_families`]). The ledger's column families are the
+    /// ledger's alone: write them only through this type.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
     /// The current tip (the genesis tip when the chain is empty).
     pub fn tip(&self) -> ChainTip {
         *self.tip.lock().expect("tip lock poisoned")
@@ -346,6 +370,24 @@ impl Store {
     /// # Panics
     /// If `ids` does not have one id per transaction.
     pub fn append_with_ids(&self, block: &Block, ids: &[TxId]) -> Result<ChainTip> {
+        self.append_with(block, ids, |_, _| {})
+    }
+
+    /// As [`Store::append_with_ids`], adding `extra` writes to the same atomic, synced batch
+    /// (for example the consensus state that records which log entry the block came from).
+    /// `extra` receives the batch and the database, to look up its column families.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    ///
+    /// # Panics
+    /// If `ids` does not have one id per transaction.
+    pub fn append_with(
+        &self,
+        block: &Block,
+        ids: &[TxId],
+        extra: impl FnOnce(&mut WriteBatch, &DB),
+    ) -> Result<ChainTip> {
         assert_eq!(ids.len(), block.txs.len(), "one id per transaction");
         if self.read_only {
             return Err(StoreError::ReadOnly);
@@ -381,6 +423,7 @@ impl Store {
             META_TIP,
             borsh::to_vec(&new_tip).expect("encodes"),
         );
+        extra(&mut batch, &self.db);
         self.write_synced(batch)?;
         *tip = new_tip;
         Ok(new_tip)

@@ -1,6 +1,8 @@
 //! The ordo validator node.
 //!
-//! A node will run consensus (`consensus`), talk to its peers (`network`), hold pending
-//! transactions (`mempool`) and serve clients (`api`), on top of the ledger and genesis
-//! crates. It is intentionally empty until those parts land: the chain formats, store and
-//! audit they build on live in `ordo-ledger` and `ordo-genesis`.
+//! [`consensus`] wraps openraft: ordo's type configuration, the Raft log and vote storage
+//! on RocksDB (in the ledger's database, in column families of its own), and the state
+//! machine that applies committed blocks to the ledger. Networking, the mempool and the
+//! client API build on it.
+
+pub mod consensus;

@@ -1,0 +1,106 @@
+//! Consensus: ordo's boundary around openraft.
+//!
+//! Everything openraft-specific lives under this module, so that upgrading the library
+//! touches one place. One Raft log entry carries one block ([`BlockEntry`]).
+//!
+//! Storage lives in the ledger's RocksDB database, in two column families of its own:
+//!
+//! | column family | key                      | value                                   |
+//! |---------------|--------------------------|-----------------------------------------|
+//! | `raft_log`    | log index (u64 BE)       | bincode(`Entry`)                        |
+//! | `raft_state`  | `vote`, `committed`, `last_purged`, `applied`, `membership`, `snapshot` | bincode of each |
+//!
+//! Durability rules (openraft's contract): a vote is synced before `save_vote` returns; log
+//! entries are synced before the append callback fires; the state machine writes the
+//! applied log id in the same `WriteBatch` as the block it applies, so a restart never
+//! applies a block twice or skips one.
+
+mod log_store;
+mod state_machine;
+mod types;
+
+pub use log_store::LogStore;
+pub use state_machine::{BlockSource, BlockStateMachine, SnapshotBuilder};
+pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, node_ids};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ordo_ledger::{ChainIdentity, Policy, Store, StoreError};
+
+/// Column family of the Raft log.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Column family of Raft's persistent state (vote, applied id, membership, snapshot).
+pub const CF_RAFT_STATE: &str = "raft_state";
+
+/// Opens the node's database: the ledger plus the consensus column families.
+///
+/// # Errors
+/// As [`Store::open`].
+pub fn open_store(data_dir: &Path, identity: &ChainIdentity) -> Result<Arc<Store>, StoreError> {
+    Store::open_with_column_families(data_dir, identity, &[CF_RAFT_LOG, CF_RAFT_STATE])
+        .map(Arc::new)
+}
+
+/// Opens the Raft log storage and the block state machine over one store.
+///
+/// # Errors
+/// An I/O error when the persisted consensus state cannot be read or decoded.
+pub fn open_consensus_storage(
+    store: Arc<Store>,
+    policy: Arc<Policy>,
+    source: Arc<dyn BlockSource>,
+) -> std::io::Result<(LogStore, BlockStateMachine)> {
+    let log = LogStore::new(store.clone());
+    let sm = BlockStateMachine::open(store, policy, source)?;
+    Ok((log, sm))
+}
+
+/// A consensus column family of `store`'s database.
+///
+/// # Panics
+/// If the store was not opened with [`open_store`] (a programming error).
+fn cf<'a>(store: &'a Store, name: &str) -> &'a rocksdb::ColumnFamily {
+    store
+        .db()
+        .cf_handle(name)
+        .expect("consensus column families are opened with the store")
+}
+
+/// Writes `batch` to `store`'s database, synced to disk when `sync`.
+fn write_batch(store: &Store, batch: rocksdb::WriteBatch, sync: bool) -> std::io::Result<()> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(sync);
+    store
+        .db()
+        .write_opt(batch, &opts)
+        .map_err(std::io::Error::other)
+}
+
+/// Encodes an internal (never hashed) value with bincode.
+fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
+}
+
+/// Decodes an internal value written by [`encode_internal`], rejecting trailing bytes.
+fn decode_internal<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> std::io::Result<T> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
+        })?;
+    if read != bytes.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what}: trailing bytes"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Maps a store error to the I/O error openraft expects from storage.
+fn io_err(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! The Raft state machine: committed blocks go into the ledger.
+//!
+//! Applying a block appends it to the ledger [`Store`] with the applied log id and
+//! membership written in the same synced `WriteBatch`, so after a crash the ledger and the
+//! applied state agree and no block is applied twice. Blocks were fully verified before they
+//! entered the log (the leader before proposing, followers before appending); applying only
+//! checks that a block extends the ledger, which every node decides identically.
+//!
+//! A snapshot is small: the applied log id, the membership and the ledger tip. A node that
+//! installs one while its ledger is behind fetches the missing blocks from a
+//! [`BlockSource`], verifies each against its parent, and appends it, before the snapshot
+//! counts as installed.
+
+use std::io::{self, Cursor};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::{
+    EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf,
+};
+use openraft::{EntryPayload, OptionalSend, StoredMembership};
+use ordo_ledger::{Block, ChainTip, Policy, Store, StoreError, verify_block};
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::types::{ApplyOutcome, BlockEntry, TypeConfig};
+use super::{CF_RAFT_STATE, cf, decode_internal, encode_internal, io_err, write_batch};
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// Most blocks asked of a [`BlockSource`] at once during snapshot catch-up.
+pub const FETCH_BLOCKS_MAX: u64 = 256;
+/// Longest pause between attempts to fetch missing blocks.
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Where a node that fell behind gets committed blocks it does not have (its peers).
+pub trait BlockSource: Send + Sync + 'static {
+    /// Up to `max` consecutive blocks starting at height `from`. May return fewer (or none,
+    /// when the source has not reached `from` yet); the caller verifies everything.
+    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>>;
+}
+
+/// What the state machine has applied, persisted under `raft_state/applied`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    membership: StoredMembershipOf<TypeConfig>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    policy: Arc<Policy>,
+    source: Arc<dyn BlockSource>,
+    /// Held while a block is appended, so a snapshot sees a tip and an applied id that agree.
+    applied: Mutex<Applied>,
+}
+
+/// The state machine. Cheap to clone handles share one state.
+pub struct BlockStateMachine {
+    inner: Arc<Inner>,
+}
+
+/// Builds snapshots concurrently with `apply`.
+pub struct SnapshotBuilder {
+    inner: Arc<Inner>,
+}
+
+/// The snapshot's content.
+type SnapshotData = Cursor<Vec<u8>>;
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<TypeConfig>,
+    tip: ChainTip,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        self.applied.lock().expect("applied-state lock poisoned")
+    }
+
+    fn state_cf(&self) -> &rocksdb::ColumnFamily {
+        cf(&self.store, CF_RAFT_STATE)
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> io::Result<()> {
+        write_batch(&self.store, batch, sync)
+    }
+
+    /// Persists `applied` alone. Entries without a block are idempotent to re-apply, so
+    /// this need not be synced.
+    fn save_applied(&self, applied: &Applied, sync: bool) -> io::Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.state_cf(), KEY_APPLIED, encode_internal(applied)?);
+        self.write(batch, sync)
+    }
+
+    fn apply_entry(&self, entry: EntryOf<TypeConfig>) -> io::Result<ApplyOutcome> {
+        let mut applied = self.lock();
+        let mut next = applied.clone();
+        next.last_applied = Some(entry.log_id);
+        let outcome = match entry.payload {
+            EntryPayload::Blank => {
+                self.save_applied(&next, false)?;
+                ApplyOutcome::NoBlock
+            }
+            EntryPayload::Membership(m) => {
+                next.membership = StoredMembership::new(Some(entry.log_id), m);
+                self.save_applied(&next, false)?;
+                ApplyOutcome::NoBlock
+            }
+            EntryPayload::Normal(BlockEntry(block)) => self.apply_block(&block, &next)?,
+        };
+        *applied = next;
+        Ok(outcome)
+    }
+
+    fn apply_block(&self, block: &Block, next: &Applied) -> io::Result<ApplyOutcome> {
+        let tip = self.store.tip();
+        let (height, hash) = (block.header.height, block.hash());
+        if height <= tip.height
+            && self
+                .store
+                .block(height)
+                .map_err(io_err)?
+                .is_some_and(|b| b.hash() == hash)
+        {
+            self.save_applied(next, false)?;
+            return Ok(ApplyOutcome::AlreadyApplied { height });
+        }
+        let applied_bytes = encode_internal(next)?;
+        let ids = block.tx_ids();
+        let result = self.store.append_with(block, &ids, |batch, db| {
+            let cf = db
+                .cf_handle(CF_RAFT_STATE)
+                .expect("consensus column families are opened with the store");
+            batch.put_cf(cf, KEY_APPLIED, &applied_bytes);
+        });
+        match result {
+            Ok(_) => Ok(ApplyOutcome::Appended { height, hash }),
+            Err(e @ (StoreError::NotNext { .. } | StoreError::AlreadyCommitted { .. })) => {
+                tracing::warn!(height, %hash, error = %e, "committed block does not extend the ledger; skipped");
+                self.save_applied(next, false)?;
+                Ok(ApplyOutcome::Skipped {
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    fn snapshot_view(&self) -> (Applied, ChainTip) {
+        let applied = self.lock();
+        (applied.clone(), self.store.tip())
+    }
+
+    fn save_snapshot(&self, stored: &StoredSnapshot, applied: Option<&Applied>) -> io::Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.state_cf(), KEY_SNAPSHOT, encode_internal(stored)?);
+        if let Some(applied) = applied {
+            batch.put_cf(self.state_cf(), KEY_APPLIED, encode_internal(applied)?);
+        }
+        self.write(batch, true)
+    }
+
+    fn load_snapshot(&self) -> io::Result<Option<StoredSnapshot>> {
+        match self
+            .store
+            .db()
+            .get_cf(self.state_cf(), KEY_SNAPSHOT)
+            .map_err(io::Error::other)?
+        {
+            Some(bytes) => decode_internal(&bytes, "stored snapshot").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Fetches, verifies and appends blocks until the ledger reaches `target`.
+    async fn catch_up(&self, target: &ChainTip) -> io::Result<()> {
+        let mut delay = Duration::from_millis(50);
+        while self.store.tip().height < target.height {
+            let tip = self.store.tip();
+            let want = (target.height - tip.height).min(FETCH_BLOCKS_MAX);
+            match self.source.fetch(tip.height + 1, want).await {
+                Ok(blocks) if !blocks.is_empty() => {
+                    if let Err(e) = self.append_fetched(&blocks) {
+                        tracing::warn!(from = tip.height + 1, error = %e, "fetched blocks rejected; retrying");
+                    } else {
+                        delay = Duration::from_millis(50);
+                        continue;
+                    }
+                }
+                Ok(_) => tracing::debug!(from = tip.height + 1, "no blocks available yet"),
+                Err(e) => {
+                    tracing::warn!(from = tip.height + 1, error = %e, "block fetch failed; retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(FETCH_RETRY_MAX);
+        }
+        let ours = self
+            .store
+            .block(target.height)
+            .map_err(io_err)?
+            .map(|b| b.tip());
+        if target.height > 0 && ours.as_ref() != Some(target) {
+            return Err(io::Error::other(format!(
+                "ledger block at height {} differs from the snapshot's tip {}: the chain diverged",
+                target.height, target.hash
+            )));
+        }
+        Ok(())
+    }
+
+    /// Verifies each fetched block against its parent and appends it; stops at the first bad one.
+    fn append_fetched(&self, blocks: &[Block]) -> Result<(), String> {
+        for block in blocks {
+            let parent = self.store.tip();
+            let ids = verify_block(&parent, block, &self.policy).map_err(|e| e.to_string())?;
+            self.store
+                .append_with_ids(block, &ids)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl BlockStateMachine {
+    /// The state machine over `store`, resuming from the persisted applied state.
+    ///
+    /// # Errors
+    /// When the persisted state cannot be read or decoded.
+    pub fn open(
+        store: Arc<Store>,
+        policy: Arc<Policy>,
+        source: Arc<dyn BlockSource>,
+    ) -> io::Result<BlockStateMachine> {
+        let applied = match store
+            .db()
+            .get_cf(cf(&store, CF_RAFT_STATE), KEY_APPLIED)
+            .map_err(io::Error::other)?
+        {
+            Some(bytes) => decode_internal(&bytes, "applied state")?,
+            None => Applied::default(),
+        };
+        let inner = Inner {
+            store,
+            policy,
+            source,
+            applied: Mutex::new(applied),
+        };
+        Ok(BlockStateMachine {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+fn snapshot_of(stored: StoredSnapshot) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
+    let data = borsh::to_vec(&stored.tip).map_err(io::Error::other)?;
+    Ok(openraft::storage::Snapshot {
+        meta: stored.meta,
+        snapshot: Cursor::new(data),
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        let (applied, tip) = self.inner.snapshot_view();
+        let meta = openraft::storage::SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+        };
+        let stored = StoredSnapshot { meta, tip };
+        self.inner.save_snapshot(&stored, None)?;
+        snapshot_of(stored)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for BlockStateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
+        let applied = self.inner.lock();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let outcome = self.inner.apply_entry(entry)?;
+            if let Some(responder) = responder {
+                responder.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            inner: self.inner.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let tip: ChainTip = borsh::from_slice(snapshot.get_ref()).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("snapshot content: {e}"))
+        })?;
+        self.inner.catch_up(&tip).await?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            tip,
+        };
+        self.inner.save_snapshot(&stored, Some(&applied))?;
+        *self.inner.lock() = applied;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
+        match self.inner.load_snapshot()? {
+            Some(stored) => snapshot_of(stored).map(Some),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Consensus storage: openraft's conformance suite against the RocksDB implementation, plus
+//! ordo's own rules (blocks applied once, across restarts; snapshot catch-up verifies).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::alias::LogIdOf;
+use openraft::{Entry, EntryPayload, LogId, StorageError};
+use ordo_crypto::{Domain, Hash, Keypair};
+use ordo_ledger::{Block, ChainIdentity, Limits, Policy, Store, Transaction, build_block};
+use tempfile::TempDir;
+
+use super::*;
+
+const CHAIN: &str = "consensus-test";
+
+fn policy() -> Policy {
+    Policy {
+        chain_id: CHAIN.into(),
+        genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
+        validators: HashSet::from([Keypair::from_label("leader").public()]),
+        clients: HashSet::from([Keypair::from_label("client").public()]),
+        limits: Limits::default(),
+    }
+}
+
+fn identity() -> ChainIdentity {
+    let p = policy();
+    ChainIdentity {
+        chain_id: p.chain_id,
+        genesis_hash: p.genesis_hash,
+    }
+}
+
+/// A chain of `n` valid blocks on top of the genesis.
+fn chain(n: u64) -> Vec<Block> {
+    let (leader, client) = (Keypair::from_label("leader"), Keypair::from_label("client"));
+    let mut parent = policy().genesis_tip();
+    (1..=n)
+        .map(|h| {
+            let tx = Transaction {
+                chain_id: CHAIN.into(),
+                sender: client.public(),
+                nonce: h,
+                expires_at: h,
+                payload: vec![h as u8],
+            }
+            .sign(&client);
+            let block = build_block(&parent, CHAIN, vec![tx], &leader, 1_000 + h, 1);
+            parent = block.tip();
+            block
+        })
+        .collect()
+}
+
+/// Serves blocks from a list, optionally corrupting the first answer.
+struct ListSource {
+    blocks: Vec<Block>,
+    corrupt_first: Mutex<bool>,
+}
+
+impl BlockSource for ListSource {
+    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>> {
+        let mut out: Vec<Block> = self
+            .blocks
+            .iter()
+            .filter(|b| b.header.height >= from)
+            .take(max as usize)
+            .cloned()
+            .collect();
+        let mut corrupt = self.corrupt_first.lock().expect("lock");
+        if *corrupt && !out.is_empty() {
+            *corrupt = false;
+            out[0].txs[0].tx.payload.push(0xff);
+        }
+        Box::pin(async move { Ok(out) })
+    }
+}
+
+fn empty_source() -> Arc<dyn BlockSource> {
+    Arc::new(ListSource {
+        blocks: vec![],
+        corrupt_first: Mutex::new(false),
+    })
+}
+
+fn open(
+    dir: &std::path::Path,
+    source: Arc<dyn BlockSource>,
+) -> (Arc<Store>, LogStore, BlockStateMachine) {
+    let store = open_store(dir, &identity()).expect("open store");
+    let (log, sm) =
+        open_consensus_storage(store.clone(), Arc::new(policy()), source).expect("open consensus");
+    (store, log, sm)
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, BlockStateMachine, TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, BlockStateMachine), StorageError<TypeConfig>> {
+        let dir = TempDir::new().expect("tempdir");
+        let (_, log, sm) = open(dir.path(), empty_source());
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_conformance_suite() {
+    Suite::test_all(Builder)
+        .await
+        .expect("storage suite passes");
+}
+
+fn log_id(term: u64, index: u64) -> LogIdOf<TypeConfig> {
+    LogId::new(
+        openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 },
+        index,
+    )
+}
+
+fn block_entry(term: u64, index: u64, block: &Block) -> EntryOf {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(BlockEntry(Arc::new(block.clone()))),
+    }
+}
+
+type EntryOf = openraft::type_config::alias::EntryOf<TypeConfig>;
+
+async fn apply(sm: &mut BlockStateMachine, entries: Vec<EntryOf>) {
+    let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+    sm.apply(stream).await.expect("apply");
+}
+
+#[tokio::test]
+async fn applied_blocks_reach_the_ledger_once_across_restarts() {
+    let dir = TempDir::new().expect("tempdir");
+    let blocks = chain(5);
+    {
+        let (store, _log, mut sm) = open(dir.path(), empty_source());
+        let mut entries = vec![Entry {
+            log_id: log_id(1, 1),
+            payload: EntryPayload::Blank,
+        }];
+        entries.extend(
+            blocks[..3]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| block_entry(1, i as u64 + 2, b)),
+        );
+        apply(&mut sm, entries).await;
+        assert_eq!(store.tip(), blocks[2].tip());
+        assert_eq!(
+            sm.applied_state().await.expect("state").0,
+            Some(log_id(1, 4))
+        );
+    }
+    // Restart: the applied id survived with the blocks; re-delivering old entries is harmless.
+    let (store, _log, mut sm) = open(dir.path(), empty_source());
+    assert_eq!(
+        sm.applied_state().await.expect("state").0,
+        Some(log_id(1, 4))
+    );
+    let stream = futures::stream::iter([Ok((block_entry(1, 4, &blocks[2]), None))]);
+    sm.apply(stream).await.expect("re-apply");
+    assert_eq!(store.tip(), blocks[2].tip());
+    apply(
+        &mut sm,
+        vec![block_entry(2, 5, &blocks[3]), block_entry(2, 6, &blocks[4])],
+    )
+    .await;
+    assert_eq!(store.tip(), blocks[4].tip());
+    let report = ordo_ledger::audit(&store, &policy(), |_| {});
+    assert!(report.ok(), "{:?}", report.failure);
+}
+
+#[tokio::test]
+async fn a_block_that_does_not_extend_the_ledger_is_skipped_not_fatal() {
+    let dir = TempDir::new().expect("tempdir");
+    let blocks = chain(3);
+    let (store, _log, mut sm) = open(dir.path(), empty_source());
+    // Block 2 without block 1: deterministically skipped, applied id still advances.
+    apply(&mut sm, vec![block_entry(1, 1, &blocks[1])]).await;
+    assert_eq!(store.tip().height, 0);
+    assert_eq!(
+        sm.applied_state().await.expect("state").0,
+        Some(log_id(1, 1))
+    );
+}
+
+#[tokio::test]
+async fn snapshot_install_fetches_and_verifies_missing_blocks() {
+    let blocks = chain(12);
+    // The leader's side: apply everything, build a snapshot.
+    let leader_dir = TempDir::new().expect("tempdir");
+    let (_, _, mut leader_sm) = open(leader_dir.path(), empty_source());
+    apply(
+        &mut leader_sm,
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| block_entry(1, i as u64 + 1, b))
+            .collect(),
+    )
+    .await;
+    let mut builder = leader_sm.get_snapshot_builder().await;
+    let snapshot = builder.build_snapshot().await.expect("build");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 12)));
+
+    // A follower with an empty ledger installs it; its source lies once, then serves the truth.
+    let follower_dir = TempDir::new().expect("tempdir");
+    let source = Arc::new(ListSource {
+        blocks: blocks.clone(),
+        corrupt_first: Mutex::new(true),
+    });
+    let (store, mut log, mut sm) = open(follower_dir.path(), source);
+    sm.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(store.tip(), blocks[11].tip());
+    assert_eq!(
+        sm.applied_state().await.expect("state").0,
+        Some(log_id(1, 12))
+    );
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(current.meta, snapshot.meta);
+    assert!(ordo_ledger::audit(&store, &policy(), |_| {}).ok());
+    assert_eq!(log.get_log_state().await.expect("state").last_log_id, None);
+}
+
+#[tokio::test]
+async fn the_ledger_of_a_node_still_audits_read_only() {
+    let dir = TempDir::new().expect("tempdir");
+    let blocks = chain(4);
+    let (_store, _log, mut sm) = open(dir.path(), empty_source());
+    apply(
+        &mut sm,
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| block_entry(1, i as u64 + 1, b))
+            .collect(),
+    )
+    .await;
+    // An auditor opens only the ledger's column families, beside the running node.
+    let reader = Store::open_read_only(dir.path(), &identity()).expect("read-only open");
+    let report = ordo_ledger::audit(&reader, &policy(), |_| {});
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(report.blocks_verified, 4);
+}
+
+#[test]
+fn block_entries_round_trip_as_canonical_bytes_and_refuse_garbage() {
+    let block = chain(1).remove(0);
+    let entry = BlockEntry(Arc::new(block.clone()));
+    let bytes = encode_internal(&entry).expect("encode");
+    let back: BlockEntry = decode_internal(&bytes, "entry").expect("decode");
+    assert_eq!(back, entry);
+    let truncated = &bytes[..bytes.len() - 10];
+    assert!(decode_internal::<BlockEntry>(truncated, "entry").is_err());
+    let mut trailing = bytes;
+    trailing.push(0);
+    assert!(decode_internal::<BlockEntry>(&trailing, "entry").is_err());
+}
+
+#[test]
+fn node_ids_come_from_keys_and_collisions_are_refused() {
+    let k = Keypair::from_label("leader").public();
+    assert_eq!(
+        node_id(&k),
+        u64::from_be_bytes(k.0[..8].try_into().expect("8 bytes"))
+    );
+    let other = Keypair::from_label("other").public();
+    let ids = node_ids([k, other]).expect("distinct");
+    assert_eq!(ids.get(&node_id(&other)), Some(&other));
+    let mut twin = k;
+    twin.0[31] ^= 1;
+    assert!(
+        node_ids([k, twin])
+            .expect_err("collision")
+            .contains("same Raft node id")
+    );
+}

@@ -1,0 +1,127 @@
+//! openraft type configuration: what a log entry carries and what applying it returns.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use ordo_crypto::{Hash, PublicKey};
+use ordo_ledger::{BLOCK_BYTES_LIMIT, Block};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+openraft::declare_raft_types!(
+    /// ordo's Raft types: one block per log entry, validators as nodes.
+    pub TypeConfig:
+        D = BlockEntry,
+        R = ApplyOutcome,
+        NodeId = u64,
+        Node = ValidatorNode,
+        AsyncRuntime = openraft_rt_tokio::TokioRuntime,
+);
+
+/// The Raft node id of a validator: the first 8 bytes of its public key, big-endian.
+/// Keys are uniformly random points, so ids of distinct validators differ in practice;
+/// [`node_ids`] checks a validator set for collisions.
+pub fn node_id(key: &PublicKey) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key.as_bytes()[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// The node id of every validator.
+///
+/// # Errors
+/// A message naming the two keys when two validators would share a node id.
+pub fn node_ids(
+    keys: impl IntoIterator<Item = PublicKey>,
+) -> Result<BTreeMap<u64, PublicKey>, String> {
+    let mut ids = BTreeMap::new();
+    for key in keys {
+        if let Some(first) = ids.insert(node_id(&key), key) {
+            return Err(format!(
+                "validators {first} and {key} map to the same Raft node id"
+            ));
+        }
+    }
+    Ok(ids)
+}
+
+/// A validator as Raft membership records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorNode {
+    /// The validator's key (its libp2p identity).
+    pub public_key: PublicKey,
+}
+
+impl Default for ValidatorNode {
+    fn default() -> ValidatorNode {
+        ValidatorNode {
+            public_key: PublicKey([0; 32]),
+        }
+    }
+}
+
+/// The payload of a normal log entry: one block.
+///
+/// It travels and is stored as the block's canonical bytes; decoding refuses anything
+/// non-canonical or larger than the protocol's block limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockEntry(pub Arc<Block>);
+
+impl fmt::Display for BlockEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.0.header;
+        write!(f, "block {} ({} txs)", h.height, h.n_txs)
+    }
+}
+
+impl Serialize for BlockEntry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BlockEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a block's canonical bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<BlockEntry, E> {
+                Block::from_bytes(v, BLOCK_BYTES_LIMIT)
+                    .map(|b| BlockEntry(Arc::new(b)))
+                    .map_err(E::custom)
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<BlockEntry, E> {
+                self.visit_bytes(&v)
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
+/// What applying a log entry did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApplyOutcome {
+    /// The entry carried no block (leader no-op or membership change).
+    NoBlock,
+    /// The block was appended to the ledger.
+    Appended {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash,
+    },
+    /// The ledger already held this block (it arrived earlier through snapshot catch-up).
+    AlreadyApplied {
+        /// Its height.
+        height: u64,
+    },
+    /// The block does not extend the chain and was not applied. Every node decides this
+    /// identically, from the same log.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
