@@ -1,0 +1,313 @@
+//! The mempool: admitted transactions waiting for a block, and the leader's block cutter.
+//!
+//! Admission checks, cheapest first: encoded size, chain id, permitted sender, expiry
+//! window (for the next height), not already pending, not already committed, room left
+//! (by count and by bytes: a full pool answers [`AdmitError::Busy`], it never grows), and
+//! last the signature, batch-verified under ZIP-215 for a batch of submissions.
+//!
+//! The leader cuts a block by Fabric's block-cutter rules: as soon as `block_txs_max`
+//! transactions or `block_bytes_max` bytes are pending, or `batch_timeout` after the first
+//! pending transaction. Time is an argument: the pool never reads a clock.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ordo_crypto::BatchVerifier;
+use ordo_ledger::{Policy, SignedTransaction, TxError, TxId, check_tx_rules};
+
+/// Room a block header and framing take, kept free when filling a block by bytes.
+const BLOCK_OVERHEAD_BYTES: u64 = 512;
+
+/// Mempool bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolLimits {
+    /// Most pending transactions.
+    pub txs_max: usize,
+    /// Most pending bytes (encoded transactions).
+    pub bytes_max: u64,
+}
+
+impl Default for MempoolLimits {
+    fn default() -> MempoolLimits {
+        MempoolLimits {
+            txs_max: 100_000,
+            bytes_max: 256 << 20,
+        }
+    }
+}
+
+/// Why a transaction was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// The transaction breaks a chain rule or its signature is invalid.
+    #[error("transaction {id} is invalid: {error}")]
+    Invalid {
+        /// Its id.
+        id: TxId,
+        /// The rule it breaks.
+        error: TxError,
+    },
+    /// The same transaction is already waiting.
+    #[error("transaction {0} is already pending")]
+    AlreadyPending(TxId),
+    /// The transaction is already in the chain.
+    #[error("transaction {id} is already committed at height {height}")]
+    AlreadyCommitted {
+        /// Its id.
+        id: TxId,
+        /// Its block.
+        height: u64,
+    },
+    /// The pool is full; retry later.
+    #[error("mempool is full ({pending_txs} transactions, {pending_bytes} bytes); retry later")]
+    Busy {
+        /// Pending transactions.
+        pending_txs: usize,
+        /// Pending bytes.
+        pending_bytes: u64,
+    },
+}
+
+struct Pending {
+    tx: SignedTransaction,
+    id: TxId,
+    bytes: u64,
+    arrived: Instant,
+}
+
+/// Pending transactions in arrival order.
+pub struct Mempool {
+    policy: Arc<Policy>,
+    limits: MempoolLimits,
+    batch_timeout: Duration,
+    queue: VecDeque<Pending>,
+    /// Ids of everything in `queue`.
+    ids: HashSet<TxId>,
+    bytes: u64,
+}
+
+impl Mempool {
+    /// An empty pool for `policy`'s chain.
+    pub fn new(policy: Arc<Policy>, limits: MempoolLimits, batch_timeout: Duration) -> Mempool {
+        Mempool {
+            policy,
+            limits,
+            batch_timeout,
+            queue: VecDeque::new(),
+            ids: HashSet::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Pending transactions.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Pending bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether `id` is pending.
+    pub fn contains(&self, id: &TxId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Admits a batch of submissions for a chain whose next block is `next_height`.
+    /// `committed` answers where an id is already committed, if anywhere. Returns one result
+    /// per submission, in order. Signatures of the candidates are verified as one batch.
+    pub fn admit(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        next_height: u64,
+        committed: impl Fn(&TxId) -> Option<u64>,
+        now: Instant,
+    ) -> Vec<Result<TxId, AdmitError>> {
+        let mut results = Vec::with_capacity(txs.len());
+        let mut candidates = Vec::new();
+        let mut batch_ids: HashSet<TxId> = HashSet::new();
+        for tx in txs {
+            let id = tx.id();
+            let checked = self.precheck(&tx, id, next_height, &committed, &batch_ids);
+            if checked.is_ok() {
+                batch_ids.insert(id);
+                candidates.push((results.len(), tx, id));
+            }
+            results.push(checked.map(|()| id));
+        }
+        for (slot, tx, id) in self.verify_signatures(candidates, &mut results) {
+            results[slot] = self.push(tx, id, now).map(|()| id);
+        }
+        results
+    }
+
+    fn precheck(
+        &self,
+        tx: &SignedTransaction,
+        id: TxId,
+        next_height: u64,
+        committed: &impl Fn(&TxId) -> Option<u64>,
+        batch_ids: &HashSet<TxId>,
+    ) -> Result<(), AdmitError> {
+        check_tx_rules(tx, &self.policy, next_height)
+            .map_err(|error| AdmitError::Invalid { id, error })?;
+        if self.contains(&id) || batch_ids.contains(&id) {
+            return Err(AdmitError::AlreadyPending(id));
+        }
+        if let Some(height) = committed(&id) {
+            return Err(AdmitError::AlreadyCommitted { id, height });
+        }
+        self.check_room(tx.encoded_len(), batch_ids.len())
+    }
+
+    fn check_room(&self, bytes: u64, extra_txs: usize) -> Result<(), AdmitError> {
+        if self.queue.len() + extra_txs >= self.limits.txs_max
+            || self.bytes + bytes > self.limits.bytes_max
+        {
+            return Err(AdmitError::Busy {
+                pending_txs: self.queue.len(),
+                pending_bytes: self.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Batch-verifies the candidates' signatures; records failures in `results` and returns
+    /// the candidates that pass.
+    fn verify_signatures(
+        &self,
+        mut candidates: Vec<(usize, SignedTransaction, TxId)>,
+        results: &mut [Result<TxId, AdmitError>],
+    ) -> Vec<(usize, SignedTransaction, TxId)> {
+        loop {
+            let mut batch = BatchVerifier::with_capacity(candidates.len());
+            for (_, tx, id) in &candidates {
+                batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
+            }
+            let index = match batch.verify() {
+                Ok(()) => return candidates,
+                Err(ordo_crypto::SignatureError::InvalidAt { index }) => index,
+                Err(ordo_crypto::SignatureError::Invalid) => 0,
+            };
+            let (slot, _, id) = candidates.remove(index);
+            results[slot] = Err(AdmitError::Invalid {
+                id,
+                error: TxError::BadSignature,
+            });
+        }
+    }
+
+    fn push(&mut self, tx: SignedTransaction, id: TxId, now: Instant) -> Result<(), AdmitError> {
+        let bytes = tx.encoded_len();
+        self.check_room(bytes, 0)?;
+        self.bytes += bytes;
+        self.ids.insert(id);
+        self.queue.push_back(Pending {
+            tx,
+            id,
+            bytes,
+            arrived: now,
+        });
+        Ok(())
+    }
+
+    /// When the leader must cut a block even if it is not full, if anything is pending.
+    pub fn cut_deadline(&self) -> Option<Instant> {
+        self.queue.front().map(|p| p.arrived + self.batch_timeout)
+    }
+
+    /// Whether a block should be cut now: full by count or bytes, or the batch timeout
+    /// since the first pending transaction has passed.
+    pub fn should_cut(&self, now: Instant) -> bool {
+        let limits = &self.policy.limits;
+        !self.queue.is_empty()
+            && (self.queue.len() >= limits.block_txs_max as usize
+                || self.bytes + BLOCK_OVERHEAD_BYTES >= limits.block_bytes_max
+                || self.cut_deadline().is_some_and(|d| now >= d))
+    }
+
+    /// Takes the transactions for the block at `height`, oldest first, within the block
+    /// limits. Transactions that expired before `height` are dropped. The rest stay pending.
+    pub fn cut(&mut self, height: u64) -> Vec<SignedTransaction> {
+        let limits = self.policy.limits;
+        let mut out = Vec::new();
+        let mut block_bytes = BLOCK_OVERHEAD_BYTES;
+        while let Some(front) = self.queue.front() {
+            if out.len() >= limits.block_txs_max as usize
+                || block_bytes + front.bytes > limits.block_bytes_max
+            {
+                break;
+            }
+            let p = self.pop_front();
+            if p.tx.tx.expires_at < height {
+                continue;
+            }
+            block_bytes += p.bytes;
+            out.push(p.tx);
+        }
+        out
+    }
+
+    fn pop_front(&mut self) -> Pending {
+        let p = self.queue.pop_front().expect("queue is not empty");
+        self.ids.remove(&p.id);
+        self.bytes -= p.bytes;
+        p
+    }
+
+    /// Puts back the transactions of a block that will never commit (its leader lost
+    /// office), ahead of newer ones, skipping any that are pending, committed or expired.
+    /// They were verified when first admitted.
+    pub fn requeue(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        next_height: u64,
+        committed: impl Fn(&TxId) -> Option<u64>,
+        now: Instant,
+    ) {
+        for tx in txs.into_iter().rev() {
+            let id = tx.id();
+            let bytes = tx.encoded_len();
+            if self.contains(&id) || committed(&id).is_some() || tx.tx.expires_at < next_height {
+                continue;
+            }
+            // Requeued transactions were admitted once: they may exceed the pool's limits
+            // by at most one block's worth, which the limits leave room for.
+            self.bytes += bytes;
+            self.ids.insert(id);
+            // Keep the batch deadline of what was already waiting.
+            let arrived = self.queue.front().map_or(now, |p| p.arrived.min(now));
+            self.queue.push_front(Pending {
+                tx,
+                id,
+                bytes,
+                arrived,
+            });
+        }
+    }
+
+    /// Drops pending transactions that a committed block contains.
+    pub fn remove_committed(&mut self, ids: &[TxId]) {
+        if ids.iter().all(|id| !self.contains(id)) {
+            return;
+        }
+        let gone: HashSet<TxId> = ids.iter().copied().collect();
+        let before = self.queue.len();
+        self.queue.retain(|p| !gone.contains(&p.id));
+        if self.queue.len() != before {
+            self.ids.retain(|id| !gone.contains(id));
+            self.bytes = self.queue.iter().map(|p| p.bytes).sum();
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "mempool_tests.rs"]
+mod tests;
