@@ -5,13 +5,15 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
-use ordo_ledger::Store;
+use ordo_ledger::{Block, Store};
 use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch};
 
 use super::{
-    CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, decode_internal, encode_internal, write_batch,
+    BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, decode_internal, encode_internal,
+    write_batch,
 };
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -67,6 +69,40 @@ impl LogStore {
 
     fn write(&self, batch: WriteBatch, sync: bool) -> io::Result<()> {
         write_batch(&self.store, batch, sync)
+    }
+
+    /// Whether this log holds `log_id` (an entry with that id, or a purged prefix reaching
+    /// it). `None` (the empty prefix) is always held.
+    pub fn holds(&self, log_id: Option<&LogIdOf<TypeConfig>>) -> io::Result<bool> {
+        let Some(id) = log_id else { return Ok(true) };
+        let purged: Option<LogIdOf<TypeConfig>> = self.get_state(KEY_LAST_PURGED)?;
+        if purged.is_some_and(|p| p.index >= id.index) {
+            return Ok(true);
+        }
+        match self
+            .store
+            .db()
+            .get_cf(self.cf(CF_RAFT_LOG), index_key(id.index))
+            .map_err(io::Error::other)?
+        {
+            Some(bytes) => {
+                Ok(decode_internal::<EntryOf<TypeConfig>>(&bytes, "raft log entry")?.log_id == *id)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The block of the last entry at or before `index` that carries one.
+    pub fn last_block_through(&self, index: u64) -> io::Result<Option<Arc<Block>>> {
+        let mode = IteratorMode::From(&index_key(index), Direction::Reverse);
+        for item in self.store.db().iterator_cf(self.cf(CF_RAFT_LOG), mode) {
+            let (_, v) = item.map_err(io::Error::other)?;
+            let entry: EntryOf<TypeConfig> = decode_internal(&v, "raft log entry")?;
+            if let EntryPayload::Normal(BlockEntry(block)) = entry.payload {
+                return Ok(Some(block));
+            }
+        }
+        Ok(None)
     }
 
     fn last_entry(&self) -> io::Result<Option<EntryOf<TypeConfig>>> {

@@ -16,10 +16,12 @@
 //! applies a block twice or skips one.
 
 mod log_store;
+mod raft_net;
 mod state_machine;
 mod types;
 
 pub use log_store::LogStore;
+pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
 pub use state_machine::{BlockSource, BlockStateMachine, SnapshotBuilder};
 pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, node_ids};
 
@@ -103,4 +105,21 @@ fn io_err(e: StoreError) -> std::io::Error {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_support {
+    use futures::future::BoxFuture;
+    use ordo_ledger::Block;
+
+    /// A block source with nothing to give.
+    pub struct EmptySource;
+
+    impl super::BlockSource for EmptySource {
+        fn fetch(&self, _from: u64, _max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Three validators in one process, each with its own RocksDB and libp2p swarm on loopback:
+//! Raft elects a leader, blocks commit to every ledger, and a forged block proposed by the
+//! leader is refused by the followers and never stored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::Config;
+use openraft::async_runtime::WatchReceiver;
+use ordo_crypto::{Domain, Hash, Keypair, PublicKey};
+use ordo_ledger::{Block, Limits, Policy, Store, Transaction, build_block};
+use tempfile::TempDir;
+
+use super::tests_support::EmptySource;
+use super::*;
+use crate::network::{Network, NetworkConfig};
+
+const CHAIN: &str = "cluster-test";
+
+struct Validator {
+    key: Keypair,
+    store: Arc<Store>,
+    raft: OrdoRaft,
+    _dir: TempDir,
+}
+
+fn policy(validators: &[Keypair], client: &Keypair) -> Policy {
+    Policy {
+        chain_id: CHAIN.into(),
+        genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
+        validators: validators.iter().map(Keypair::public).collect(),
+        clients: HashSet::from([client.public()]),
+        limits: Limits::default(),
+    }
+}
+
+fn raft_config() -> Arc<Config> {
+    let config = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 10_000,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("valid raft config"))
+}
+
+async fn start(
+    key: Keypair,
+    keys: &[PublicKey],
+    policy: Arc<Policy>,
+    bootstrap: Vec<String>,
+) -> (Validator, Network) {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open_store(
+        dir.path(),
+        &ordo_ledger::ChainIdentity {
+            chain_id: CHAIN.into(),
+            genesis_hash: policy.genesis_hash,
+        },
+    )
+    .expect("store");
+    let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), Arc::new(EmptySource))
+        .expect("storage");
+    let net_config = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        bootstrap,
+        mdns: false,
+        request_timeout: Duration::from_secs(5),
+    };
+    let (network, mut inbound) =
+        Network::start(&key, keys, &net_config, std::future::pending()).expect("network");
+    let raft = OrdoRaft::new(
+        node_id(&key.public()),
+        raft_config(),
+        RaftNet::new(network.clone()),
+        log.clone(),
+        sm,
+    )
+    .await
+    .expect("raft");
+    let server = RaftServer::new(raft.clone(), log, store.clone(), policy);
+    tokio::spawn(async move {
+        while let Some(req) = inbound.recv().await {
+            let server = server.clone();
+            tokio::spawn(async move { server.serve(req).await });
+        }
+    });
+    (
+        Validator {
+            key,
+            store,
+            raft,
+            _dir: dir,
+        },
+        network,
+    )
+}
+
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn next_block(leader: &Validator, client: &Keypair, nonce: u64, term: u64) -> Block {
+    let parent = leader.store.tip();
+    let tx = Transaction {
+        chain_id: CHAIN.into(),
+        sender: client.public(),
+        nonce,
+        expires_at: parent.height + 5,
+        payload: nonce.to_le_bytes().to_vec(),
+    }
+    .sign(client);
+    build_block(
+        &parent,
+        CHAIN,
+        vec![tx],
+        &leader.key,
+        1_700_000_000_000 + nonce,
+        term,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
+    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate()).collect();
+    let client = Keypair::generate();
+    let publics: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
+    let policy = Arc::new(policy(&keys, &client));
+
+    let (v0, n0) = start(keys[0].clone(), &publics, policy.clone(), vec![]).await;
+    let mut addr0 = Vec::new();
+    for _ in 0..100 {
+        addr0 = n0.listen_addrs().await.expect("running");
+        if !addr0.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (v1, _n1) = start(keys[1].clone(), &publics, policy.clone(), addr0.clone()).await;
+    let (v2, _n2) = start(keys[2].clone(), &publics, policy.clone(), addr0).await;
+    let validators = [v0, v1, v2];
+
+    let members: BTreeMap<u64, ValidatorNode> = publics
+        .iter()
+        .map(|k| (node_id(k), ValidatorNode { public_key: *k }))
+        .collect();
+    validators[0]
+        .raft
+        .initialize(members)
+        .await
+        .expect("initialize");
+
+    let leader_id = Arc::new(Mutex::new(None));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader_id.lock().expect("lock").is_none() {
+        assert!(Instant::now() < deadline, "no leader elected");
+        *leader_id.lock().expect("lock") = validators[0].raft.current_leader().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader_id = leader_id.lock().expect("lock").expect("leader");
+    let leader = validators
+        .iter()
+        .find(|v| node_id(&v.key.public()) == leader_id)
+        .expect("leader is a validator");
+    let term = leader.raft.metrics().borrow_watched().current_term;
+
+    for nonce in 1..=5 {
+        let block = next_block(leader, &client, nonce, term);
+        let resp = leader
+            .raft
+            .client_write(BlockEntry(Arc::new(block)))
+            .await
+            .expect("commit");
+        assert!(
+            matches!(resp.data, ApplyOutcome::Appended { height, .. } if height == nonce),
+            "{:?}",
+            resp.data
+        );
+    }
+    let tip = leader.store.tip();
+    eventually("every ledger at height 5", Duration::from_secs(20), || {
+        validators.iter().all(|v| v.store.tip() == tip)
+    })
+    .await;
+
+    // A forged block: a valid transaction, but the proposer signature is broken.
+    let mut forged = next_block(leader, &client, 6, term);
+    forged.signature.0[0] ^= 1;
+    let write = leader.raft.client_write(BlockEntry(Arc::new(forged)));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), write)
+            .await
+            .is_err(),
+        "a forged block must not commit"
+    );
+    for v in &validators {
+        assert_eq!(v.store.tip(), tip, "no ledger stored the forged block");
+        let report = ordo_ledger::audit(&v.store, &policy, |_| {});
+        assert!(report.ok(), "{:?}", report.failure);
+        assert_eq!(report.blocks_verified, 5);
+    }
+}

@@ -1,0 +1,324 @@
+//! Raft RPCs over the node's network: openraft's `RaftNetworkV2` client side, and the
+//! server side that checks every block in an incoming append before Raft sees it.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::{EntryPayload, OptionalSend};
+use ordo_crypto::PublicKey;
+use ordo_ledger::{ChainTip, Policy, Store, verify_block};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode, decode_internal,
+    encode_internal,
+};
+use crate::network::{Frame, InboundRequest, Kind, Network};
+
+/// ordo's Raft instance.
+pub type OrdoRaft = openraft::Raft<TypeConfig, BlockStateMachine>;
+
+#[derive(Serialize, Deserialize)]
+enum RaftRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot {
+        vote: VoteOf<TypeConfig>,
+        meta: SnapshotMetaOf<TypeConfig>,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+enum RaftResponse {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// The receiver would not process the request (a block failed verification, or Raft
+    /// returned an error). The sender treats the peer as unreachable for this round.
+    Refused(String),
+}
+
+/// Creates a client per peer; peers are addressed by the key in their Raft node record.
+#[derive(Clone)]
+pub struct RaftNet {
+    network: Network,
+}
+
+impl RaftNet {
+    /// Raft networking over `network`.
+    pub fn new(network: Network) -> RaftNet {
+        RaftNet { network }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for RaftNet {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, _target: u64, node: &ValidatorNode) -> RaftPeer {
+        RaftPeer {
+            network: self.network.clone(),
+            to: node.public_key,
+        }
+    }
+}
+
+/// The client for one peer.
+pub struct RaftPeer {
+    network: Network,
+    to: PublicKey,
+}
+
+impl RaftPeer {
+    async fn call(&self, req: &RaftRequest, ttl: Duration) -> Result<RaftResponse, String> {
+        let body = encode_internal(req).map_err(|e| e.to_string())?;
+        let request = self.network.request(
+            &self.to,
+            Frame {
+                kind: Kind::Raft,
+                body,
+            },
+        );
+        let frame = tokio::time::timeout(ttl, request)
+            .await
+            .map_err(|_| format!("no answer within {ttl:?}"))?
+            .map_err(|e| e.to_string())?;
+        match decode_internal(&frame.body, "raft response").map_err(|e| e.to_string())? {
+            RaftResponse::Refused(reason) => Err(format!("peer refused: {reason}")),
+            other => Ok(other),
+        }
+    }
+}
+
+fn unreachable(reason: impl ToString) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::from_string(reason))
+}
+
+/// A vote or pre-vote answer; anything else counts as the peer being unreachable.
+fn vote_answer(
+    answer: Result<RaftResponse, String>,
+) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    match answer {
+        Ok(RaftResponse::Vote(r)) => Ok(r),
+        Ok(_) => Err(unreachable("unexpected response to a vote")),
+        Err(e) => Err(unreachable(e)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for RaftPeer {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(&RaftRequest::Append(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::Append(r)) => Ok(r),
+            Ok(_) => Err(unreachable("unexpected response to append")),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        vote_answer(self.call(&RaftRequest::Vote(rpc), option.hard_ttl()).await)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        vote_answer(
+            self.call(&RaftRequest::PreVote(rpc), option.hard_ttl())
+                .await,
+        )
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Self::SnapshotData>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = RaftRequest::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            answer = self.call(&req, option.hard_ttl()) => match answer {
+                Ok(RaftResponse::Snapshot(r)) => Ok(r),
+                Ok(_) => Err(StreamingError::Unreachable(Unreachable::from_string("unexpected response to snapshot"))),
+                Err(e) => Err(StreamingError::Unreachable(Unreachable::from_string(e))),
+            }
+        }
+    }
+}
+
+/// Serves Raft requests from peers, verifying blocks before they reach the log.
+#[derive(Clone)]
+pub struct RaftServer {
+    raft: OrdoRaft,
+    log: LogStore,
+    store: Arc<Store>,
+    policy: Arc<Policy>,
+}
+
+impl RaftServer {
+    /// A server feeding `raft`, checking blocks against `store` and `log` under `policy`.
+    pub fn new(
+        raft: OrdoRaft,
+        log: LogStore,
+        store: Arc<Store>,
+        policy: Arc<Policy>,
+    ) -> RaftServer {
+        RaftServer {
+            raft,
+            log,
+            store,
+            policy,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn serve(&self, req: InboundRequest) {
+        let response = match decode_internal::<RaftRequest>(&req.frame.body, "raft request") {
+            Ok(request) => self.handle(request).await,
+            Err(e) => RaftResponse::Refused(e.to_string()),
+        };
+        match encode_internal(&response) {
+            Ok(body) => req.respond(Frame {
+                kind: Kind::Raft,
+                body,
+            }),
+            Err(e) => tracing::error!(error = %e, "cannot encode a raft response"),
+        }
+    }
+
+    async fn handle(&self, request: RaftRequest) -> RaftResponse {
+        match request {
+            RaftRequest::Append(rpc) => {
+                if let Err(reason) = self.verify_append(&rpc) {
+                    tracing::warn!(%reason, "refused an append with an invalid block");
+                    return RaftResponse::Refused(reason);
+                }
+                self.raft.append_entries(rpc).await.map_or_else(
+                    |e| RaftResponse::Refused(e.to_string()),
+                    RaftResponse::Append,
+                )
+            }
+            RaftRequest::Vote(rpc) => self
+                .raft
+                .vote(rpc)
+                .await
+                .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
+            RaftRequest::PreVote(rpc) => self
+                .raft
+                .pre_vote(rpc)
+                .await
+                .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
+            RaftRequest::Snapshot { vote, meta, data } => {
+                let snapshot = openraft::storage::Snapshot {
+                    meta,
+                    snapshot: Cursor::new(data),
+                };
+                self.raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_or_else(
+                        |e| RaftResponse::Refused(e.to_string()),
+                        RaftResponse::Snapshot,
+                    )
+            }
+        }
+    }
+
+    /// Verifies every block in `rpc` against its parent. When this node's log does not hold
+    /// `prev_log_id`, Raft will answer with a conflict and append nothing, so there is nothing
+    /// to verify yet.
+    fn verify_append(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), String> {
+        let blocks: Vec<&BlockEntry> = rpc
+            .entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = blocks.first() else {
+            return Ok(());
+        };
+        if !self
+            .log
+            .holds(rpc.prev_log_id.as_ref())
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+        let mut parent =
+            self.parent_of(first.0.header.height, rpc.prev_log_id.map(|id| id.index))?;
+        for BlockEntry(block) in blocks {
+            verify_block(&parent, block, &self.policy)
+                .map_err(|e| format!("block {}: {e}", block.header.height))?;
+            parent = block.tip();
+        }
+        Ok(())
+    }
+
+    /// The tip a block at `height` must extend: from the log up to `prev_index`, or the ledger.
+    fn parent_of(&self, height: u64, prev_index: Option<u64>) -> Result<ChainTip, String> {
+        let want = height
+            .checked_sub(1)
+            .ok_or("a block cannot have height 0")?;
+        if let Some(index) = prev_index
+            && let Some(block) = self
+                .log
+                .last_block_through(index)
+                .map_err(|e| e.to_string())?
+            && block.header.height >= want
+        {
+            return if block.header.height == want {
+                Ok(block.tip())
+            } else {
+                Err(format!(
+                    "block {height} does not follow the log's last block {}",
+                    block.header.height
+                ))
+            };
+        }
+        let tip = self.store.tip();
+        if want == 0 {
+            return Ok(self.policy.genesis_tip());
+        }
+        if want > tip.height {
+            return Err(format!(
+                "parent of block {height} is unknown (ledger tip {})",
+                tip.height
+            ));
+        }
+        let parent = self
+            .store
+            .block(want)
+            .map_err(|e| e.to_string())?
+            .ok_or("parent block missing from the ledger")?;
+        Ok(parent.tip())
+    }
+}
