@@ -22,7 +22,7 @@ mod types;
 
 pub use log_store::LogStore;
 pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
-pub use state_machine::{BlockSource, BlockStateMachine, SnapshotBuilder};
+pub use state_machine::{BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, SnapshotBuilder};
 pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, node_ids};
 
 use std::path::Path;
@@ -80,16 +80,20 @@ fn write_batch(store: &Store, batch: rocksdb::WriteBatch, sync: bool) -> std::io
 }
 
 /// Encodes an internal (never hashed) value with bincode.
-fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+pub(crate) fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
 }
 
-/// Decodes an internal value written by [`encode_internal`], rejecting trailing bytes.
-fn decode_internal<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> std::io::Result<T> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
-        })?;
+/// Decodes an internal value written by [`encode_internal`], rejecting trailing bytes and
+/// anything claiming more than a network frame's worth of memory.
+pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> std::io::Result<T> {
+    let config = bincode::config::standard().with_limit::<{ crate::network::FRAME_BYTES_MAX }>();
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
+    })?;
     if read != bytes.len() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -110,7 +114,7 @@ mod cluster_tests;
 mod tests;
 
 #[cfg(test)]
-mod tests_support {
+pub(crate) mod tests_support {
     use futures::future::BoxFuture;
     use ordo_ledger::Block;
 
