@@ -31,7 +31,10 @@ fn policy(validators: &[Keypair], client: &Keypair) -> Policy {
         genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
         validators: validators.iter().map(Keypair::public).collect(),
         clients: HashSet::from([client.public()]),
-        limits: Limits::default(),
+        limits: Limits {
+            block_txs_max: 64,
+            ..Limits::default()
+        },
     }
 }
 
@@ -127,8 +130,8 @@ fn next_block(leader: &Validator, client: &Keypair, nonce: u64, term: u64) -> Bl
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
+/// Starts three validators, initializes Raft, and waits for a leader.
+async fn start_cluster() -> (Vec<Validator>, usize, Arc<Policy>, Keypair) {
     let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate()).collect();
     let client = Keypair::generate();
     let publics: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
@@ -145,7 +148,7 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
     }
     let (v1, _n1) = start(keys[1].clone(), &publics, policy.clone(), addr0.clone()).await;
     let (v2, _n2) = start(keys[2].clone(), &publics, policy.clone(), addr0).await;
-    let validators = [v0, v1, v2];
+    let validators = vec![v0, v1, v2];
 
     let members: BTreeMap<u64, ValidatorNode> = publics
         .iter()
@@ -157,18 +160,25 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
         .await
         .expect("initialize");
 
-    let leader_id = Arc::new(Mutex::new(None));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while leader_id.lock().expect("lock").is_none() {
+    let leader_id = loop {
+        if let Some(id) = validators[0].raft.current_leader().await {
+            break id;
+        }
         assert!(Instant::now() < deadline, "no leader elected");
-        *leader_id.lock().expect("lock") = validators[0].raft.current_leader().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let leader_id = leader_id.lock().expect("lock").expect("leader");
+    };
     let leader = validators
         .iter()
-        .find(|v| node_id(&v.key.public()) == leader_id)
+        .position(|v| node_id(&v.key.public()) == leader_id)
         .expect("leader is a validator");
+    (validators, leader, policy, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
+    let (validators, leader, policy, client) = start_cluster().await;
+    let leader = &validators[leader];
     let term = leader.raft.metrics().borrow_watched().current_term;
 
     for nonce in 1..=5 {
@@ -205,5 +215,85 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
         let report = ordo_ledger::audit(&v.store, &policy, |_| {});
         assert!(report.ok(), "{:?}", report.failure);
         assert_eq!(report.blocks_verified, 5);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_orders_mempool_transactions_into_every_ledger_once() {
+    let (validators, leader_at, policy, client) = start_cluster().await;
+    let leader = &validators[leader_at];
+    let limits = crate::mempool::MempoolLimits::default();
+    let pool = Mutex::new(crate::mempool::Mempool::new(
+        policy.clone(),
+        limits,
+        Duration::from_millis(5),
+    ));
+    let txs: Vec<_> = (0..250u64)
+        .map(|n| {
+            Transaction {
+                chain_id: CHAIN.into(),
+                sender: client.public(),
+                nonce: n,
+                expires_at: 50,
+                payload: vec![7; 32],
+            }
+            .sign(&client)
+        })
+        .collect();
+    let ids: HashSet<_> = txs.iter().map(|t| t.id()).collect();
+    let admitted = pool
+        .lock()
+        .expect("lock")
+        .admit(txs, 1, |_| None, Instant::now());
+    assert!(admitted.iter().all(Result::is_ok));
+
+    let proposer = crate::proposer::Proposer::new(
+        leader.raft.clone(),
+        leader.store.clone(),
+        policy.clone(),
+        leader.key.clone(),
+    );
+    let follower = &validators[(leader_at + 1) % 3];
+    let not_leader = crate::proposer::Proposer::new(
+        follower.raft.clone(),
+        follower.store.clone(),
+        policy.clone(),
+        follower.key.clone(),
+    );
+    assert_eq!(
+        not_leader
+            .step(&pool, Instant::now() + Duration::from_secs(1), 0)
+            .await,
+        crate::proposer::Proposed::NotLeader
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pool.lock().expect("lock").is_empty() {
+        assert!(Instant::now() < deadline, "mempool did not drain");
+        let now = Instant::now() + Duration::from_millis(10);
+        let step = proposer.step(&pool, now, 1_700_000_000_000).await;
+        assert!(
+            !matches!(
+                step,
+                crate::proposer::Proposed::Failed { .. } | crate::proposer::Proposed::NotLeader
+            ),
+            "{step:?}"
+        );
+    }
+    let tip = leader.store.tip();
+    assert_eq!(tip.height, 4, "250 transactions in blocks of at most 64");
+    eventually(
+        "every ledger at the leader's tip",
+        Duration::from_secs(20),
+        || validators.iter().all(|v| v.store.tip() == tip),
+    )
+    .await;
+    for v in &validators {
+        let report = ordo_ledger::audit(&v.store, &policy, |_| {});
+        assert!(report.ok(), "{:?}", report.failure);
+        assert_eq!(report.txs_verified, 250, "every transaction exactly once");
+        for id in &ids {
+            assert!(v.store.tx_location(id).expect("read").is_some());
+        }
     }
 }
