@@ -1,5 +1,10 @@
-//! The leader's proposer: cut a block from the mempool, build and sign it on the ledger tip,
-//! propose it through Raft, and put its transactions back if it does not commit.
+//! The leader's proposer: cut a block from the mempool, build and sign it on the chain's
+//! last block, propose it through Raft, and put its transactions back if it does not commit.
+//!
+//! "The chain's last block" is the last block in this node's Raft log when that is ahead
+//! of the ledger (a new leader's log may end in blocks of the previous term that are not
+//! applied yet; Raft will commit them), otherwise the ledger tip. Followers verify against
+//! the same parent, so every block in the log extends the one before it.
 //!
 //! One block is in flight at a time; the call returns once the block is committed and
 //! applied on this node (or has failed). Transactions come from the mempool, which verified
@@ -11,9 +16,9 @@ use std::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 use ordo_crypto::Keypair;
-use ordo_ledger::{Policy, Store, build_block};
+use ordo_ledger::{ChainTip, Policy, Store, build_block};
 
-use crate::consensus::{ApplyOutcome, BlockEntry, OrdoRaft, node_id};
+use crate::consensus::{ApplyOutcome, BlockEntry, LogStore, OrdoRaft, node_id};
 use crate::mempool::Mempool;
 
 /// What one proposal step did.
@@ -40,19 +45,41 @@ pub enum Proposed {
 /// Proposes blocks while this node leads.
 pub struct Proposer {
     raft: OrdoRaft,
+    log: LogStore,
     store: Arc<Store>,
     policy: Arc<Policy>,
     key: Keypair,
 }
 
 impl Proposer {
-    /// A proposer signing with `key` (this validator's key).
-    pub fn new(raft: OrdoRaft, store: Arc<Store>, policy: Arc<Policy>, key: Keypair) -> Proposer {
+    /// A proposer signing with `key` (this validator's key), reading `log` and `store`.
+    pub fn new(
+        raft: OrdoRaft,
+        log: LogStore,
+        store: Arc<Store>,
+        policy: Arc<Policy>,
+        key: Keypair,
+    ) -> Proposer {
         Proposer {
             raft,
+            log,
             store,
             policy,
             key,
+        }
+    }
+
+    /// The block the next proposal extends: the log's last block when it is ahead of the
+    /// ledger, else the ledger tip.
+    fn parent(&self) -> Result<ChainTip, String> {
+        let ledger = self.store.tip();
+        match self
+            .log
+            .last_block_through(u64::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            Some(block) if block.header.height > ledger.height => Ok(block.tip()),
+            _ => Ok(ledger),
         }
     }
 
@@ -63,7 +90,10 @@ impl Proposer {
         if metrics.current_leader != Some(node_id(&self.key.public())) {
             return Proposed::NotLeader;
         }
-        let parent = self.store.tip();
+        let parent = match self.parent() {
+            Ok(parent) => parent,
+            Err(reason) => return Proposed::Failed { reason },
+        };
         let txs = {
             let mut pool = pool.lock().expect("mempool lock poisoned");
             if !pool.should_cut(now) {

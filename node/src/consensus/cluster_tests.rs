@@ -20,6 +20,7 @@ const CHAIN: &str = "cluster-test";
 
 struct Validator {
     key: Keypair,
+    log: LogStore,
     store: Arc<Store>,
     raft: OrdoRaft,
     _dir: TempDir,
@@ -84,7 +85,7 @@ async fn start(
     )
     .await
     .expect("raft");
-    let server = RaftServer::new(raft.clone(), log, store.clone(), policy);
+    let server = RaftServer::new(raft.clone(), log.clone(), store.clone(), policy);
     tokio::spawn(async move {
         while let Some(req) = inbound.recv().await {
             let server = server.clone();
@@ -94,6 +95,7 @@ async fn start(
     (
         Validator {
             key,
+            log,
             store,
             raft,
             _dir: dir,
@@ -249,6 +251,7 @@ async fn the_leader_orders_mempool_transactions_into_every_ledger_once() {
 
     let proposer = crate::proposer::Proposer::new(
         leader.raft.clone(),
+        leader.log.clone(),
         leader.store.clone(),
         policy.clone(),
         leader.key.clone(),
@@ -256,6 +259,7 @@ async fn the_leader_orders_mempool_transactions_into_every_ledger_once() {
     let follower = &validators[(leader_at + 1) % 3];
     let not_leader = crate::proposer::Proposer::new(
         follower.raft.clone(),
+        follower.log.clone(),
         follower.store.clone(),
         policy.clone(),
         follower.key.clone(),
