@@ -132,6 +132,15 @@ fn block_entry(term: u64, index: u64, block: &Block) -> EntryOf {
 
 type EntryOf = openraft::type_config::alias::EntryOf<TypeConfig>;
 
+/// One entry per block, in term 1 from log index 1.
+fn entries_for(blocks: &[Block]) -> Vec<EntryOf> {
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| block_entry(1, i as u64 + 1, b))
+        .collect()
+}
+
 async fn apply(sm: &mut BlockStateMachine, entries: Vec<EntryOf>) {
     let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
     sm.apply(stream).await.expect("apply");
@@ -199,15 +208,7 @@ async fn snapshot_install_fetches_and_verifies_missing_blocks() {
     // The leader's side: apply everything, build a snapshot.
     let leader_dir = TempDir::new().expect("tempdir");
     let (_, _, mut leader_sm) = open(leader_dir.path(), empty_source());
-    apply(
-        &mut leader_sm,
-        blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| block_entry(1, i as u64 + 1, b))
-            .collect(),
-    )
-    .await;
+    apply(&mut leader_sm, entries_for(&blocks)).await;
     let mut builder = leader_sm.get_snapshot_builder().await;
     let snapshot = builder.build_snapshot().await.expect("build");
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 12)));
@@ -242,15 +243,7 @@ async fn the_ledger_of_a_node_still_audits_read_only() {
     let dir = TempDir::new().expect("tempdir");
     let blocks = chain(4);
     let (_store, _log, mut sm) = open(dir.path(), empty_source());
-    apply(
-        &mut sm,
-        blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| block_entry(1, i as u64 + 1, b))
-            .collect(),
-    )
-    .await;
+    apply(&mut sm, entries_for(&blocks)).await;
     // An auditor opens only the ledger's column families, beside the running node.
     let reader = Store::open_read_only(dir.path(), &identity()).expect("read-only open");
     let report = ordo_ledger::audit(&reader, &policy(), |_| {});

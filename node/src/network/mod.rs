@@ -189,6 +189,9 @@ impl Network {
     ///
     /// # Errors
     /// Bad addresses or keys, or a listener that cannot bind.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime (the swarm task is spawned on it).
     pub fn start(
         key: &Keypair,
         validators: &[PublicKey],
