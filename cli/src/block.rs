@@ -11,6 +11,10 @@ use crate::output::{ChainArgs, format_time_ms, print_json};
 pub enum BlockCommand {
     /// Show one block (by default the tip) from a node's data directory.
     Show(ShowArgs),
+    /// Get one block (by default the latest) from a running validator.
+    Get(crate::client::BlockGetArgs),
+    /// Print each committed block of a running validator as it arrives.
+    Follow(crate::client::FollowArgs),
 }
 
 #[derive(Args)]
@@ -32,7 +36,11 @@ pub struct ShowArgs {
 }
 
 pub fn run(cmd: BlockCommand) -> CmdResult {
-    let BlockCommand::Show(a) = cmd;
+    let a = match cmd {
+        BlockCommand::Show(a) => a,
+        BlockCommand::Get(a) => return crate::client::block_get(a),
+        BlockCommand::Follow(a) => return crate::client::follow(a),
+    };
     let (genesis, store) = a.chain.open()?;
     let tip = store.tip();
     let block = match (a.height, a.hash) {

@@ -5,8 +5,11 @@
 
 mod audit;
 mod block;
+mod client;
+mod devnet;
 mod genesis;
 mod keys;
+mod node;
 mod output;
 mod testchain;
 mod tx;
@@ -40,8 +43,8 @@ enum Command {
     /// Sign transactions and look them up in a stored chain.
     #[command(subcommand)]
     Tx(tx::TxCommand),
-    /// Read blocks from a stored chain.
-    #[command(subcommand)]
+    /// Read blocks from a stored chain or a running validator (alias: blocks).
+    #[command(subcommand, alias = "blocks")]
     Block(block::BlockCommand),
     /// Re-verify a stored chain from the genesis, offline.
     ///
@@ -56,6 +59,17 @@ enum Command {
     /// validator in turn (no consensus, no network). Useful to try `ordo audit`,
     /// `ordo block show` and `ordo tx show` without a running cluster.
     Testchain(testchain::TestchainArgs),
+    /// Run a validator.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Run a local devnet: N validators as separate processes on free loopback ports.
+    ///
+    /// The first run creates keys, a genesis (with one client, keys/client.key) and a node
+    /// configuration per validator in DIR; later runs on the same DIR resume the same chain.
+    /// Shows each validator's role and tip until Ctrl-C, then stops them all cleanly.
+    Devnet(devnet::DevnetArgs),
+    /// Show a running node's status: role, term, leader, tip, peers, mempool.
+    Status(client::NodeStatusArgs),
 }
 
 /// A failure that maps to an exit code.
@@ -73,6 +87,12 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+impl From<ordo_crypto::KeyFileError> for Failure {
+    fn from(e: ordo_crypto::KeyFileError) -> Failure {
+        Failure::Usage(e.into())
+    }
+}
+
 impl From<ordo_genesis::GenesisError> for Failure {
     fn from(e: ordo_genesis::GenesisError) -> Failure {
         Failure::Usage(e.into())
@@ -82,14 +102,20 @@ impl From<ordo_genesis::GenesisError> for Failure {
 pub(crate) type CmdResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A validator logs what it does; other commands only warn.
+    let default_filter = match cli.command {
+        Command::Node(_) => "info,libp2p=warn,openraft=error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(a) => keys::keygen(a),
         Command::Key(c) => keys::run(c),
@@ -98,6 +124,9 @@ fn main() -> ExitCode {
         Command::Block(c) => block::run(c),
         Command::Audit(a) => audit::run(a),
         Command::Testchain(a) => testchain::run(a),
+        Command::Node(c) => node::run(c),
+        Command::Devnet(a) => devnet::run(a),
+        Command::Status(a) => client::node_status(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

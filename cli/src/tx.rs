@@ -20,6 +20,16 @@ pub enum TxCommand {
     Sign(SignArgs),
     /// Show a committed transaction with its Merkle inclusion proof.
     Show(ShowArgs),
+    /// Sign transactions and submit them to a running validator.
+    ///
+    /// Reads the chain id, tip and expiry window from the node, signs each transaction
+    /// with a random nonce and submits them in batches. While the cluster answers 503 (no
+    /// leader, mempool full) or cannot be reached, it retries for up to 30 s; resubmitting
+    /// a signed transaction is safe. Exit code 1 when any transaction was refused (or, with
+    /// --wait, not committed in time).
+    Submit(crate::client::SubmitArgs),
+    /// Ask a running validator about a transaction: committed (with proof) or pending.
+    Status(crate::client::StatusArgs),
 }
 
 #[derive(Args)]
@@ -66,26 +76,39 @@ pub struct PayloadArgs {
 
 impl PayloadArgs {
     fn bytes(&self) -> anyhow::Result<Vec<u8>> {
-        if let Some(p) = &self.payload {
-            return Ok(p.clone().into_bytes());
-        }
-        if let Some(h) = &self.payload_hex {
-            return hex::decode(h.trim()).context("--payload-hex is not valid hex");
-        }
-        let Some(path) = &self.payload_file else {
-            bail!("give a payload")
-        };
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        if len > TX_BYTES_LIMIT {
-            bail!(
-                "{} is {len} bytes; no chain accepts a transaction over {TX_BYTES_LIMIT} bytes",
-                path.display()
-            );
-        }
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        read_payload(
+            self.payload.as_deref(),
+            self.payload_hex.as_deref(),
+            self.payload_file.as_deref(),
+        )
     }
+}
+
+/// A payload given as text, hex, or a file (exactly one of them).
+pub fn read_payload(
+    text: Option<&str>,
+    hex_text: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(p) = text {
+        return Ok(p.as_bytes().to_vec());
+    }
+    if let Some(h) = hex_text {
+        return hex::decode(h.trim()).context("--payload-hex is not valid hex");
+    }
+    let Some(path) = file else {
+        bail!("give a payload")
+    };
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if len > TX_BYTES_LIMIT {
+        bail!(
+            "{} is {len} bytes; no chain accepts a transaction over {TX_BYTES_LIMIT} bytes",
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[derive(Args)]
@@ -104,6 +127,8 @@ pub fn run(cmd: TxCommand) -> CmdResult {
     match cmd {
         TxCommand::Sign(a) => sign(a),
         TxCommand::Show(a) => show(a),
+        TxCommand::Submit(a) => crate::client::submit(a),
+        TxCommand::Status(a) => crate::client::tx_status(a),
     }
 }
 

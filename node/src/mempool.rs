@@ -74,6 +74,8 @@ struct Pending {
     id: TxId,
     bytes: u64,
     arrived: Instant,
+    /// When a follower last sent it to the leader (see [`Mempool::stale`]).
+    touched: Instant,
 }
 
 /// Pending transactions in arrival order.
@@ -214,6 +216,7 @@ impl Mempool {
             id,
             bytes,
             arrived: now,
+            touched: now,
         });
         Ok(())
     }
@@ -289,8 +292,39 @@ impl Mempool {
                 id,
                 bytes,
                 arrived,
+                touched: now,
             });
         }
+    }
+
+    /// Up to `max` pending transactions last sent before `cutoff`, oldest first, marked as
+    /// sent at `now`. A follower re-sends these to the leader: the leader it first sent them
+    /// to may have lost them with its office.
+    pub fn stale(&mut self, cutoff: Instant, now: Instant, max: usize) -> Vec<SignedTransaction> {
+        let mut out = Vec::new();
+        for p in self.queue.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if p.touched < cutoff {
+                p.touched = now;
+                out.push(p.tx.clone());
+            }
+        }
+        out
+    }
+
+    /// Drops pending transactions that can no longer enter the block at `next_height`.
+    /// Returns how many were dropped.
+    pub fn drop_expired(&mut self, next_height: u64) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|p| p.tx.tx.expires_at >= next_height);
+        let dropped = before - self.queue.len();
+        if dropped > 0 {
+            self.ids = self.queue.iter().map(|p| p.id).collect();
+            self.bytes = self.queue.iter().map(|p| p.bytes).sum();
+        }
+        dropped
     }
 
     /// Drops pending transactions that a committed block contains.

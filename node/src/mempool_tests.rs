@@ -235,3 +235,39 @@ fn committed_blocks_remove_pending_transactions() {
     assert!(p.is_empty());
     assert_eq!(p.cut_deadline(), None);
 }
+
+#[test]
+fn stale_returns_each_transaction_once_per_resend_interval() {
+    let t0 = Instant::now();
+    let mut p = pool(MempoolLimits::default());
+    p.admit((0..3).map(tx).collect(), 1, nothing_committed, t0);
+    let t1 = t0 + Duration::from_secs(1);
+    p.admit(vec![tx(3)], 1, nothing_committed, t1);
+    let t2 = t0 + Duration::from_secs(2);
+    assert_eq!(p.stale(t1, t2, 2), vec![tx(0), tx(1)], "bounded by max");
+    assert_eq!(p.stale(t1, t2, 10), vec![tx(2)], "sent ones are not stale");
+    let t3 = t0 + Duration::from_secs(3);
+    assert_eq!(p.stale(t3, t3, 10), vec![tx(0), tx(1), tx(2), tx(3)]);
+    assert_eq!(p.len(), 4, "resending keeps them pending");
+}
+
+#[test]
+fn drop_expired_keeps_the_pool_consistent() {
+    let now = Instant::now();
+    let mut p = pool(MempoolLimits::default());
+    p.admit(
+        vec![
+            tx_with(1, |t| t.expires_at = 5),
+            tx(2),
+            tx_with(3, |t| t.expires_at = 6),
+        ],
+        1,
+        nothing_committed,
+        now,
+    );
+    assert_eq!(p.drop_expired(6), 1);
+    assert_eq!(p.len(), 2);
+    assert!(!p.contains(&tx_with(1, |t| t.expires_at = 5).id()));
+    assert_eq!(p.bytes(), 2 * tx(2).encoded_len());
+    assert_eq!(p.drop_expired(6), 0);
+}

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 
 use ordo_crypto::Keypair;

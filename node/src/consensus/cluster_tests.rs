@@ -3,7 +3,7 @@
 //! leader is refused by the followers and never stored.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::Config;
@@ -20,7 +20,6 @@ const CHAIN: &str = "cluster-test";
 
 struct Validator {
     key: Keypair,
-    log: LogStore,
     store: Arc<Store>,
     raft: OrdoRaft,
     _dir: TempDir,
@@ -95,7 +94,6 @@ async fn start(
     (
         Validator {
             key,
-            log,
             store,
             raft,
             _dir: dir,
@@ -217,87 +215,5 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
         let report = ordo_ledger::audit(&v.store, &policy, |_| {});
         assert!(report.ok(), "{:?}", report.failure);
         assert_eq!(report.blocks_verified, 5);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_leader_orders_mempool_transactions_into_every_ledger_once() {
-    let (validators, leader_at, policy, client) = start_cluster().await;
-    let leader = &validators[leader_at];
-    let limits = crate::mempool::MempoolLimits::default();
-    let pool = Mutex::new(crate::mempool::Mempool::new(
-        policy.clone(),
-        limits,
-        Duration::from_millis(5),
-    ));
-    let txs: Vec<_> = (0..250u64)
-        .map(|n| {
-            Transaction {
-                chain_id: CHAIN.into(),
-                sender: client.public(),
-                nonce: n,
-                expires_at: 50,
-                payload: vec![7; 32],
-            }
-            .sign(&client)
-        })
-        .collect();
-    let ids: HashSet<_> = txs.iter().map(|t| t.id()).collect();
-    let admitted = pool
-        .lock()
-        .expect("lock")
-        .admit(txs, 1, |_| None, Instant::now());
-    assert!(admitted.iter().all(Result::is_ok));
-
-    let proposer = crate::proposer::Proposer::new(
-        leader.raft.clone(),
-        leader.log.clone(),
-        leader.store.clone(),
-        policy.clone(),
-        leader.key.clone(),
-    );
-    let follower = &validators[(leader_at + 1) % 3];
-    let not_leader = crate::proposer::Proposer::new(
-        follower.raft.clone(),
-        follower.log.clone(),
-        follower.store.clone(),
-        policy.clone(),
-        follower.key.clone(),
-    );
-    assert_eq!(
-        not_leader
-            .step(&pool, Instant::now() + Duration::from_secs(1), 0)
-            .await,
-        crate::proposer::Proposed::NotLeader
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pool.lock().expect("lock").is_empty() {
-        assert!(Instant::now() < deadline, "mempool did not drain");
-        let now = Instant::now() + Duration::from_millis(10);
-        let step = proposer.step(&pool, now, 1_700_000_000_000).await;
-        assert!(
-            !matches!(
-                step,
-                crate::proposer::Proposed::Failed { .. } | crate::proposer::Proposed::NotLeader
-            ),
-            "{step:?}"
-        );
-    }
-    let tip = leader.store.tip();
-    assert_eq!(tip.height, 4, "250 transactions in blocks of at most 64");
-    eventually(
-        "every ledger at the leader's tip",
-        Duration::from_secs(20),
-        || validators.iter().all(|v| v.store.tip() == tip),
-    )
-    .await;
-    for v in &validators {
-        let report = ordo_ledger::audit(&v.store, &policy, |_| {});
-        assert!(report.ok(), "{:?}", report.failure);
-        assert_eq!(report.txs_verified, 250, "every transaction exactly once");
-        for id in &ids {
-            assert!(v.store.tx_location(id).expect("read").is_some());
-        }
     }
 }

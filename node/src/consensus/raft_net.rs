@@ -71,6 +71,9 @@ impl RaftNetworkFactory<TypeConfig> for RaftNet {
     }
 }
 
+/// Shortest deadline for an append that carries blocks.
+const APPEND_TIMEOUT_MIN: Duration = Duration::from_secs(5);
+
 /// The client for one peer.
 pub struct RaftPeer {
     network: Network,
@@ -121,10 +124,16 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(&RaftRequest::Append(rpc), option.hard_ttl())
-            .await
-        {
+        // openraft gives an append the heartbeat interval; a batch of blocks, verified by
+        // the follower before it answers, can take longer, and a timeout only makes the
+        // leader send the same batch again (more work for a follower already behind).
+        // Empty appends (heartbeats, probes) keep openraft's deadline.
+        let ttl = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_TIMEOUT_MIN)
+        };
+        match self.call(&RaftRequest::Append(rpc), ttl).await {
             Ok(RaftResponse::Append(r)) => Ok(r),
             Ok(_) => Err(unreachable("unexpected response to append")),
             Err(e) => Err(unreachable(e)),

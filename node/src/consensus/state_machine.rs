@@ -190,6 +190,11 @@ impl Inner {
                     if let Err(e) = self.append_fetched(&blocks) {
                         tracing::warn!(from = tip.height + 1, error = %e, "fetched blocks rejected; retrying");
                     } else {
+                        tracing::info!(
+                            from = tip.height + 1,
+                            to = tip.height + blocks.len() as u64,
+                            "fetched and verified blocks from a peer"
+                        );
                         delay = Duration::from_millis(50);
                         continue;
                     }

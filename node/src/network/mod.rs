@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use libp2p::core::ConnectedPoint;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -222,6 +223,7 @@ impl Network {
             swarm,
             keys: keys.clone(),
             bootstrap,
+            dialled: HashMap::new(),
             inbound: inbound_tx,
             stats: stats.clone(),
             pending: HashMap::new(),
@@ -347,6 +349,8 @@ struct SwarmTask {
     swarm: Swarm<Behaviour>,
     keys: HashMap<PeerId, PublicKey>,
     bootstrap: Vec<Multiaddr>,
+    /// Established connections this node dialled, by address: not dialled again.
+    dialled: HashMap<Multiaddr, usize>,
     inbound: mpsc::Sender<InboundRequest>,
     stats: Arc<NetworkStats>,
     pending: HashMap<rr::OutboundRequestId, oneshot::Sender<Result<Frame, String>>>,
@@ -381,6 +385,9 @@ impl SwarmTask {
 
     fn dial_bootstrap(&mut self) {
         for addr in self.bootstrap.clone() {
+            if self.dialled.contains_key(&addr) {
+                continue;
+            }
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%addr, error = %e, "bootstrap dial failed");
             }
@@ -444,7 +451,7 @@ impl SwarmTask {
                 self.stats
                     .refused_connections
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(addr = %send_back_addr, %cause, "refused a connection from a peer that is not a validator");
+                tracing::warn!(addr = %send_back_addr, %cause, "refused an incoming connection (not a validator, or over the connection limits)");
             }
             SwarmEvent::OutgoingConnectionError {
                 error: DialError::Denied { cause },
@@ -454,13 +461,28 @@ impl SwarmTask {
                 self.stats
                     .refused_connections
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = ?peer_id, %cause, "refused an outgoing connection to a peer that is not a validator");
+                tracing::warn!(peer = ?peer_id, %cause, "refused an outgoing connection (not a validator, or over the connection limits)");
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                tracing::debug!(%peer_id, "validator connected")
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = endpoint {
+                    *self.dialled.entry(address).or_default() += 1;
+                }
+                tracing::debug!(%peer_id, "validator connected");
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => {
-                tracing::debug!(%peer_id, "connection closed")
+            SwarmEvent::ConnectionClosed {
+                peer_id, endpoint, ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = endpoint
+                    && let Some(n) = self.dialled.get_mut(&address)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.dialled.remove(&address);
+                    }
+                }
+                tracing::debug!(%peer_id, "connection closed");
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             _ => {}

@@ -1,0 +1,398 @@
+//! `ordo devnet`: a local multi-validator chain, each validator its own process.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ordo_crypto::{Keypair, load_key_file, write_key_file};
+use ordo_genesis::{Client as GenesisClient, Genesis, Validator};
+use ordo_ledger::{SignedTransaction, Transaction};
+use ordo_node::config::NodeConfig;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::client::Client;
+use crate::{CmdResult, Failure};
+
+/// How long a validator gets to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Args)]
+pub struct DevnetArgs {
+    /// Directory for the devnet's keys, genesis, configurations, data and logs. Re-running
+    /// on the same directory resumes the same chain.
+    #[arg(long, default_value = "ordo-devnet", value_name = "DIR")]
+    dir: PathBuf,
+    /// Number of validators (only when creating the devnet).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    validators: usize,
+    /// Chain id (only when creating the devnet).
+    #[arg(long, default_value = "devnet")]
+    chain_id: String,
+    /// Submit this many demo transactions per second, so the chain moves.
+    #[arg(long, default_value_t = 0, value_name = "TPS")]
+    load: u32,
+    /// Stop after this many seconds instead of waiting for Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+}
+
+/// A devnet's layout on disk.
+struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    fn genesis(&self) -> PathBuf {
+        self.dir.join("genesis.toml")
+    }
+    fn client_key(&self) -> PathBuf {
+        self.dir.join("keys").join("client.key")
+    }
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("validator-{i}"))
+    }
+    fn node_config(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("node.toml")
+    }
+}
+
+/// Reserves `n` distinct free loopback ports.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("cannot find free loopback ports")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Creates keys, genesis and node configurations for `n` validators on free ports.
+fn create(layout: &Layout, n: usize, chain_id: &str) -> anyhow::Result<()> {
+    if !(1..=16).contains(&n) {
+        bail!("--validators must be between 1 and 16");
+    }
+    let keys_dir = layout.dir.join("keys");
+    std::fs::create_dir_all(&keys_dir)
+        .with_context(|| format!("cannot create {}", keys_dir.display()))?;
+    let ports = free_ports(2 * n)?;
+    let mut genesis = Genesis::new(chain_id);
+    for i in 0..n {
+        let key = Keypair::generate();
+        let key_file = keys_dir.join(format!("validator-{i}.key"));
+        write_key_file(&key_file, &key, false)?;
+        let p2p = ports[2 * i];
+        let addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
+        genesis.validators.push(Validator {
+            name: format!("validator-{i}"),
+            public_key: key.public(),
+            addresses: vec![addr.clone()],
+        });
+        let node_dir = layout.node_dir(i);
+        std::fs::create_dir_all(&node_dir)
+            .with_context(|| format!("cannot create {}", node_dir.display()))?;
+        let mut config = NodeConfig::new(
+            PathBuf::from("../genesis.toml"),
+            PathBuf::from(format!("../keys/validator-{i}.key")),
+            PathBuf::from("data"),
+        );
+        config.listen = vec![addr];
+        config.mdns = false;
+        config.api = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
+        std::fs::write(layout.node_config(i), config.to_toml())
+            .with_context(|| format!("cannot write {}", layout.node_config(i).display()))?;
+    }
+    let client = Keypair::generate();
+    write_key_file(&layout.client_key(), &client, false)?;
+    genesis.clients.push(GenesisClient {
+        name: "devnet-client".into(),
+        public_key: client.public(),
+    });
+    genesis.validate()?;
+    genesis.save(&layout.genesis())?;
+    Ok(())
+}
+
+/// The node configurations of an existing devnet.
+fn configs(layout: &Layout) -> anyhow::Result<Vec<NodeConfig>> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let path = layout.node_config(i);
+        if !path.exists() {
+            break;
+        }
+        out.push(NodeConfig::load(&path)?);
+    }
+    if out.is_empty() {
+        bail!(
+            "{} has a genesis but no validator-*/node.toml; is it a devnet directory?",
+            layout.dir.display()
+        );
+    }
+    Ok(out)
+}
+
+struct Node {
+    name: String,
+    config: PathBuf,
+    api: SocketAddr,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+fn spawn(node: &mut Node) -> anyhow::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .with_context(|| format!("cannot open {}", node.log.display()))?;
+    let exe = std::env::current_exe().context("cannot find the ordo executable")?;
+    let child = Command::new(exe)
+        .args(["node", "run", "--config"])
+        .arg(&node.config)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,libp2p=warn,openraft=error".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", node.name))?;
+    node.child = Some(child);
+    Ok(())
+}
+
+/// Sends SIGTERM to every running validator, then waits; kills those that do not stop.
+async fn stop_all(nodes: &mut [Node]) {
+    for node in nodes.iter() {
+        if let Some(pid) = node.child.as_ref().and_then(Child::id) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for node in nodes.iter_mut() {
+        if let Some(mut child) = node.child.take()
+            && tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+        {
+            eprintln!("{} did not stop in {STOP_GRACE:?}; killing it", node.name);
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn line(name: &str, status: Option<&Value>) -> String {
+    match status {
+        None => format!("{name:<13} starting…"),
+        Some(v) => format!(
+            "{name:<13} {:<9} term {:<4} tip {:<8} mempool {:<7} peers {}",
+            v["role"].as_str().unwrap_or("?"),
+            v["term"],
+            v["tip"]["height"],
+            v["mempool"]["txs"],
+            v["peers"].as_array().map_or(0, Vec::len),
+        ),
+    }
+}
+
+pub fn run(a: DevnetArgs) -> CmdResult {
+    let layout = Layout { dir: a.dir.clone() };
+    let created = !layout.genesis().exists();
+    if created {
+        create(&layout, a.validators, &a.chain_id).map_err(Failure::Usage)?;
+    }
+    let genesis = Genesis::load(&layout.genesis())?;
+    let configs = configs(&layout).map_err(Failure::Usage)?;
+    let mut nodes: Vec<Node> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Node {
+            name: format!("validator-{i}"),
+            config: layout.node_config(i),
+            api: c.api,
+            child: None,
+            log: layout.node_dir(i).join("node.log"),
+        })
+        .collect();
+    for n in &nodes {
+        if TcpListener::bind(n.api).is_err() {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "{}'s API address {} is in use: is this devnet already running?",
+                n.name,
+                n.api
+            )));
+        }
+    }
+    crate::client::block_on(async move {
+        for n in &mut nodes {
+            spawn(n)?;
+        }
+        let dir = layout.dir.display();
+        let api0 = format!("http://{}", nodes[0].api);
+        println!(
+            "ordo devnet: {} validators of chain '{}' in {dir} ({})",
+            nodes.len(),
+            genesis.chain_id,
+            if created { "new" } else { "resumed" }
+        );
+        println!(
+            "  submit  ordo tx submit --node {api0} --key {} --payload hello --wait",
+            layout.client_key().display()
+        );
+        println!("  follow  ordo blocks follow --node {api0}");
+        println!(
+            "  audit   ordo audit --data-dir {dir}/validator-0/data --genesis {dir}/genesis.toml"
+        );
+        println!("  logs    {dir}/validator-*/node.log");
+        println!("Ctrl-C stops the validators; run the same command again to resume the chain.");
+        let result = watch(&mut nodes, &layout, &a).await;
+        stop_all(&mut nodes).await;
+        println!("devnet stopped; its chain is in {dir}");
+        result
+    })
+}
+
+/// Shows each validator's role and tip until Ctrl-C / SIGTERM / `--duration`; submits demo
+/// load if asked.
+async fn watch(nodes: &mut [Node], layout: &Layout, a: &DevnetArgs) -> CmdResult {
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|n| Client::new(&format!("http://{}", n.api)))
+        .collect::<Result<_, _>>()?;
+    let multi = MultiProgress::new();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if !tty {
+        multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let style = ProgressStyle::with_template("{spinner} {msg}").expect("valid template");
+    let bars: Vec<ProgressBar> = nodes
+        .iter()
+        .map(|n| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_message(line(&n.name, None));
+            bar
+        })
+        .collect();
+    let load = if a.load > 0 {
+        let key = load_key_file(&layout.client_key())?;
+        Some(tokio::spawn(demo_load(clients.clone(), key, a.load)))
+    } else {
+        None
+    };
+    let deadline = a
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let signal = crate::node::wait_for_signal();
+    tokio::pin!(signal);
+    let mut last_summary = String::new();
+    let outcome = loop {
+        let mut statuses = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            let st = tokio::time::timeout(Duration::from_millis(500), c.status())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            bars[i].set_message(line(&nodes[i].name, st.as_ref()));
+            bars[i].tick();
+            statuses.push(st);
+        }
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                n.child = None;
+                let msg = format!("{} exited ({status}); see {}", n.name, n.log.display());
+                bars[i].set_message(msg.clone());
+                if !tty {
+                    println!("{msg}");
+                }
+            }
+        }
+        if nodes.iter().all(|n| n.child.is_none()) {
+            break Err(Failure::Negative("every validator has exited".into()));
+        }
+        let summary = summary(nodes, &statuses);
+        if !tty && summary != last_summary {
+            println!("{summary}");
+            last_summary = summary;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break Ok(());
+        }
+        tokio::select! {
+            r = &mut signal => { r?; break Ok(()); }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    if let Some(load) = load {
+        load.abort();
+    }
+    for bar in bars {
+        bar.finish();
+    }
+    outcome
+}
+
+fn summary(nodes: &[Node], statuses: &[Option<Value>]) -> String {
+    let up = statuses.iter().filter(|s| s.is_some()).count();
+    let leader = statuses
+        .iter()
+        .flatten()
+        .find_map(|s| s["leader"]["name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "(electing)".into());
+    let tip = statuses
+        .iter()
+        .flatten()
+        .filter_map(|s| s["tip"]["height"].as_u64())
+        .max()
+        .unwrap_or(0);
+    format!("{up}/{} up  leader {leader}  tip {tip}", nodes.len())
+}
+
+/// Submits `tps` demo transactions per second, spread over the nodes, without waiting.
+async fn demo_load(clients: Vec<Client>, key: Keypair, tps: u32) {
+    let per_tick = tps.div_ceil(10).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let c = &clients[(n as usize / per_tick) % clients.len()];
+        let Ok(status) = c.status().await else {
+            continue;
+        };
+        let tip = status["tip"]["height"].as_u64().unwrap_or(0);
+        let lifetime = status["limits"]["tx_lifetime_blocks"].as_u64().unwrap_or(1);
+        let chain = status["chain_id"].as_str().unwrap_or_default().to_owned();
+        let txs: Vec<SignedTransaction> = (0..per_tick)
+            .map(|_| {
+                n += 1;
+                Transaction {
+                    chain_id: chain.clone(),
+                    sender: key.public(),
+                    nonce: rand::random(),
+                    expires_at: tip + lifetime,
+                    payload: format!("devnet demo {n}").into_bytes(),
+                }
+                .sign(&key)
+            })
+            .collect();
+        let body = json!({
+            "transactions": txs.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>(),
+        });
+        if let Err(e) = c
+            .post("/v1/transactions", &body, Duration::from_secs(5))
+            .await
+        {
+            tracing::debug!(error = %e, "demo load submission failed");
+        }
+    }
+}

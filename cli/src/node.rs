@@ -1,0 +1,114 @@
+//! `ordo node run`: run a validator until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ordo_node::config::NodeConfig;
+use ordo_node::validator::Validator;
+
+use crate::{CmdResult, Failure};
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Run a validator until SIGINT (Ctrl-C) or SIGTERM.
+    ///
+    /// The configuration file is TOML. Relative paths in it are resolved against the
+    /// file's directory. Fields:
+    ///
+    ///   genesis       path of the chain's genesis file (required)
+    ///   key_file      path of this validator's key file, mode 0600; its public key must be
+    ///                 a validator in the genesis (required)
+    ///   data_dir      directory for the ledger and Raft state, created if missing (required)
+    ///   listen        libp2p multiaddrs to listen on for validators
+    ///                 (default ["/ip4/0.0.0.0/tcp/7000"])
+    ///   bootstrap     extra multiaddrs to dial; the other validators' genesis addresses are
+    ///                 always dialled (default [])
+    ///   mdns          find validators on the local network with mDNS (default true)
+    ///   api           address of the HTTP API for clients (default "127.0.0.1:8080")
+    ///
+    ///   [mempool]
+    ///   txs_max       most pending transactions; beyond it clients get 503 busy (100000)
+    ///   bytes_max     most pending transaction bytes (268435456)
+    ///
+    ///   [raft]
+    ///   snapshot_every_blocks   snapshot after this many blocks and purge the log (1000)
+    ///   keep_blocks             log entries kept behind the snapshot (1000)
+    ///   blocks_in_flight_max    proposed blocks waiting to commit at once (4)
+    ///
+    /// Shutdown is graceful: the API stops accepting and finishes requests in progress,
+    /// then Raft, the network and the database close. Killing the process at any instant
+    /// loses nothing that was acknowledged as committed.
+    ///
+    /// Exit codes: 0 after a clean shutdown; 2 when the configuration, key, genesis or data
+    /// directory cannot be used.
+    Run(RunArgs),
+    /// Print a node configuration with default settings.
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The node's configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Genesis file path to put in the configuration.
+    #[arg(long, default_value = "genesis.toml")]
+    genesis: PathBuf,
+    /// Key file path to put in the configuration.
+    #[arg(long, default_value = "validator.key")]
+    key_file: PathBuf,
+    /// Data directory to put in the configuration.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+}
+
+pub fn run(cmd: NodeCommand) -> CmdResult {
+    match cmd {
+        NodeCommand::Run(a) => run_node(a),
+        NodeCommand::Config(a) => {
+            print!(
+                "{}",
+                NodeConfig::new(a.genesis, a.key_file, a.data_dir).to_toml()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn run_node(a: RunArgs) -> CmdResult {
+    let config = NodeConfig::load(&a.config).map_err(|e| Failure::Usage(e.into()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let validator = Validator::start(&config)
+            .await
+            .map_err(|e| Failure::Usage(e.into()))?;
+        eprintln!(
+            "ordo: validator {} running; API on http://{}",
+            validator.shared().name,
+            validator.api_addr()
+        );
+        wait_for_signal().await?;
+        validator.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! The validator's configuration file (`node.toml`).
+//!
+//! Relative paths in the file are resolved against the directory that holds it, so a
+//! node's directory can be moved as a whole. Unknown fields are refused, and every problem
+//! is reported at once.
+//!
+//! ```toml
+//! genesis = "genesis.toml"
+//! key_file = "validator.key"
+//! data_dir = "data"
+//! listen = ["/ip4/0.0.0.0/tcp/7000"]
+//! bootstrap = []
+//! mdns = true
+//! api = "127.0.0.1:8080"
+//!
+//! [mempool]
+//! txs_max = 100000
+//! bytes_max = 268435456
+//!
+//! [raft]
+//! snapshot_every_blocks = 1000
+//! keep_blocks = 1000
+//! blocks_in_flight_max = 4
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mempool::MempoolLimits;
+
+/// A validator's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The chain's genesis file.
+    pub genesis: PathBuf,
+    /// This validator's key file (mode 0600); its public key must be a genesis validator.
+    pub key_file: PathBuf,
+    /// Where the node keeps its ledger and Raft state (created if missing).
+    pub data_dir: PathBuf,
+    /// libp2p multiaddrs to listen on for validators.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Extra multiaddrs to dial at start, in addition to the other validators' genesis
+    /// addresses.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Find validators on the local network with mDNS.
+    #[serde(default = "default_true")]
+    pub mdns: bool,
+    /// Address of the HTTP API for clients.
+    #[serde(default = "default_api")]
+    pub api: SocketAddr,
+    /// Mempool bounds.
+    #[serde(default)]
+    pub mempool: MempoolSection,
+    /// Raft log and proposal settings.
+    #[serde(default)]
+    pub raft: RaftSection,
+}
+
+/// `[mempool]`: bounds on pending transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolSection {
+    /// Most pending transactions; past it, submissions get "busy, retry".
+    pub txs_max: usize,
+    /// Most pending bytes (encoded transactions).
+    pub bytes_max: u64,
+}
+
+impl Default for MempoolSection {
+    fn default() -> MempoolSection {
+        let d = MempoolLimits::default();
+        MempoolSection {
+            txs_max: d.txs_max,
+            bytes_max: d.bytes_max,
+        }
+    }
+}
+
+impl MempoolSection {
+    /// As the mempool's limits.
+    pub fn limits(&self) -> MempoolLimits {
+        MempoolLimits {
+            txs_max: self.txs_max,
+            bytes_max: self.bytes_max,
+        }
+    }
+}
+
+/// `[raft]`: log compaction and pipelining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// Take a snapshot after this many blocks, then purge the log behind it.
+    pub snapshot_every_blocks: u64,
+    /// Log entries kept behind the last snapshot, for followers that are slightly behind.
+    /// Followers further behind fetch the blocks from a peer instead.
+    pub keep_blocks: u64,
+    /// Most proposed blocks waiting to commit at once (pipelining).
+    pub blocks_in_flight_max: usize,
+}
+
+impl Default for RaftSection {
+    fn default() -> RaftSection {
+        RaftSection {
+            snapshot_every_blocks: 1000,
+            keep_blocks: 1000,
+            blocks_in_flight_max: 4,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a node configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its position.
+        message: String,
+    },
+    /// Values that cannot work, all of them.
+    #[error("{path}: {}", problems.join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Each problem, naming its field.
+        problems: Vec<String>,
+    },
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/tcp/7000".into()]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_api() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl NodeConfig {
+    /// A configuration with default settings for the given files.
+    pub fn new(genesis: PathBuf, key_file: PathBuf, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            genesis,
+            key_file,
+            data_dir,
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            mdns: true,
+            api: default_api(),
+            mempool: MempoolSection::default(),
+            raft: RaftSection::default(),
+        }
+    }
+
+    /// Reads, checks and resolves the configuration at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and every problem found.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.genesis,
+            &mut config.key_file,
+            &mut config.data_dir,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Every problem with the values, each naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, p) in [
+            ("genesis", &self.genesis),
+            ("key_file", &self.key_file),
+            ("data_dir", &self.data_dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                out.push(format!("{name} must not be empty"));
+            }
+        }
+        if self.listen.is_empty() {
+            out.push("listen needs at least one address".into());
+        }
+        for (field, addrs) in [("listen", &self.listen), ("bootstrap", &self.bootstrap)] {
+            for a in addrs.iter() {
+                if a.parse::<libp2p::Multiaddr>().is_err() {
+                    out.push(format!(
+                        "{field}: '{a}' is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7000)"
+                    ));
+                }
+            }
+        }
+        if self.mempool.txs_max == 0 {
+            out.push("mempool.txs_max must be at least 1".into());
+        }
+        if self.mempool.bytes_max < 1 << 20 {
+            out.push("mempool.bytes_max must be at least 1048576 (1 MiB)".into());
+        }
+        if self.raft.snapshot_every_blocks == 0 {
+            out.push("raft.snapshot_every_blocks must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.raft.blocks_in_flight_max) {
+            out.push("raft.blocks_in_flight_max must be between 1 and 64".into());
+        }
+        out
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a node configuration always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolves_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "genesis = \"g.toml\"\nkey_file = \"/keys/v.key\"\ndata_dir = \"data\"\n",
+        )
+        .expect("write");
+        let c = NodeConfig::load(&path).expect("valid");
+        assert_eq!(c.genesis, dir.path().join("g.toml"));
+        assert_eq!(c.key_file, PathBuf::from("/keys/v.key"));
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.raft, RaftSection::default());
+        assert!(c.mdns);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\nlisten = [\"tcp:7000\"]\n\
+             [raft]\nsnapshot_every_blocks = 0\nkeep_blocks = 1\nblocks_in_flight_max = 0\n",
+        )
+        .expect("write");
+        let err = NodeConfig::load(&path).expect_err("invalid").to_string();
+        for needle in [
+            "'tcp:7000' is not a multiaddr",
+            "snapshot_every_blocks",
+            "blocks_in_flight_max",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_name_their_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\napi_addr = \"x\"\n",
+        )
+        .expect("write");
+        let err = NodeConfig::load(&path)
+            .expect_err("unknown field")
+            .to_string();
+        assert!(err.contains("api_addr"), "{err}");
+        std::fs::write(
+            &path,
+            "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\napi = \"nope\"\n",
+        )
+        .expect("write");
+        let err = NodeConfig::load(&path)
+            .expect_err("bad socket address")
+            .to_string();
+        assert!(err.contains("api"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = NodeConfig::new("g".into(), "k".into(), "d".into());
+        let back: NodeConfig = toml::from_str(&c.to_toml()).expect("parse");
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,994 @@
+//! The running validator: storage, network, Raft, mempool, proposer and the client API,
+//! wired together.
+//!
+//! Tasks, all stopped by [`Validator::shutdown`]:
+//! * **inbound** dispatches peer requests by kind: Raft RPCs to the [`RaftServer`] (which
+//!   verifies blocks before they reach the log), block fetches to [`serve_blocks`],
+//!   forwarded transactions to the leader's mempool.
+//! * **proposer** (acts while this node leads): cuts blocks by the mempool's rules, builds
+//!   and signs them on the last proposed block, and hands them to Raft, at most
+//!   `blocks_in_flight_max` at a time. A block that does not commit gives its transactions
+//!   back to the mempool.
+//! * **applied** follows the ledger tip: drops committed and expired transactions from the
+//!   mempool, answers clients waiting for a commit, and publishes the tip to block streams.
+//! * **resend** (on followers): transactions still pending a few seconds after they were
+//!   forwarded go to the leader again, so a leader change does not strand them.
+//! * **api**: the HTTP server ([`crate::api`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::responder::ProgressResponder;
+use openraft::{Config, ServerState, SnapshotPolicy};
+use ordo_crypto::{Keypair, PublicKey};
+use ordo_genesis::Genesis;
+use ordo_ledger::{ChainTip, Policy, SignedTransaction, Store, TxId, build_block};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::consensus::{
+    ApplyOutcome, BlockEntry, LogStore, OrdoRaft, RaftNet, RaftServer, TypeConfig, ValidatorNode,
+    decode_internal, encode_internal, node_id, node_ids, open_consensus_storage, open_store,
+};
+use crate::mempool::{AdmitError, Mempool};
+use crate::network::{Frame, InboundRequest, Kind, Network, NetworkConfig};
+use crate::sync::{PeerBlockSource, serve_blocks};
+
+/// Most clients waiting for commits at once.
+pub const WAITERS_MAX: usize = 100_000;
+/// Most transactions in one forwarded batch.
+const FORWARD_TXS_MAX: usize = 4096;
+/// A follower re-sends a pending transaction to the leader after this long.
+const RESEND_AFTER: Duration = Duration::from_secs(3);
+/// How long shutdown waits for tasks to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the validator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The genesis file is missing or invalid.
+    #[error(transparent)]
+    Genesis(#[from] ordo_genesis::GenesisError),
+    /// The key file cannot be used.
+    #[error(transparent)]
+    Key(#[from] ordo_crypto::KeyFileError),
+    /// The key is not a validator of this chain.
+    #[error("key {0} (from the key file) is not a validator in the genesis")]
+    NotValidator(PublicKey),
+    /// The data directory cannot be opened.
+    #[error(transparent)]
+    Store(#[from] ordo_ledger::StoreError),
+    /// Networking could not start.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    /// The API address cannot be bound.
+    #[error("cannot listen for the HTTP API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Consensus could not start.
+    #[error("cannot start consensus: {0}")]
+    Consensus(String),
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Refused by admission (invalid, duplicate, or the pool is full).
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
+    /// The leader refused it for a reason this node did not see.
+    #[error("refused by the leader: {0}")]
+    Refused(String),
+    /// No leader is known: an election is under way or a majority is unreachable.
+    #[error("no leader is known; retry later")]
+    NoLeader,
+    /// The leader could not be reached.
+    #[error("the leader is unreachable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a committed transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Committed {
+    /// Height of its block.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// Hash of its block.
+    pub block_hash: ordo_crypto::Hash,
+}
+
+/// What a leader answers for each forwarded transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Verdict {
+    Accepted,
+    AlreadyPending,
+    AlreadyCommitted { height: u64 },
+    Busy,
+    Refused(String),
+    NotLeader,
+}
+
+/// Counters exported as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Transactions admitted through this node's API.
+    pub txs_accepted: AtomicU64,
+    /// Transactions refused at this node's API.
+    pub txs_refused: AtomicU64,
+    /// Transactions forwarded to the leader (including re-sends).
+    pub txs_forwarded: AtomicU64,
+    /// Blocks this node proposed that committed.
+    pub blocks_proposed: AtomicU64,
+    /// Blocks this node proposed that did not commit.
+    pub proposals_failed: AtomicU64,
+}
+
+/// State shared by the node's tasks and API handlers.
+pub struct Shared {
+    /// This validator's name in the genesis.
+    pub name: String,
+    /// This validator's key.
+    pub public_key: PublicKey,
+    /// Its Raft node id.
+    pub node_id: u64,
+    /// The chain's genesis.
+    pub genesis: Genesis,
+    /// Rules derived from the genesis.
+    pub policy: Arc<Policy>,
+    /// The ledger (and Raft storage).
+    pub store: Arc<Store>,
+    /// Raft.
+    pub raft: OrdoRaft,
+    /// The validator network.
+    pub network: Network,
+    /// Pending transactions.
+    pub mempool: Mutex<Mempool>,
+    /// Validators by node id: name and key.
+    pub validators: BTreeMap<u64, (String, PublicKey)>,
+    /// The latest applied tip, as seen by the applied task.
+    pub tip: watch::Receiver<ChainTip>,
+    /// Counters.
+    pub counters: Counters,
+    /// When the node started.
+    pub started: Instant,
+    /// Flips to true when the node is shutting down.
+    pub stopping: watch::Receiver<bool>,
+    waiters: Mutex<HashMap<TxId, Vec<oneshot::Sender<Committed>>>>,
+    wake_proposer: Notify,
+}
+
+/// A running validator.
+pub struct Validator {
+    shared: Arc<Shared>,
+    api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Validator {
+    /// Starts a validator from `config`: opens the data directory, joins the network,
+    /// starts Raft (initializing it on first start with the genesis validators) and serves
+    /// the HTTP API.
+    ///
+    /// # Errors
+    /// [`StartError`] naming what cannot be used.
+    pub async fn start(config: &NodeConfig) -> Result<Validator, StartError> {
+        let genesis = Genesis::load(&config.genesis)?;
+        let key = ordo_crypto::load_key_file(&config.key_file)?;
+        let me = genesis
+            .validator(&key.public())
+            .ok_or(StartError::NotValidator(key.public()))?
+            .clone();
+        let api_listener = tokio::net::TcpListener::bind(config.api)
+            .await
+            .map_err(|source| StartError::Api {
+                addr: config.api,
+                source,
+            })?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| StartError::Api {
+                addr: config.api,
+                source,
+            })?;
+        let policy = Arc::new(genesis.policy());
+        let store = open_store(&config.data_dir, &genesis.identity())?;
+        let (stop, stopping) = watch::channel(false);
+
+        let keys: Vec<PublicKey> = genesis.validators.iter().map(|v| v.public_key).collect();
+        let others: Vec<PublicKey> = keys
+            .iter()
+            .copied()
+            .filter(|k| *k != key.public())
+            .collect();
+        let mut bootstrap = config.bootstrap.clone();
+        for v in genesis
+            .validators
+            .iter()
+            .filter(|v| v.public_key != key.public())
+        {
+            bootstrap.extend(v.addresses.iter().cloned());
+        }
+        let net_config = NetworkConfig {
+            listen: config.listen.clone(),
+            bootstrap,
+            mdns: config.mdns,
+            request_timeout: Duration::from_secs(10),
+        };
+        let (network, inbound) =
+            Network::start(&key, &keys, &net_config, stopped(stopping.clone()))?;
+
+        let source = Arc::new(PeerBlockSource::new(network.clone(), others));
+        let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
+            .map_err(|e| StartError::Consensus(e.to_string()))?;
+        let raft = OrdoRaft::new(
+            node_id(&key.public()),
+            raft_config(&genesis, config)?,
+            RaftNet::new(network.clone()),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Consensus(e.to_string()))?;
+        let ids = node_ids(keys.iter().copied()).map_err(StartError::Consensus)?;
+        initialize(&raft, &ids).await?;
+
+        let validators = genesis
+            .validators
+            .iter()
+            .map(|v| (node_id(&v.public_key), (v.name.clone(), v.public_key)))
+            .collect();
+        let (tip_tx, tip) = watch::channel(store.tip());
+        let shared = Arc::new(Shared {
+            name: me.name.clone(),
+            public_key: key.public(),
+            node_id: node_id(&key.public()),
+            mempool: Mutex::new(Mempool::new(
+                policy.clone(),
+                config.mempool.limits(),
+                Duration::from_millis(genesis.consensus.batch_timeout_ms),
+            )),
+            genesis,
+            policy: policy.clone(),
+            store: store.clone(),
+            raft: raft.clone(),
+            network,
+            validators,
+            tip,
+            counters: Counters::default(),
+            started: Instant::now(),
+            stopping: stopping.clone(),
+            waiters: Mutex::new(HashMap::new()),
+            wake_proposer: Notify::new(),
+        });
+
+        let server = RaftServer::new(raft.clone(), log.clone(), store, policy);
+        let proposer = Proposer {
+            shared: shared.clone(),
+            log,
+            key,
+            in_flight_max: config.raft.blocks_in_flight_max,
+        };
+        let tasks = vec![
+            tokio::spawn(serve_inbound(shared.clone(), server, inbound)),
+            tokio::spawn(proposer.run()),
+            tokio::spawn(follow_applied(shared.clone(), tip_tx)),
+            tokio::spawn(resend_stale(shared.clone())),
+            tokio::spawn(crate::api::serve(shared.clone(), api_listener)),
+        ];
+        tracing::info!(
+            name = %shared.name,
+            key = %shared.public_key,
+            api = %api_addr,
+            chain = %shared.policy.chain_id,
+            tip = shared.store.tip().height,
+            "validator started"
+        );
+        Ok(Validator {
+            shared,
+            api_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The bound address of the HTTP API.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The node's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops the node: the API stops accepting and finishes the requests in progress, the
+    /// proposer stops, Raft and the network shut down, and the database is flushed and
+    /// closed. Everything acknowledged is already durable; this only makes the exit tidy.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        let _ = self.stop.send(true);
+        self.shared.wake_proposer.notify_one();
+        if let Err(e) = self.shared.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        for task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("a task did not stop within {SHUTDOWN_GRACE:?}");
+            }
+        }
+        if let Err(e) = self.shared.store.db().flush() {
+            tracing::warn!(error = %e, "cannot flush the database");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Completes once `stopping` turns true (or its sender is gone).
+fn stopped(mut stopping: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    })
+}
+
+/// openraft settings: timing from the genesis (every validator must agree on it), log
+/// compaction from the node's configuration.
+fn raft_config(genesis: &Genesis, config: &NodeConfig) -> Result<Arc<Config>, StartError> {
+    let c = &genesis.consensus;
+    let raft = Config {
+        cluster_name: genesis.chain_id.clone(),
+        heartbeat_interval: c.heartbeat_interval_ms,
+        election_timeout_min: c.election_timeout_min_ms,
+        election_timeout_max: c.election_timeout_max_ms,
+        // A snapshot install fetches blocks from peers; give it time. Appends carry
+        // blocks of up to tens of MiB over libp2p, far slower than the default allows.
+        install_snapshot_timeout: 30_000,
+        enable_pre_vote: Some(true),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_blocks),
+        max_in_snapshot_log_to_keep: config.raft.keep_blocks,
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    raft.validate()
+        .map(Arc::new)
+        .map_err(|e| StartError::Consensus(format!("raft settings: {e}")))
+}
+
+/// Initializes Raft with the genesis validators on a pristine node. Every node does this
+/// with the same membership, which openraft allows; a node already initialized skips it.
+async fn initialize(raft: &OrdoRaft, ids: &BTreeMap<u64, PublicKey>) -> Result<(), StartError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Consensus(e.to_string()))?
+    {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, ValidatorNode> = ids
+        .iter()
+        .map(|(id, key)| (*id, ValidatorNode { public_key: *key }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(e) => Err(StartError::Consensus(format!("initialize: {e}"))),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Shared {
+    /// The current leader's node id, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Name and key of a validator by node id.
+    pub fn validator(&self, id: u64) -> Option<&(String, PublicKey)> {
+        self.validators.get(&id)
+    }
+
+    /// Where a committed transaction is, if it is.
+    pub fn committed(&self, id: &TxId) -> Option<Committed> {
+        let (height, index) = self.store.tx_location(id).ok().flatten()?;
+        let block_hash = self.store.block(height).ok().flatten()?.hash();
+        Some(Committed {
+            height,
+            index,
+            block_hash,
+        })
+    }
+
+    fn committed_height(&self, id: &TxId) -> Option<u64> {
+        self.store.tx_location(id).ok().flatten().map(|(h, _)| h)
+    }
+
+    /// Admits `txs` on this node (all checks, signatures batch-verified off the async
+    /// threads), then, unless this node leads, forwards the admitted ones to the leader.
+    /// One result per transaction, in order.
+    pub async fn submit(
+        self: &Arc<Self>,
+        txs: Vec<SignedTransaction>,
+    ) -> Vec<Result<TxId, SubmitError>> {
+        let this = self.clone();
+        let copies = txs.clone();
+        let admitted = tokio::task::spawn_blocking(move || this.admit(txs))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let mut results: Vec<Result<TxId, SubmitError>> = admitted
+            .into_iter()
+            .map(|r| r.map_err(SubmitError::Admit))
+            .collect();
+        let fresh: Vec<usize> = (0..results.len()).filter(|i| results[*i].is_ok()).collect();
+        if fresh.is_empty() {
+            return self.count(results);
+        }
+        if self.is_leader() {
+            self.wake_proposer.notify_one();
+            return self.count(results);
+        }
+        let verdicts = match self.leader().and_then(|id| self.validator(id)) {
+            None => Err(SubmitError::NoLeader),
+            Some((_, leader)) => {
+                let batch: Vec<SignedTransaction> =
+                    fresh.iter().map(|i| copies[*i].clone()).collect();
+                self.forward(leader, &batch).await
+            }
+        };
+        let mut gone = Vec::new();
+        for (n, slot) in fresh.into_iter().enumerate() {
+            let Ok(id) = results[slot] else { continue };
+            let outcome = match &verdicts {
+                Err(e) => Err(e.clone()),
+                Ok(v) => match &v[n] {
+                    Verdict::Accepted | Verdict::AlreadyPending => Ok(id),
+                    Verdict::AlreadyCommitted { height } => {
+                        Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
+                            id,
+                            height: *height,
+                        }))
+                    }
+                    Verdict::Busy => Err(SubmitError::Admit(AdmitError::Busy {
+                        pending_txs: 0,
+                        pending_bytes: 0,
+                    })),
+                    Verdict::Refused(reason) => Err(SubmitError::Refused(reason.clone())),
+                    Verdict::NotLeader => Err(SubmitError::NoLeader),
+                },
+            };
+            if outcome.is_err() {
+                gone.push(id);
+            }
+            results[slot] = outcome;
+        }
+        if !gone.is_empty() {
+            self.pool().remove_committed(&gone);
+        }
+        self.count(results)
+    }
+
+    fn count(&self, results: Vec<Result<TxId, SubmitError>>) -> Vec<Result<TxId, SubmitError>> {
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.counters.txs_accepted.fetch_add(ok, Ordering::Relaxed);
+        self.counters
+            .txs_refused
+            .fetch_add(results.len() as u64 - ok, Ordering::Relaxed);
+        results
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Mempool> {
+        self.mempool.lock().expect("mempool lock poisoned")
+    }
+
+    fn admit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<TxId, AdmitError>> {
+        let next = self.store.tip().height + 1;
+        self.pool()
+            .admit(txs, next, |id| self.committed_height(id), Instant::now())
+    }
+
+    /// Sends `txs` to the leader and returns its verdict on each.
+    async fn forward(
+        &self,
+        leader: &PublicKey,
+        txs: &[SignedTransaction],
+    ) -> Result<Vec<Verdict>, SubmitError> {
+        let mut verdicts = Vec::with_capacity(txs.len());
+        for chunk in txs.chunks(FORWARD_TXS_MAX) {
+            let raw: Vec<Vec<u8>> = chunk.iter().map(SignedTransaction::to_bytes).collect();
+            let body =
+                encode_internal(&raw).map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+            self.counters
+                .txs_forwarded
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let answer = self
+                .network
+                .request(
+                    leader,
+                    Frame {
+                        kind: Kind::Transactions,
+                        body,
+                    },
+                )
+                .await
+                .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+            if answer.kind != Kind::Transactions {
+                return Err(SubmitError::Unavailable(format!(
+                    "the leader answered with {}",
+                    String::from_utf8_lossy(&answer.body)
+                )));
+            }
+            let got: Vec<Verdict> = decode_internal(&answer.body, "forward verdicts")
+                .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+            if got.len() != chunk.len() {
+                return Err(SubmitError::Unavailable(format!(
+                    "the leader answered {} verdicts for {} transactions",
+                    got.len(),
+                    chunk.len()
+                )));
+            }
+            verdicts.extend(got);
+        }
+        Ok(verdicts)
+    }
+
+    /// Answers transactions forwarded by a follower: admitted here if this node leads.
+    async fn serve_forwarded(self: Arc<Self>, req: InboundRequest) {
+        let frame = match decode_internal::<Vec<Vec<u8>>>(&req.frame.body, "forwarded transactions")
+        {
+            Err(e) => Frame {
+                kind: Kind::Error,
+                body: e.to_string().into_bytes(),
+            },
+            Ok(raw) if raw.len() > FORWARD_TXS_MAX => Frame {
+                kind: Kind::Error,
+                body: format!("more than {FORWARD_TXS_MAX} transactions").into_bytes(),
+            },
+            Ok(raw) => {
+                let verdicts = self.admit_forwarded(raw).await;
+                match encode_internal(&verdicts) {
+                    Ok(body) => Frame {
+                        kind: Kind::Transactions,
+                        body,
+                    },
+                    Err(e) => Frame {
+                        kind: Kind::Error,
+                        body: e.to_string().into_bytes(),
+                    },
+                }
+            }
+        };
+        req.respond(frame);
+    }
+
+    async fn admit_forwarded(self: &Arc<Self>, raw: Vec<Vec<u8>>) -> Vec<Verdict> {
+        if !self.is_leader() {
+            return vec![Verdict::NotLeader; raw.len()];
+        }
+        let max = self.policy.limits.tx_bytes_max;
+        let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(raw.len());
+        let mut txs = Vec::new();
+        for bytes in &raw {
+            match SignedTransaction::from_bytes(bytes, max) {
+                Ok(tx) => {
+                    txs.push(tx);
+                    verdicts.push(None);
+                }
+                Err(e) => verdicts.push(Some(Verdict::Refused(format!("malformed: {e}")))),
+            }
+        }
+        let this = self.clone();
+        let admitted = tokio::task::spawn_blocking(move || this.admit(txs))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.wake_proposer.notify_one();
+        let mut admitted = admitted.into_iter();
+        verdicts
+            .into_iter()
+            .map(|v| {
+                v.unwrap_or_else(|| match admitted.next() {
+                    Some(Ok(_)) => Verdict::Accepted,
+                    Some(Err(AdmitError::AlreadyPending(_))) => Verdict::AlreadyPending,
+                    Some(Err(AdmitError::AlreadyCommitted { height, .. })) => {
+                        Verdict::AlreadyCommitted { height }
+                    }
+                    Some(Err(AdmitError::Busy { .. })) => Verdict::Busy,
+                    Some(Err(e)) => Verdict::Refused(e.to_string()),
+                    None => Verdict::Refused("internal: missing admission result".into()),
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until `id` is committed, for at most `timeout`. `None` on timeout.
+    ///
+    /// # Errors
+    /// [`AdmitError::Busy`] when too many clients are already waiting.
+    pub async fn wait_committed(
+        &self,
+        id: TxId,
+        timeout: Duration,
+    ) -> Result<Option<Committed>, AdmitError> {
+        let rx = {
+            let mut waiters = self.waiters.lock().expect("waiters lock poisoned");
+            if waiters.len() >= WAITERS_MAX {
+                return Err(AdmitError::Busy {
+                    pending_txs: waiters.len(),
+                    pending_bytes: 0,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(id).or_default().push(tx);
+            rx
+        };
+        // Registered before looking, so a commit between the two is not missed.
+        if let Some(c) = self.committed(&id) {
+            self.forget_waiter(&id);
+            return Ok(Some(c));
+        }
+        let result = tokio::time::timeout(timeout, rx).await;
+        match result {
+            Ok(Ok(c)) => Ok(Some(c)),
+            _ => {
+                self.forget_waiter(&id);
+                Ok(self.committed(&id))
+            }
+        }
+    }
+
+    fn forget_waiter(&self, id: &TxId) {
+        let mut waiters = self.waiters.lock().expect("waiters lock poisoned");
+        if let Some(list) = waiters.get_mut(id) {
+            list.retain(|s| !s.is_closed());
+            if list.is_empty() {
+                waiters.remove(id);
+            }
+        }
+    }
+
+    /// Clients currently waiting for commits.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().expect("waiters lock poisoned").len()
+    }
+}
+
+/// Dispatches peer requests by kind.
+async fn serve_inbound(
+    shared: Arc<Shared>,
+    server: RaftServer,
+    mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        let req = tokio::select! {
+            req = inbound.recv() => match req { Some(r) => r, None => return },
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        match req.frame.kind {
+            Kind::Raft => {
+                let server = server.clone();
+                tokio::spawn(async move { server.serve(req).await });
+            }
+            Kind::Blocks => {
+                let store = shared.store.clone();
+                tokio::task::spawn_blocking(move || serve_blocks(&store, req));
+            }
+            Kind::Transactions => {
+                tokio::spawn(shared.clone().serve_forwarded(req));
+            }
+            Kind::Error => req.respond(Frame {
+                kind: Kind::Error,
+                body: b"an error frame is not a request".to_vec(),
+            }),
+        }
+    }
+}
+
+/// Follows the applied tip: cleans the mempool, wakes waiting clients, publishes the tip.
+async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
+    let mut metrics = shared.raft.metrics();
+    let mut stopping = shared.stopping.clone();
+    let mut seen = shared.store.tip().height;
+    let mut leadership = (0, None);
+    loop {
+        let (term, leader) = {
+            let m = metrics.borrow_watched();
+            (m.current_term, m.current_leader)
+        };
+        if (term, leader) != leadership {
+            leadership = (term, leader);
+            match leader.and_then(|id| shared.validator(id)) {
+                Some((name, _)) => tracing::info!(term, leader = %name, "leader known"),
+                None => tracing::info!(term, "no leader known"),
+            }
+        }
+        let tip = shared.store.tip();
+        while seen < tip.height {
+            let height = seen + 1;
+            let block = match shared.store.block(height) {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(height, error = %e, "cannot read an applied block");
+                    break;
+                }
+            };
+            let ids = block.tx_ids();
+            let hash = block.hash();
+            shared.pool().remove_committed(&ids);
+            let mut waiters = shared.waiters.lock().expect("waiters lock poisoned");
+            if !waiters.is_empty() {
+                for (index, id) in ids.iter().enumerate() {
+                    for w in waiters.remove(id).unwrap_or_default() {
+                        let _ = w.send(Committed {
+                            height,
+                            index: index as u32,
+                            block_hash: hash,
+                        });
+                    }
+                }
+            }
+            drop(waiters);
+            seen = height;
+            let _ = tip_tx.send(block.tip());
+        }
+        let dropped = shared.pool().drop_expired(seen + 1);
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped expired pending transactions");
+        }
+        shared.wake_proposer.notify_one();
+        tokio::select! {
+            _ = metrics.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// On followers, re-sends transactions that are still pending well after they were
+/// forwarded: the leader that took them may have lost them with its office.
+async fn resend_stale(shared: Arc<Shared>) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RESEND_AFTER / 3) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        if shared.is_leader() {
+            continue;
+        }
+        let Some((_, leader)) = shared.leader().and_then(|id| shared.validator(id)).cloned() else {
+            continue;
+        };
+        let now = Instant::now();
+        let Some(cutoff) = now.checked_sub(RESEND_AFTER) else {
+            continue;
+        };
+        let txs = shared.pool().stale(cutoff, now, FORWARD_TXS_MAX);
+        if txs.is_empty() {
+            continue;
+        }
+        match shared.forward(&leader, &txs).await {
+            Ok(verdicts) => {
+                let done: Vec<TxId> = txs
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(_, v)| {
+                        matches!(v, Verdict::AlreadyCommitted { .. } | Verdict::Refused(_))
+                    })
+                    .map(|(t, _)| t.id())
+                    .collect();
+                if !done.is_empty() {
+                    shared.pool().remove_committed(&done);
+                }
+                tracing::debug!(n = txs.len(), "re-sent pending transactions to the leader");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot re-send pending transactions"),
+        }
+    }
+}
+
+type InFlight = BoxFuture<'static, (Result<ApplyOutcome, String>, Vec<SignedTransaction>)>;
+
+/// The leader's proposer: cut, build, sign, propose; pipelined.
+struct Proposer {
+    shared: Arc<Shared>,
+    log: LogStore,
+    key: Keypair,
+    in_flight_max: usize,
+}
+
+impl Proposer {
+    async fn run(self) {
+        let shared = self.shared.clone();
+        let mut stopping = shared.stopping.clone();
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        // The last block handed to Raft while blocks are in flight, with its term.
+        let mut last: Option<(u64, ChainTip)> = None;
+        // Term in which this node leads, the log index that must be applied before it
+        // proposes (everything from earlier terms), and whether that has happened.
+        let mut lead: Option<(u64, u64, bool)> = None;
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let metrics = shared.raft.metrics().borrow_watched().clone();
+            let leading = metrics.state == ServerState::Leader
+                && metrics.current_leader == Some(shared.node_id);
+            if !leading {
+                lead = None;
+            } else if lead.is_none_or(|(term, _, _)| term != metrics.current_term) {
+                lead = Some((
+                    metrics.current_term,
+                    metrics.last_log_index.unwrap_or(0),
+                    false,
+                ));
+                last = None;
+                tracing::info!(term = metrics.current_term, "leading; proposing blocks");
+            }
+            // Settled once earlier terms' blocks are applied and the mempool has dropped
+            // their transactions (the applied-tip follower has seen the ledger tip).
+            if let Some((term, from, false)) = lead {
+                let applied = metrics.last_applied.map_or(0, |l| l.index);
+                if applied >= from && shared.tip.borrow().height == shared.store.tip().height {
+                    lead = Some((term, from, true));
+                }
+            }
+            let ready = lead.is_some_and(|(_, _, settled)| settled);
+            let now = Instant::now();
+            if ready && in_flight.len() < self.in_flight_max {
+                let term = metrics.current_term;
+                if in_flight.is_empty() || last.is_none_or(|(t, _)| t != term) {
+                    last = None;
+                }
+                if let Some((fut, tip)) = self.propose(term, last.map(|(_, tip)| tip), now).await {
+                    in_flight.push_back(fut);
+                    last = Some((term, tip));
+                    continue;
+                }
+            }
+            let deadline = if ready {
+                shared.pool().cut_deadline()
+            } else {
+                None
+            };
+            let sleep_until = deadline
+                .unwrap_or(now + Duration::from_millis(50))
+                .min(now + Duration::from_millis(50));
+            tokio::select! {
+                Some((outcome, txs)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finish(outcome, txs);
+                }
+                _ = shared.wake_proposer.notified() => {}
+                _ = tokio::time::sleep_until(sleep_until.into()) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// The parent of the next block: the last block in flight, else the log's last block
+    /// when it is ahead of the ledger, else the ledger tip.
+    fn parent(&self, last: Option<ChainTip>) -> Result<ChainTip, String> {
+        if let Some(tip) = last {
+            return Ok(tip);
+        }
+        let ledger = self.shared.store.tip();
+        match self
+            .log
+            .last_block_through(u64::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            Some(block) if block.header.height > ledger.height => Ok(block.tip()),
+            _ => Ok(ledger),
+        }
+    }
+
+    /// Cuts and proposes one block if the mempool says so. Returns the future of its
+    /// outcome and its tip.
+    async fn propose(
+        &self,
+        term: u64,
+        last: Option<ChainTip>,
+        now: Instant,
+    ) -> Option<(InFlight, ChainTip)> {
+        let parent = match self.parent(last) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the log's last block");
+                return None;
+            }
+        };
+        let txs = {
+            let mut pool = self.shared.pool();
+            if !pool.should_cut(now) {
+                return None;
+            }
+            pool.cut(parent.height + 1)
+        };
+        if txs.is_empty() {
+            return None;
+        }
+        let block = build_block(
+            &parent,
+            &self.shared.policy.chain_id,
+            txs,
+            &self.key,
+            now_ms(),
+            term,
+        );
+        let tip = block.tip();
+        let block = Arc::new(block);
+        let (responder, rx) = ProgressResponder::<TypeConfig, _>::complete_only();
+        if let Err(e) = self
+            .shared
+            .raft
+            .client_write_ff(BlockEntry(block.clone()), Some(responder))
+            .await
+        {
+            let txs = Arc::unwrap_or_clone(block).txs;
+            self.finish(Err(e.to_string()), txs);
+            return None;
+        }
+        tracing::debug!(height = tip.height, n_txs = block.txs.len(), "proposed");
+        let fut: InFlight = Box::pin(async move {
+            let outcome = match rx.await {
+                Ok(Ok(resp)) => Ok(resp.data),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("raft dropped the proposal".into()),
+            };
+            (outcome, Arc::unwrap_or_clone(block).txs)
+        });
+        Some((fut, tip))
+    }
+
+    fn finish(&self, outcome: Result<ApplyOutcome, String>, txs: Vec<SignedTransaction>) {
+        let shared = &self.shared;
+        let reason = match outcome {
+            Ok(ApplyOutcome::Appended { height, .. }) => {
+                shared
+                    .counters
+                    .blocks_proposed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(height, n_txs = txs.len(), "committed");
+                return;
+            }
+            Ok(other) => format!("{other:?}"),
+            Err(e) => e,
+        };
+        shared
+            .counters
+            .proposals_failed
+            .fetch_add(1, Ordering::Relaxed);
+        let next = shared.store.tip().height + 1;
+        let n = txs.len();
+        shared
+            .pool()
+            .requeue(txs, next, |id| shared.committed_height(id), Instant::now());
+        tracing::warn!(%reason, n_txs = n, "proposed block did not commit; transactions requeued");
+    }
+}

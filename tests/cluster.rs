@@ -1,0 +1,363 @@
+//! End-to-end scenarios on real `ordo node run` processes: real sockets, real disks, real
+//! signatures. Each ends with the invariant check (`Cluster::stop_and_check`): every chain a
+//! prefix of one another, every transaction acknowledged as committed present exactly once,
+//! and `ordo audit` passing on every data directory.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ordo_ledger::{Transaction, TxId};
+use serde_json::json;
+use support::cluster::{Cluster, Options, committed_ids, outsider, wait_for};
+
+const ELECTION: Duration = Duration::from_secs(20);
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+#[test]
+fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
+    let mut c = Cluster::start(Options::default());
+    c.wait_leader(ELECTION);
+    let txs = c.txs(10_000, 0);
+    let ids: HashSet<TxId> = txs.iter().map(|t| t.id()).collect();
+    for (n, batch) in txs.chunks(500).enumerate() {
+        let results = c.submit(n % 3, batch, false);
+        assert_eq!(results.len(), batch.len());
+        for r in &results {
+            assert_eq!(r["status"], "pending", "{r}");
+        }
+    }
+    // Every node's mempool drains and the tips agree.
+    wait_for("all transactions committed everywhere", CATCH_UP, || {
+        let st: Vec<_> = (0..3).map(|i| c.status(i)).collect::<Option<_>>()?;
+        let tips: HashSet<u64> = st
+            .iter()
+            .filter_map(|s| s["tip"]["height"].as_u64())
+            .collect();
+        let pending: u64 = st.iter().filter_map(|s| s["mempool"]["txs"].as_u64()).sum();
+        (tips.len() == 1 && pending == 0).then_some(())
+    });
+    // A sample of transactions answer with their inclusion proof on every node.
+    for id in ids.iter().take(5) {
+        for i in 0..3 {
+            let (code, v) = c.get(i, &format!("/v1/transactions/{id}")).expect("answer");
+            assert_eq!(code, 200);
+            assert_eq!(v["status"], "committed");
+            assert!(v["proof"]["path"].is_array());
+        }
+    }
+    let chain = c.stop_and_check(&ids);
+    assert_eq!(chain, ids, "exactly the submitted transactions, each once");
+}
+
+#[test]
+fn killing_the_leader_under_load_elects_another_and_the_old_one_catches_up() {
+    let mut c = Cluster::start(Options::default());
+    let leader = c.wait_leader(ELECTION);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+
+    // Load: batches with wait, through the followers, recording what is acknowledged.
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let batches: Vec<_> = (0..400).map(|_| c.txs(20, 0)).collect();
+    let urls: Vec<String> = followers.iter().map(|i| c.nodes[*i].url()).collect();
+    let load = {
+        let acked = acked.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            for (n, batch) in batches.iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let body = json!({
+                    "transactions": batch.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>(),
+                    "wait": true,
+                    "timeout_ms": 5000,
+                });
+                let Ok(resp) = http
+                    .post(format!("{}/v1/transactions", urls[n % urls.len()]))
+                    .json(&body)
+                    .send()
+                else {
+                    continue;
+                };
+                if let Ok(v) = resp.json::<serde_json::Value>() {
+                    let results = v["results"].as_array().cloned().unwrap_or_default();
+                    acked.lock().expect("lock").extend(committed_ids(&results));
+                }
+            }
+        })
+    };
+    wait_for("some load committed", CATCH_UP, || {
+        (acked.lock().expect("lock").len() >= 200).then_some(())
+    });
+    c.kill(leader);
+    let new_leader = c.wait_leader(ELECTION);
+    assert_ne!(new_leader, leader);
+    let before = acked.lock().expect("lock").len();
+    wait_for("load committing under the new leader", CATCH_UP, || {
+        (acked.lock().expect("lock").len() >= before + 200).then_some(())
+    });
+    c.restart(leader);
+    let tip = c.tip(new_leader).expect("new leader answers");
+    c.wait_tips(tip, CATCH_UP);
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+    let final_tip = (0..3).filter_map(|i| c.tip(i)).max().expect("tips");
+    c.wait_tips(final_tip, CATCH_UP);
+    let acked = acked.lock().expect("lock").clone();
+    c.stop_and_check(&acked);
+}
+
+#[test]
+fn a_follower_behind_the_purge_point_catches_up_by_fetching_blocks() {
+    let mut c = Cluster::start(Options {
+        snapshot_every_blocks: 8,
+        keep_blocks: 2,
+        ..Options::default()
+    });
+    let leader = c.wait_leader(ELECTION);
+    let behind = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let mut acked = HashSet::new();
+    let txs = c.txs(2, 0);
+    acked.extend(committed_ids(&c.submit(leader, &txs, true)));
+    c.kill(behind);
+    // One waited submission per block: 40 blocks past the follower.
+    for n in 0..40 {
+        let txs = c.txs(3, 0);
+        let results = c.submit(if n % 2 == 0 { leader } else { other }, &txs, true);
+        let ids = committed_ids(&results);
+        assert_eq!(ids.len(), 3, "{results:?}");
+        acked.extend(ids);
+    }
+    let st = c.status(leader).expect("leader answers");
+    let purged = st["raft"]["purged"].as_u64().unwrap_or(0);
+    assert!(purged > 10, "the leader purged its log: {st}");
+    let tip = st["tip"]["height"].as_u64().expect("tip");
+    c.restart(behind);
+    c.wait_tips(tip, CATCH_UP);
+    let log = std::fs::read_to_string(c.nodes[behind].log()).unwrap_or_default();
+    assert!(
+        log.contains("fetched and verified"),
+        "the follower caught up through block fetch:\n{}",
+        c.log_tail(behind)
+    );
+    c.stop_and_check(&acked);
+}
+
+#[test]
+fn a_full_cluster_restart_keeps_the_chain_and_resumes_ordering() {
+    let mut c = Cluster::start(Options::default());
+    let leader = c.wait_leader(ELECTION);
+    let txs = c.txs(50, 0);
+    let mut acked = committed_ids(&c.submit(leader, &txs, true));
+    assert_eq!(acked.len(), 50);
+    let before = c.status(leader).expect("status");
+    let (tip, term) = (
+        before["tip"]["height"].as_u64().expect("tip"),
+        before["term"].as_u64().expect("term"),
+    );
+    for i in 0..3 {
+        c.stop(i);
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    let leader = c.wait_leader(ELECTION);
+    let after = c.status(leader).expect("status");
+    assert!(
+        after["tip"]["height"].as_u64().expect("tip") >= tip,
+        "{after}"
+    );
+    assert!(after["term"].as_u64().expect("term") >= term, "{after}");
+    let txs = c.txs(50, tip);
+    let more = committed_ids(&c.submit((leader + 1) % 3, &txs, true));
+    assert_eq!(more.len(), 50);
+    acked.extend(more);
+    c.stop_and_check(&acked);
+}
+
+#[test]
+fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
+    let mut c = Cluster::start(Options::default());
+    let leader = c.wait_leader(ELECTION);
+    let node = (leader + 1) % 3;
+    let mut fresh = c.txs(3, 0);
+    let (good, other, missing) = (fresh.remove(0), fresh.remove(0), fresh.remove(0).id());
+    let post = |body: serde_json::Value| c.post(node, &body).expect("answer");
+    let expect = |(status, v): (u16, serde_json::Value), code: u16, err: &str| {
+        assert_eq!(status, code, "{v}");
+        assert_eq!(v["error"]["code"], err, "{v}");
+    };
+
+    // Malformed: not JSON, unknown field, not hex, not a transaction.
+    let raw = c
+        .http
+        .post(format!("{}/v1/transactions", c.nodes[node].url()))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .expect("answer");
+    assert_eq!(raw.status().as_u16(), 400);
+    let v: serde_json::Value = raw.json().expect("json error");
+    assert_eq!(v["error"]["code"], "malformed");
+    expect(post(json!({ "transaction": "zz" })), 400, "malformed");
+    expect(post(json!({ "transaction": "00ff" })), 400, "malformed");
+    expect(post(json!({ "tx": "00" })), 400, "malformed");
+
+    let client = c.chain.clients[0].clone();
+    let sign = |change: &dyn Fn(&mut Transaction)| {
+        let mut tx = good.tx.clone();
+        tx.sender = client.public();
+        change(&mut tx);
+        hex::encode(tx.sign(&client).to_bytes())
+    };
+    // Bad signature: a valid transaction with another transaction's signature.
+    let mut forged = good.clone();
+    forged.signature = other.signature;
+    expect(
+        post(json!({ "transaction": hex::encode(forged.to_bytes()) })),
+        400,
+        "bad_signature",
+    );
+    expect(
+        post(json!({ "transaction": sign(&|t| t.chain_id = "other-chain".into()) })),
+        400,
+        "wrong_chain",
+    );
+    let stranger = outsider();
+    let mut unknown = good.tx.clone();
+    unknown.sender = stranger.public();
+    expect(
+        post(json!({ "transaction": hex::encode(unknown.sign(&stranger).to_bytes()) })),
+        403,
+        "unknown_sender",
+    );
+    expect(
+        post(json!({ "transaction": sign(&|t| t.payload = vec![0; 70_000]) })),
+        413,
+        "too_large",
+    );
+    // A body over the API's 32 MiB limit is refused from its declared length, unread.
+    let mut raw = std::net::TcpStream::connect(c.nodes[node].api).expect("connect");
+    raw.write_all(
+        b"POST /v1/transactions HTTP/1.1\r\nHost: ordo\r\nContent-Type: application/json\r\n\
+          Content-Length: 40000000\r\n\r\n",
+    )
+    .expect("send headers");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = vec![0; 4096];
+    let n = raw.read(&mut answer).expect("an answer before the body");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
+    expect(
+        post(json!({ "transaction": sign(&|t| t.expires_at = 10_000_000) })),
+        400,
+        "expiry_too_far",
+    );
+
+    // The good one commits; replaying it is refused.
+    let (status, v) = post(json!({ "transaction": hex::encode(good.to_bytes()), "wait": true }));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "committed", "{v}");
+    expect(
+        post(json!({ "transaction": hex::encode(good.to_bytes()) })),
+        409,
+        "already_committed",
+    );
+    expect(
+        post(json!({ "transaction": hex::encode(good.to_bytes()) })),
+        409,
+        "already_committed",
+    );
+
+    // Lookups of what does not exist.
+    let (status, v) = c
+        .get(node, &format!("/v1/transactions/{missing}"))
+        .expect("answer");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, v) = c.get(node, "/v1/transactions/xyz").expect("answer");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("malformed"))
+    );
+    let (status, v) = c.get(node, "/v1/blocks/999999").expect("answer");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    let chain = c.stop_and_check(&HashSet::from([good.id()]));
+    assert_eq!(chain, HashSet::from([good.id()]), "nothing else was stored");
+}
+
+#[test]
+fn a_peer_outside_the_genesis_cannot_connect_or_inject() {
+    let mut c = Cluster::start(Options::default());
+    let leader = c.wait_leader(ELECTION);
+    let target = c.chain.validators[leader].public();
+    let tx = c.txs(1, 0).remove(0);
+    let addr = c.nodes[leader].p2p.clone();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let refusals = runtime.block_on(async {
+        use ordo_node::network::{Frame, Kind, Network, NetworkConfig};
+        let key = outsider();
+        let config = NetworkConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap: vec![addr],
+            mdns: false,
+            request_timeout: Duration::from_secs(3),
+        };
+        // The outsider lists the validator so that its own side would allow the link.
+        let (net, _inbound) = Network::start(
+            &key,
+            &[key.public(), target],
+            &config,
+            std::future::pending(),
+        )
+        .expect("outsider network");
+        let body = bincode::serde::encode_to_vec(vec![tx.to_bytes()], bincode::config::standard())
+            .expect("encode");
+        let mut refusals = 0;
+        for _ in 0..5 {
+            let answer = net
+                .request(
+                    &target,
+                    Frame {
+                        kind: Kind::Transactions,
+                        body: body.clone(),
+                    },
+                )
+                .await;
+            assert!(
+                answer.is_err(),
+                "a validator answered an outsider: {answer:?}"
+            );
+            refusals += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        refusals
+    });
+    assert_eq!(refusals, 5);
+    let counted = c
+        .metric(leader, "ordo_refused_connections_total")
+        .expect("metric");
+    assert!(counted > 0, "refused connections are counted");
+    let (status, _) = c
+        .get(leader, &format!("/v1/transactions/{}", tx.id()))
+        .expect("answer");
+    assert_eq!(status, 404, "the outsider's transaction is nowhere");
+    let chain = c.stop_and_check(&HashSet::new());
+    assert!(chain.is_empty());
+}

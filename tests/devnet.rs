@@ -1,0 +1,120 @@
+//! The README's main job, as a new user runs it: `ordo devnet` brings up three validator
+//! processes, `ordo tx submit --wait` returns the commit height, Ctrl-C (SIGTERM) stops
+//! everything cleanly, `ordo audit` passes on every data directory, and running the same
+//! command again resumes the same chain.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::cluster::wait_for;
+use support::{ordo, ordo_bin};
+
+fn api_url(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("validator-0/node.toml")).ok()?;
+    let config: toml::Value = toml::from_str(&text).ok()?;
+    Some(format!("http://{}", config.get("api")?.as_str()?))
+}
+
+fn leader_known(url: &str) -> bool {
+    reqwest::blocking::get(format!("{url}/v1/status"))
+        .ok()
+        .and_then(|r| r.json::<serde_json::Value>().ok())
+        .is_some_and(|v| v["leader"]["name"].is_string())
+}
+
+fn audit_all(dir: &Path) {
+    for i in 0..3 {
+        let data = dir.join(format!("validator-{i}/data"));
+        let (code, out, err) = ordo(&[
+            "audit",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--genesis",
+            dir.join("genesis.toml").to_str().expect("utf-8"),
+        ]);
+        assert_eq!(code, 0, "audit of validator-{i}:\n{out}\n{err}");
+    }
+}
+
+#[test]
+fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("net");
+    let devnet = Command::new(ordo_bin())
+        .args(["devnet", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start devnet");
+    let url = wait_for(
+        "the devnet's configuration",
+        Duration::from_secs(10),
+        || api_url(&dir),
+    );
+    wait_for("a leader", Duration::from_secs(30), || {
+        leader_known(&url).then_some(())
+    });
+
+    let key = dir.join("keys/client.key");
+    let (code, out, err) = ordo(&[
+        "tx",
+        "submit",
+        "--node",
+        &url,
+        "--key",
+        key.to_str().expect("utf-8"),
+        "--payload",
+        "hello",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("committed  height"), "{out}");
+    let id = out.split_whitespace().next().expect("id").to_owned();
+
+    let (code, out, _) = ordo(&["tx", "status", "--node", &url, "--id", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("committed"), "{out}");
+
+    kill(Pid::from_raw(devnet.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let output = devnet.wait_with_output().expect("devnet exits");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("(new)"), "{stdout}");
+    audit_all(&dir);
+
+    // Again on the same directory: the same chain, and the transaction is still there.
+    let out = Command::new(ordo_bin())
+        .args(["devnet", "--duration", "5", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("devnet again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(resumed)"), "{stdout}");
+    audit_all(&dir);
+    let (code, out, err) = ordo(&[
+        "tx",
+        "show",
+        "--data-dir",
+        dir.join("validator-1/data").to_str().expect("utf-8"),
+        "--genesis",
+        dir.join("genesis.toml").to_str().expect("utf-8"),
+        "--id",
+        &id,
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
