@@ -316,3 +316,81 @@ fn wrong_inputs_get_clear_errors_and_exit_2() {
     assert_eq!(code, 2);
     assert!(stderr.contains("already holds a chain"), "{stderr}");
 }
+
+#[test]
+fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
+    let (code, help, _) = ordo(&["node", "run", "--help"]);
+    assert_eq!(code, 0);
+    for field in [
+        "genesis",
+        "key_file",
+        "data_dir",
+        "listen",
+        "bootstrap",
+        "mdns",
+        "api",
+        "txs_max",
+        "snapshot_every_blocks",
+        "keep_blocks",
+        "blocks_in_flight_max",
+    ] {
+        assert!(help.contains(field), "--help does not document {field}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = dir.path().join("chain");
+    assert_eq!(
+        ordo(&[
+            "testchain",
+            "--dir",
+            p(&chain),
+            "--blocks",
+            "1",
+            "--txs-per-block",
+            "1"
+        ])
+        .0,
+        0
+    );
+    let config = dir.path().join("node.toml");
+    let run = |text: &str| {
+        std::fs::write(&config, text).expect("write config");
+        ordo(&["node", "run", "--config", p(&config)])
+    };
+
+    let (code, _, stderr) =
+        run("genesis = \"chain/genesis.toml\"\nkey_file = \"k\"\ndata_dir = \"d\"\nport = 1\n");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("port"), "{stderr}");
+
+    let (code, _, stderr) = run(
+        "genesis = \"chain/genesis.toml\"\nkey_file = \"k\"\ndata_dir = \"d\"\n\
+         listen = [\"localhost:7000\"]\n[raft]\nsnapshot_every_blocks = 0\nkeep_blocks = 1\n\
+         blocks_in_flight_max = 4\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("'localhost:7000' is not a multiaddr"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("snapshot_every_blocks"), "{stderr}");
+
+    let (code, _, stderr) = run("genesis = \"missing.toml\"\nkey_file = \"k\"\ndata_dir = \"d\"\n");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+
+    // A client's key is not a validator's.
+    let (code, _, stderr) = run(
+        "genesis = \"chain/genesis.toml\"\nkey_file = \"chain/keys/client-0.key\"\n\
+         data_dir = \"d\"\napi = \"127.0.0.1:0\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("is not a validator in the genesis"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("d").exists(),
+        "nothing was created for a refused key"
+    );
+}

@@ -30,6 +30,16 @@ fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
         for r in &results {
             assert_eq!(r["status"], "pending", "{r}");
         }
+        // The same batch again through another node, while it is being ordered: accepted
+        // as the same pending transactions or refused as duplicates, never ordered twice.
+        for r in c.submit((n + 1) % 3, batch, false) {
+            let code = r["error"]["code"].as_str();
+            assert!(
+                r["status"] == "pending"
+                    || matches!(code, Some("already_pending" | "already_committed")),
+                "{r}"
+            );
+        }
     }
     // Every node's mempool drains and the tips agree.
     wait_for("all transactions committed everywhere", CATCH_UP, || {
@@ -60,7 +70,9 @@ fn killing_the_leader_under_load_elects_another_and_the_old_one_catches_up() {
     let leader = c.wait_leader(ELECTION);
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
 
-    // Load: batches with wait, through the followers, recording what is acknowledged.
+    // Load: batches with wait, through the followers, recording what is acknowledged as
+    // committed. A batch that fails as a whole (no leader, leader unreachable: 503) is
+    // retried until it gets through, as a client would; resubmitting is safe.
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let batches: Vec<_> = (0..400).map(|_| c.txs(20, 0)).collect();
@@ -70,25 +82,30 @@ fn killing_the_leader_under_load_elects_another_and_the_old_one_catches_up() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let http = reqwest::blocking::Client::new();
-            for (n, batch) in batches.iter().enumerate() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
+            let mut n = 0;
+            for batch in &batches {
                 let body = json!({
                     "transactions": batch.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>(),
                     "wait": true,
                     "timeout_ms": 5000,
                 });
-                let Ok(resp) = http
-                    .post(format!("{}/v1/transactions", urls[n % urls.len()]))
-                    .json(&body)
-                    .send()
-                else {
-                    continue;
-                };
-                if let Ok(v) = resp.json::<serde_json::Value>() {
-                    let results = v["results"].as_array().cloned().unwrap_or_default();
-                    acked.lock().expect("lock").extend(committed_ids(&results));
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let answer = http
+                        .post(format!("{}/v1/transactions", urls[n % urls.len()]))
+                        .json(&body)
+                        .send()
+                        .ok()
+                        .filter(|r| r.status().as_u16() == 200)
+                        .and_then(|r| r.json::<serde_json::Value>().ok());
+                    match answer {
+                        Some(v) => {
+                            let results = v["results"].as_array().cloned().unwrap_or_default();
+                            acked.lock().expect("lock").extend(committed_ids(&results));
+                            break;
+                        }
+                        None => std::thread::sleep(Duration::from_millis(100)),
+                    }
                 }
             }
         })

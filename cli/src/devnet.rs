@@ -29,12 +29,12 @@ pub struct DevnetArgs {
     /// on the same directory resumes the same chain.
     #[arg(long, default_value = "ordo-devnet", value_name = "DIR")]
     dir: PathBuf,
-    /// Number of validators (only when creating the devnet).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    validators: usize,
-    /// Chain id (only when creating the devnet).
-    #[arg(long, default_value = "devnet")]
-    chain_id: String,
+    /// Number of validators, when creating the devnet (default 3).
+    #[arg(long, value_name = "N")]
+    validators: Option<usize>,
+    /// Chain id, when creating the devnet (default "devnet").
+    #[arg(long)]
+    chain_id: Option<String>,
     /// Submit this many demo transactions per second, so the chain moves.
     #[arg(long, default_value_t = 0, value_name = "TPS")]
     load: u32,
@@ -88,7 +88,8 @@ fn create(layout: &Layout, n: usize, chain_id: &str) -> anyhow::Result<()> {
     for i in 0..n {
         let key = Keypair::generate();
         let key_file = keys_dir.join(format!("validator-{i}.key"));
-        write_key_file(&key_file, &key, false)?;
+        // No genesis names keys left by an interrupted creation: replacing them is safe.
+        write_key_file(&key_file, &key, true)?;
         let p2p = ports[2 * i];
         let addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
         genesis.validators.push(Validator {
@@ -111,12 +112,13 @@ fn create(layout: &Layout, n: usize, chain_id: &str) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", layout.node_config(i).display()))?;
     }
     let client = Keypair::generate();
-    write_key_file(&layout.client_key(), &client, false)?;
+    write_key_file(&layout.client_key(), &client, true)?;
     genesis.clients.push(GenesisClient {
         name: "devnet-client".into(),
         public_key: client.public(),
     });
     genesis.validate()?;
+    // Written last: its presence marks a complete devnet.
     genesis.save(&layout.genesis())?;
     Ok(())
 }
@@ -172,21 +174,31 @@ fn spawn(node: &mut Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends SIGTERM to every running validator, then waits; kills those that do not stop.
+/// Sends SIGTERM to every running validator and waits for them all; kills those that do
+/// not stop within [`STOP_GRACE`], or all of them at a second Ctrl-C.
 async fn stop_all(nodes: &mut [Node]) {
-    for node in nodes.iter() {
-        if let Some(pid) = node.child.as_ref().and_then(Child::id) {
+    let mut children: Vec<(String, Child)> = nodes
+        .iter_mut()
+        .filter_map(|n| Some((n.name.clone(), n.child.take()?)))
+        .collect();
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
     }
-    for node in nodes.iter_mut() {
-        if let Some(mut child) = node.child.take()
-            && tokio::time::timeout(STOP_GRACE, child.wait())
-                .await
-                .is_err()
-        {
-            eprintln!("{} did not stop in {STOP_GRACE:?}; killing it", node.name);
-            let _ = child.kill().await;
+    let again = crate::node::wait_for_signal();
+    let all = futures::future::join_all(children.iter_mut().map(|(_, c)| c.wait()));
+    let forced = tokio::select! {
+        _ = all => false,
+        _ = tokio::time::sleep(STOP_GRACE) => true,
+        _ = async { match again { Ok(f) => { let _ = f.await; } Err(_) => std::future::pending().await } } => true,
+    };
+    if forced {
+        for (name, child) in &mut children {
+            if let Ok(None) = child.try_wait() {
+                eprintln!("{name} did not stop; killing it");
+                let _ = child.kill().await;
+            }
         }
     }
 }
@@ -209,7 +221,13 @@ pub fn run(a: DevnetArgs) -> CmdResult {
     let layout = Layout { dir: a.dir.clone() };
     let created = !layout.genesis().exists();
     if created {
-        create(&layout, a.validators, &a.chain_id).map_err(Failure::Usage)?;
+        let chain_id = a.chain_id.as_deref().unwrap_or("devnet");
+        create(&layout, a.validators.unwrap_or(3), chain_id).map_err(Failure::Usage)?;
+    } else if a.validators.is_some() || a.chain_id.is_some() {
+        eprintln!(
+            "note: {} already holds a devnet; --validators and --chain-id apply only when creating one",
+            layout.dir.display()
+        );
     }
     let genesis = Genesis::load(&layout.genesis())?;
     let configs = configs(&layout).map_err(Failure::Usage)?;
@@ -234,6 +252,8 @@ pub fn run(a: DevnetArgs) -> CmdResult {
         }
     }
     crate::client::block_on(async move {
+        // Handlers first, so a Ctrl-C at any moment stops the validators it started.
+        let signal = crate::node::wait_for_signal()?;
         for n in &mut nodes {
             spawn(n)?;
         }
@@ -255,7 +275,7 @@ pub fn run(a: DevnetArgs) -> CmdResult {
         );
         println!("  logs    {dir}/validator-*/node.log");
         println!("Ctrl-C stops the validators; run the same command again to resume the chain.");
-        let result = watch(&mut nodes, &layout, &a).await;
+        let result = watch(&mut nodes, &layout, &a, signal).await;
         stop_all(&mut nodes).await;
         println!("devnet stopped; its chain is in {dir}");
         result
@@ -264,7 +284,12 @@ pub fn run(a: DevnetArgs) -> CmdResult {
 
 /// Shows each validator's role and tip until Ctrl-C / SIGTERM / `--duration`; submits demo
 /// load if asked.
-async fn watch(nodes: &mut [Node], layout: &Layout, a: &DevnetArgs) -> CmdResult {
+async fn watch(
+    nodes: &mut [Node],
+    layout: &Layout,
+    a: &DevnetArgs,
+    signal: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> CmdResult {
     let clients: Vec<Client> = nodes
         .iter()
         .map(|n| Client::new(&format!("http://{}", n.api)))
@@ -293,7 +318,6 @@ async fn watch(nodes: &mut [Node], layout: &Layout, a: &DevnetArgs) -> CmdResult
     let deadline = a
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let signal = crate::node::wait_for_signal();
     tokio::pin!(signal);
     let mut last_summary = String::new();
     let outcome = loop {

@@ -40,8 +40,9 @@ pub enum NodeCommand {
     /// then Raft, the network and the database close. Killing the process at any instant
     /// loses nothing that was acknowledged as committed.
     ///
-    /// Exit codes: 0 after a clean shutdown; 2 when the configuration, key, genesis or data
-    /// directory cannot be used.
+    /// Exit codes: 0 after a clean shutdown; 1 when consensus stops on a fatal error; 2 when
+    /// the node cannot start (configuration, key, genesis, data directory, an address in
+    /// use).
     Run(RunArgs),
     /// Print a node configuration with default settings.
     Config(ConfigArgs),
@@ -95,20 +96,32 @@ fn run_node(a: RunArgs) -> CmdResult {
             validator.shared().name,
             validator.api_addr()
         );
-        wait_for_signal().await?;
+        let signal = wait_for_signal()?;
+        let failure = tokio::select! {
+            r = signal => { r?; None }
+            reason = validator.failed() => Some(reason),
+        };
         validator.shutdown().await;
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(reason) => Err(Failure::Negative(format!(
+                "error: consensus stopped: {reason}"
+            ))),
+        }
     })
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_signal() -> anyhow::Result<()> {
+/// Installs SIGINT and SIGTERM handlers now; the future completes at the first signal.
+pub fn wait_for_signal()
+-> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        Ok(())
+    })
 }

@@ -168,7 +168,7 @@ impl From<&SubmitError> for ApiError {
                         TxError::UnknownSender(_) => (StatusCode::FORBIDDEN, "unknown_sender"),
                         TxError::Expired { .. } => (StatusCode::BAD_REQUEST, "expired"),
                         TxError::ExpiryTooFar { .. } => (StatusCode::BAD_REQUEST, "expiry_too_far"),
-                        TxError::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate"),
+                        TxError::Duplicate { .. } => (StatusCode::BAD_REQUEST, "malformed"),
                         TxError::BadSignature => (StatusCode::BAD_REQUEST, "bad_signature"),
                     };
                     ApiError::new(status, code, msg)
@@ -184,6 +184,7 @@ impl From<&SubmitError> for ApiError {
                 }
             },
             SubmitError::Refused(_) => ApiError::bad("refused", msg),
+            SubmitError::LeaderBusy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", msg),
             SubmitError::NoLeader => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", msg)
             }
@@ -481,7 +482,10 @@ async fn submit(
             ));
         }
     };
-    if texts.is_empty() || texts.len() > SUBMIT_TXS_MAX {
+    if texts.is_empty() {
+        return Err(ApiError::bad("malformed", "`transactions` is empty"));
+    }
+    if texts.len() > SUBMIT_TXS_MAX {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
@@ -498,6 +502,7 @@ async fn submit(
     let max = api.shared.policy.limits.tx_bytes_max;
 
     // Decode everything first; submit what decodes.
+    let mut errors = Vec::new();
     let mut results: Vec<Option<TxResult>> = Vec::with_capacity(texts.len());
     let mut txs = Vec::new();
     for text in &texts {
@@ -511,6 +516,7 @@ async fn submit(
                     return Err(e);
                 }
                 results.push(Some(TxResult::error(None, &e)));
+                errors.push(e);
             }
         }
     }
@@ -518,7 +524,6 @@ async fn submit(
     let submitted = api.shared.submit(txs).await;
     let mut outcome = submitted.iter().zip(&ids);
     let mut accepted = Vec::new();
-    let mut errors = Vec::new();
     for (slot, r) in results.iter_mut().enumerate() {
         if r.is_some() {
             continue;
@@ -575,6 +580,10 @@ async fn submit(
                 Ok(None) => results[slot].status = Some("pending"),
                 Err(e) => {
                     let e = ApiError::from(&SubmitError::Admit(e));
+                    if single {
+                        return Err(e);
+                    }
+                    results[slot].status = None;
                     results[slot].error = Some(e.json());
                 }
             }

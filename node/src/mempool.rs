@@ -87,6 +87,9 @@ pub struct Mempool {
     /// Ids of everything in `queue`.
     ids: HashSet<TxId>,
     bytes: u64,
+    /// Ids cut into blocks that have not committed yet: still "pending" to admission, so
+    /// a re-submission cannot put the same transaction into a second block.
+    in_flight: HashSet<TxId>,
 }
 
 impl Mempool {
@@ -99,6 +102,7 @@ impl Mempool {
             queue: VecDeque::new(),
             ids: HashSet::new(),
             bytes: 0,
+            in_flight: HashSet::new(),
         }
     }
 
@@ -117,9 +121,14 @@ impl Mempool {
         self.bytes
     }
 
-    /// Whether `id` is pending.
+    /// Whether `id` is pending (waiting, or in a block that has not committed yet).
     pub fn contains(&self, id: &TxId) -> bool {
-        self.ids.contains(id)
+        self.ids.contains(id) || self.in_flight.contains(id)
+    }
+
+    /// Transactions cut into blocks that have not committed yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// Admits a batch of submissions for a chain whose next block is `next_height`.
@@ -238,6 +247,8 @@ impl Mempool {
 
     /// Takes the transactions for the block at `height`, oldest first, within the block
     /// limits. Transactions that expired before `height` are dropped. The rest stay pending.
+    /// The ones taken count as pending until [`Mempool::remove_committed`] or
+    /// [`Mempool::requeue`] settles their block.
     pub fn cut(&mut self, height: u64) -> Vec<SignedTransaction> {
         let limits = self.policy.limits;
         let mut out = Vec::new();
@@ -253,6 +264,7 @@ impl Mempool {
                 continue;
             }
             block_bytes += p.bytes;
+            self.in_flight.insert(p.id);
             out.push(p.tx);
         }
         out
@@ -278,6 +290,7 @@ impl Mempool {
         for tx in txs.into_iter().rev() {
             let id = tx.id();
             let bytes = tx.encoded_len();
+            self.in_flight.remove(&id);
             if self.contains(&id) || committed(&id).is_some() || tx.tx.expires_at < next_height {
                 continue;
             }
@@ -329,7 +342,12 @@ impl Mempool {
 
     /// Drops pending transactions that a committed block contains.
     pub fn remove_committed(&mut self, ids: &[TxId]) {
-        if ids.iter().all(|id| !self.contains(id)) {
+        if !self.in_flight.is_empty() {
+            for id in ids {
+                self.in_flight.remove(id);
+            }
+        }
+        if ids.iter().all(|id| !self.ids.contains(id)) {
             return;
         }
         let gone: HashSet<TxId> = ids.iter().copied().collect();

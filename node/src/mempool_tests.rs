@@ -271,3 +271,25 @@ fn drop_expired_keeps_the_pool_consistent() {
     assert_eq!(p.bytes(), 2 * tx(2).encoded_len());
     assert_eq!(p.drop_expired(6), 0);
 }
+
+#[test]
+fn a_transaction_in_an_uncommitted_block_cannot_be_admitted_again() {
+    let now = Instant::now();
+    let mut p = pool(MempoolLimits::default());
+    p.admit(vec![tx(1), tx(2)], 1, nothing_committed, now);
+    let block = p.cut(1);
+    assert_eq!(block.len(), 2);
+    assert!(p.is_empty());
+    assert_eq!(p.in_flight(), 2);
+    let again = p.admit(vec![tx(1)], 1, nothing_committed, now);
+    assert_eq!(again, vec![Err(AdmitError::AlreadyPending(tx(1).id()))]);
+
+    // The block fails: its transactions wait again, and are still admitted once.
+    p.requeue(block, 1, nothing_committed, now);
+    assert_eq!((p.len(), p.in_flight()), (2, 0));
+    let block = p.cut(1);
+    // It commits: nothing of it stays pending.
+    p.remove_committed(&block.iter().map(SignedTransaction::id).collect::<Vec<_>>());
+    assert_eq!((p.len(), p.in_flight()), (0, 0));
+    assert!(!p.contains(&tx(1).id()));
+}

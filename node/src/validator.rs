@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
 use crate::consensus::{
-    ApplyOutcome, BlockEntry, LogStore, OrdoRaft, RaftNet, RaftServer, TypeConfig, ValidatorNode,
+    ApplyOutcome, BlockEntry, OrdoRaft, RaftNet, RaftServer, TypeConfig, ValidatorNode,
     decode_internal, encode_internal, node_id, node_ids, open_consensus_storage, open_store,
 };
 use crate::mempool::{AdmitError, Mempool};
@@ -95,6 +95,9 @@ pub enum SubmitError {
     /// No leader is known: an election is under way or a majority is unreachable.
     #[error("no leader is known; retry later")]
     NoLeader,
+    /// The leader's mempool is full.
+    #[error("the leader's mempool is full; retry later")]
+    LeaderBusy,
     /// The leader could not be reached.
     #[error("the leader is unreachable: {0}")]
     Unavailable(String),
@@ -276,10 +279,9 @@ impl Validator {
             wake_proposer: Notify::new(),
         });
 
-        let server = RaftServer::new(raft.clone(), log.clone(), store, policy);
+        let server = RaftServer::new(raft.clone(), log, store, policy);
         let proposer = Proposer {
             shared: shared.clone(),
-            log,
             key,
             in_flight_max: config.raft.blocks_in_flight_max,
         };
@@ -316,25 +318,46 @@ impl Validator {
         &self.shared
     }
 
-    /// Stops the node: the API stops accepting and finishes the requests in progress, the
-    /// proposer stops, Raft and the network shut down, and the database is flushed and
-    /// closed. Everything acknowledged is already durable; this only makes the exit tidy.
+    /// Stops the node: the API stops accepting and answers the requests in progress
+    /// (clients waiting for a commit hear where their transaction stands), the proposer and
+    /// the other tasks stop, then Raft and the network, and the database is flushed. Every
+    /// acknowledged commit is already durable; this only makes the exit tidy.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         let _ = self.stop.send(true);
         self.shared.wake_proposer.notify_one();
-        if let Err(e) = self.shared.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft did not shut down cleanly");
-        }
-        for task in self.tasks {
-            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
-                tracing::warn!("a task did not stop within {SHUTDOWN_GRACE:?}");
+        let mut tasks = self.tasks;
+        let finished =
+            tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(tasks.iter_mut())).await;
+        if finished.is_err() {
+            tracing::warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; aborting them");
+            for task in &tasks {
+                task.abort();
             }
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.shared.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "raft did not shut down cleanly"),
+            Err(_) => tracing::warn!("raft did not shut down within {SHUTDOWN_GRACE:?}"),
         }
         if let Err(e) = self.shared.store.db().flush() {
             tracing::warn!(error = %e, "cannot flush the database");
         }
         tracing::info!("stopped");
+    }
+
+    /// Completes if Raft stops on its own (a fatal storage error): the node can no longer
+    /// order anything and should exit.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.shared.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow_watched().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
     }
 }
 
@@ -454,7 +477,7 @@ impl Shared {
             return self.count(results);
         }
         let verdicts = match self.leader().and_then(|id| self.validator(id)) {
-            None => Err(SubmitError::NoLeader),
+            None => vec![Err(SubmitError::NoLeader); fresh.len()],
             Some((_, leader)) => {
                 let batch: Vec<SignedTransaction> =
                     fresh.iter().map(|i| copies[*i].clone()).collect();
@@ -462,25 +485,20 @@ impl Shared {
             }
         };
         let mut gone = Vec::new();
-        for (n, slot) in fresh.into_iter().enumerate() {
+        for (verdict, slot) in verdicts.into_iter().zip(fresh) {
             let Ok(id) = results[slot] else { continue };
-            let outcome = match &verdicts {
-                Err(e) => Err(e.clone()),
-                Ok(v) => match &v[n] {
-                    Verdict::Accepted | Verdict::AlreadyPending => Ok(id),
-                    Verdict::AlreadyCommitted { height } => {
-                        Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
-                            id,
-                            height: *height,
-                        }))
-                    }
-                    Verdict::Busy => Err(SubmitError::Admit(AdmitError::Busy {
-                        pending_txs: 0,
-                        pending_bytes: 0,
-                    })),
-                    Verdict::Refused(reason) => Err(SubmitError::Refused(reason.clone())),
-                    Verdict::NotLeader => Err(SubmitError::NoLeader),
-                },
+            let outcome = match verdict {
+                Err(e) => Err(e),
+                Ok(Verdict::Accepted | Verdict::AlreadyPending) => Ok(id),
+                Ok(Verdict::AlreadyCommitted { height }) => {
+                    Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
+                        id,
+                        height,
+                    }))
+                }
+                Ok(Verdict::Busy) => Err(SubmitError::LeaderBusy),
+                Ok(Verdict::Refused(reason)) => Err(SubmitError::Refused(reason)),
+                Ok(Verdict::NotLeader) => Err(SubmitError::NoLeader),
             };
             if outcome.is_err() {
                 gone.push(id);
@@ -512,49 +530,60 @@ impl Shared {
             .admit(txs, next, |id| self.committed_height(id), Instant::now())
     }
 
-    /// Sends `txs` to the leader and returns its verdict on each.
+    /// Sends `txs` to the leader, in chunks, and returns its verdict on each (or why the
+    /// chunk holding it could not be delivered).
     async fn forward(
         &self,
         leader: &PublicKey,
         txs: &[SignedTransaction],
-    ) -> Result<Vec<Verdict>, SubmitError> {
+    ) -> Vec<Result<Verdict, SubmitError>> {
         let mut verdicts = Vec::with_capacity(txs.len());
         for chunk in txs.chunks(FORWARD_TXS_MAX) {
-            let raw: Vec<Vec<u8>> = chunk.iter().map(SignedTransaction::to_bytes).collect();
-            let body =
-                encode_internal(&raw).map_err(|e| SubmitError::Unavailable(e.to_string()))?;
-            self.counters
-                .txs_forwarded
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            let answer = self
-                .network
-                .request(
-                    leader,
-                    Frame {
-                        kind: Kind::Transactions,
-                        body,
-                    },
-                )
-                .await
-                .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
-            if answer.kind != Kind::Transactions {
-                return Err(SubmitError::Unavailable(format!(
-                    "the leader answered with {}",
-                    String::from_utf8_lossy(&answer.body)
-                )));
+            match self.forward_chunk(leader, chunk).await {
+                Ok(got) => verdicts.extend(got.into_iter().map(Ok)),
+                Err(e) => verdicts.extend(std::iter::repeat_n(Err(e), chunk.len())),
             }
-            let got: Vec<Verdict> = decode_internal(&answer.body, "forward verdicts")
-                .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
-            if got.len() != chunk.len() {
-                return Err(SubmitError::Unavailable(format!(
-                    "the leader answered {} verdicts for {} transactions",
-                    got.len(),
-                    chunk.len()
-                )));
-            }
-            verdicts.extend(got);
         }
-        Ok(verdicts)
+        verdicts
+    }
+
+    async fn forward_chunk(
+        &self,
+        leader: &PublicKey,
+        chunk: &[SignedTransaction],
+    ) -> Result<Vec<Verdict>, SubmitError> {
+        let raw: Vec<Vec<u8>> = chunk.iter().map(SignedTransaction::to_bytes).collect();
+        let body = encode_internal(&raw).map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        self.counters
+            .txs_forwarded
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let answer = self
+            .network
+            .request(
+                leader,
+                Frame {
+                    kind: Kind::Transactions,
+                    body,
+                },
+            )
+            .await
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        if answer.kind != Kind::Transactions {
+            return Err(SubmitError::Unavailable(format!(
+                "the leader answered with {}",
+                String::from_utf8_lossy(&answer.body)
+            )));
+        }
+        let got: Vec<Verdict> = decode_internal(&answer.body, "forward verdicts")
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        if got.len() != chunk.len() {
+            return Err(SubmitError::Unavailable(format!(
+                "the leader answered {} verdicts for {} transactions",
+                got.len(),
+                chunk.len()
+            )));
+        }
+        Ok(got)
     }
 
     /// Answers transactions forwarded by a follower: admitted here if this node leads.
@@ -648,19 +677,25 @@ impl Shared {
         };
         // Registered before looking, so a commit between the two is not missed.
         if let Some(c) = self.committed(&id) {
+            drop(rx);
             self.forget_waiter(&id);
             return Ok(Some(c));
         }
-        let result = tokio::time::timeout(timeout, rx).await;
-        match result {
-            Ok(Ok(c)) => Ok(Some(c)),
-            _ => {
+        let mut stopping = self.stopping.clone();
+        let waited = tokio::select! {
+            r = tokio::time::timeout(timeout, rx) => r.ok().and_then(Result::ok),
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+        match waited {
+            Some(c) => Ok(Some(c)),
+            None => {
                 self.forget_waiter(&id);
                 Ok(self.committed(&id))
             }
         }
     }
 
+    /// Drops the closed waiters of `id` (callers drop their receiver first).
     fn forget_waiter(&self, id: &TxId) {
         let mut waiters = self.waiters.lock().expect("waiters lock poisoned");
         if let Some(list) = waiters.get_mut(id) {
@@ -713,7 +748,9 @@ async fn serve_inbound(
 async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
     let mut metrics = shared.raft.metrics();
     let mut stopping = shared.stopping.clone();
-    let mut seen = shared.store.tip().height;
+    // Start from what the watch shows, so blocks applied before this task ran are
+    // published too.
+    let mut seen = shared.tip.borrow().height;
     let mut leadership = (0, None);
     loop {
         let (term, leader) = {
@@ -763,7 +800,10 @@ async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
         }
         shared.wake_proposer.notify_one();
         tokio::select! {
-            _ = metrics.changed() => {}
+            changed = metrics.changed() => if changed.is_err() {
+                tracing::error!("raft has stopped; no more blocks will be applied");
+                return;
+            },
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
@@ -793,23 +833,22 @@ async fn resend_stale(shared: Arc<Shared>) {
         if txs.is_empty() {
             continue;
         }
-        match shared.forward(&leader, &txs).await {
-            Ok(verdicts) => {
-                let done: Vec<TxId> = txs
-                    .iter()
-                    .zip(&verdicts)
-                    .filter(|(_, v)| {
-                        matches!(v, Verdict::AlreadyCommitted { .. } | Verdict::Refused(_))
-                    })
-                    .map(|(t, _)| t.id())
-                    .collect();
-                if !done.is_empty() {
-                    shared.pool().remove_committed(&done);
-                }
-                tracing::debug!(n = txs.len(), "re-sent pending transactions to the leader");
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot re-send pending transactions"),
+        let verdicts = shared.forward(&leader, &txs).await;
+        let done: Vec<TxId> = txs
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| {
+                matches!(
+                    v,
+                    Ok(Verdict::AlreadyCommitted { .. } | Verdict::Refused(_))
+                )
+            })
+            .map(|(t, _)| t.id())
+            .collect();
+        if !done.is_empty() {
+            shared.pool().remove_committed(&done);
         }
+        tracing::debug!(n = txs.len(), "re-sent pending transactions to the leader");
     }
 }
 
@@ -818,7 +857,6 @@ type InFlight = BoxFuture<'static, (Result<ApplyOutcome, String>, Vec<SignedTran
 /// The leader's proposer: cut, build, sign, propose; pipelined.
 struct Proposer {
     shared: Arc<Shared>,
-    log: LogStore,
     key: Keypair,
     in_flight_max: usize,
 }
@@ -830,6 +868,9 @@ impl Proposer {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         // The last block handed to Raft while blocks are in flight, with its term.
         let mut last: Option<(u64, ChainTip)> = None;
+        // After a block fails, the ones built on it fail too: propose nothing more until
+        // they have all come back, then start again from the ledger tip.
+        let mut draining = false;
         // Term in which this node leads, the log index that must be applied before it
         // proposes (everything from earlier terms), and whether that has happened.
         let mut lead: Option<(u64, u64, bool)> = None;
@@ -860,10 +901,15 @@ impl Proposer {
                 }
             }
             let ready = lead.is_some_and(|(_, _, settled)| settled);
+            if in_flight.is_empty() {
+                draining = false;
+                last = None;
+            }
+            let room = ready && !draining && in_flight.len() < self.in_flight_max;
             let now = Instant::now();
-            if ready && in_flight.len() < self.in_flight_max {
+            if room {
                 let term = metrics.current_term;
-                if in_flight.is_empty() || last.is_none_or(|(t, _)| t != term) {
+                if last.is_some_and(|(t, _)| t != term) {
                     last = None;
                 }
                 if let Some((fut, tip)) = self.propose(term, last.map(|(_, tip)| tip), now).await {
@@ -872,7 +918,8 @@ impl Proposer {
                     continue;
                 }
             }
-            let deadline = if ready {
+            // With no room, only a finished block (or a wake-up) changes anything.
+            let deadline = if room {
                 shared.pool().cut_deadline()
             } else {
                 None
@@ -882,7 +929,9 @@ impl Proposer {
                 .min(now + Duration::from_millis(50));
             tokio::select! {
                 Some((outcome, txs)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.finish(outcome, txs);
+                    if !self.finish(outcome, txs) {
+                        draining = true;
+                    }
                 }
                 _ = shared.wake_proposer.notified() => {}
                 _ = tokio::time::sleep_until(sleep_until.into()) => {}
@@ -891,21 +940,11 @@ impl Proposer {
         }
     }
 
-    /// The parent of the next block: the last block in flight, else the log's last block
-    /// when it is ahead of the ledger, else the ledger tip.
-    fn parent(&self, last: Option<ChainTip>) -> Result<ChainTip, String> {
-        if let Some(tip) = last {
-            return Ok(tip);
-        }
-        let ledger = self.shared.store.tip();
-        match self
-            .log
-            .last_block_through(u64::MAX)
-            .map_err(|e| e.to_string())?
-        {
-            Some(block) if block.header.height > ledger.height => Ok(block.tip()),
-            _ => Ok(ledger),
-        }
+    /// The parent of the next block: the last block in flight, else the ledger tip (with
+    /// nothing in flight, every block this leader proposed has been applied, and so has
+    /// everything from earlier terms: see `settled` in [`Proposer::run`]).
+    fn parent(&self, last: Option<ChainTip>) -> ChainTip {
+        last.unwrap_or_else(|| self.shared.store.tip())
     }
 
     /// Cuts and proposes one block if the mempool says so. Returns the future of its
@@ -916,13 +955,7 @@ impl Proposer {
         last: Option<ChainTip>,
         now: Instant,
     ) -> Option<(InFlight, ChainTip)> {
-        let parent = match self.parent(last) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the log's last block");
-                return None;
-            }
-        };
+        let parent = self.parent(last);
         let txs = {
             let mut pool = self.shared.pool();
             if !pool.should_cut(now) {
@@ -951,7 +984,8 @@ impl Proposer {
             .await
         {
             let txs = Arc::unwrap_or_clone(block).txs;
-            self.finish(Err(e.to_string()), txs);
+            // Raft has stopped; nothing more will commit here.
+            let _ = self.finish(Err(e.to_string()), txs);
             return None;
         }
         tracing::debug!(height = tip.height, n_txs = block.txs.len(), "proposed");
@@ -966,7 +1000,9 @@ impl Proposer {
         Some((fut, tip))
     }
 
-    fn finish(&self, outcome: Result<ApplyOutcome, String>, txs: Vec<SignedTransaction>) {
+    /// Settles a proposed block; true when it was appended. (Its transactions leave the
+    /// mempool's in-flight set when the applied-tip follower sees the block.)
+    fn finish(&self, outcome: Result<ApplyOutcome, String>, txs: Vec<SignedTransaction>) -> bool {
         let shared = &self.shared;
         let reason = match outcome {
             Ok(ApplyOutcome::Appended { height, .. }) => {
@@ -975,7 +1011,7 @@ impl Proposer {
                     .blocks_proposed
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(height, n_txs = txs.len(), "committed");
-                return;
+                return true;
             }
             Ok(other) => format!("{other:?}"),
             Err(e) => e,
@@ -990,5 +1026,6 @@ impl Proposer {
             .pool()
             .requeue(txs, next, |id| shared.committed_height(id), Instant::now());
         tracing::warn!(%reason, n_txs = n, "proposed block did not commit; transactions requeued");
+        false
     }
 }

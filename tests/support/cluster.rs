@@ -175,7 +175,7 @@ impl Cluster {
         let child = Command::new(ordo_bin())
             .args(["node", "run", "--config"])
             .arg(&node.config)
-            .env("RUST_LOG", "info,libp2p=warn,openraft=error")
+            .env("RUST_LOG", "info,libp2p=warn,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -222,7 +222,11 @@ impl Cluster {
 
     pub fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(self.nodes[i].log()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        // Heartbeats to a killed node repeat ten times a second; they say nothing new.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("HeartbeatWorker"))
+            .collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
     }
 
@@ -424,6 +428,9 @@ impl Drop for Cluster {
                     node.name,
                     self.log_tail(i)
                 );
+                if node.running() {
+                    eprintln!("---- {} status ----\n{:?}", node.name, self.status(i));
+                }
             }
             // Keep the logs and data directories for a closer look.
             self.dir.disable_cleanup(true);

@@ -294,6 +294,18 @@ impl Network {
     }
 }
 
+/// `addr` without a trailing `/p2p/<peer id>`.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if matches!(
+        addr.iter().last(),
+        Some(libp2p::multiaddr::Protocol::P2p(_))
+    ) {
+        addr.pop();
+    }
+    addr
+}
+
 fn build_swarm(key: &Keypair, config: &NetworkConfig) -> Result<Swarm<Behaviour>, NetworkError> {
     let identity = identity::Keypair::ed25519_from_bytes(key.secret_bytes())
         .map_err(|e| NetworkError::Start(format!("node key: {e}")))?;
@@ -385,7 +397,7 @@ impl SwarmTask {
 
     fn dial_bootstrap(&mut self) {
         for addr in self.bootstrap.clone() {
-            if self.dialled.contains_key(&addr) {
+            if self.dialled.contains_key(&without_peer_id(&addr)) {
                 continue;
             }
             if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -467,14 +479,18 @@ impl SwarmTask {
                 peer_id, endpoint, ..
             } => {
                 if let ConnectedPoint::Dialer { address, .. } = endpoint {
-                    *self.dialled.entry(address).or_default() += 1;
+                    *self.dialled.entry(without_peer_id(&address)).or_default() += 1;
                 }
                 tracing::debug!(%peer_id, "validator connected");
             }
             SwarmEvent::ConnectionClosed {
                 peer_id, endpoint, ..
             } => {
-                if let ConnectedPoint::Dialer { address, .. } = endpoint
+                let address = match endpoint {
+                    ConnectedPoint::Dialer { address, .. } => Some(without_peer_id(&address)),
+                    ConnectedPoint::Listener { .. } => None,
+                };
+                if let Some(address) = address
                     && let Some(n) = self.dialled.get_mut(&address)
                 {
                     *n -= 1;
