@@ -80,6 +80,37 @@ fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
     let (code, out, _) = ordo(&["tx", "status", "--node", &url, "--id", &id]);
     assert_eq!(code, 0);
     assert!(out.contains("committed"), "{out}");
+    let height = out
+        .lines()
+        .find_map(|l| l.strip_prefix("height")?.trim().parse::<u64>().ok())
+        .expect("height line");
+
+    // The block, from the API and from the live stream, lists the transaction.
+    let (code, out, err) = ordo(&["block", "get", "--node", &url, &height.to_string(), "--txs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+    let from = height.to_string();
+    let (code, out, err) = ordo(&[
+        "blocks", "follow", "--node", &url, "--from", &from, "--limit", "1", "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let event: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(event["height"], height);
+    assert!(
+        event["tx_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .any(|t| t == id.as_str())
+    );
+    let (code, out, _) = ordo(&["status", "--node", &url, "--json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(
+        status["peers"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
 
     kill(Pid::from_raw(devnet.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let output = devnet.wait_with_output().expect("devnet exits");
