@@ -142,6 +142,20 @@ impl Client {
         self.answer(resp).await
     }
 
+    /// POSTs an already encoded JSON body; returns the status and JSON answer.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value), ApiFailure> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(120))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ApiFailure::Transport(format!("cannot reach {}: {e}", self.base)))?;
+        self.answer(resp).await
+    }
+
     /// The node's status.
     pub async fn status(&self) -> Result<Value, ApiFailure> {
         self.get("/v1/status").await

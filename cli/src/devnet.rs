@@ -44,13 +44,24 @@ pub struct DevnetArgs {
 }
 
 /// A devnet's layout on disk.
-struct Layout {
-    dir: PathBuf,
+pub(crate) struct Layout {
+    pub(crate) dir: PathBuf,
 }
 
 impl Layout {
     fn genesis(&self) -> PathBuf {
         self.dir.join("genesis.toml")
+    }
+    pub(crate) fn genesis_path(&self) -> PathBuf {
+        self.genesis()
+    }
+    /// Key file of client `i` (the first is `keys/client.key`).
+    pub(crate) fn client_key_n(&self, i: usize) -> PathBuf {
+        if i == 0 {
+            self.client_key()
+        } else {
+            self.dir.join("keys").join(format!("client-{i}.key"))
+        }
     }
     fn client_key(&self) -> PathBuf {
         self.dir.join("keys").join("client.key")
@@ -75,8 +86,14 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
-/// Creates keys, genesis and node configurations for `n` validators on free ports.
-fn create(layout: &Layout, n: usize, chain_id: &str) -> anyhow::Result<()> {
+/// Creates keys, genesis and node configurations for `n` validators on free ports, with
+/// `clients` permitted client keys.
+pub(crate) fn create(
+    layout: &Layout,
+    n: usize,
+    chain_id: &str,
+    clients: usize,
+) -> anyhow::Result<()> {
     if !(1..=16).contains(&n) {
         bail!("--validators must be between 1 and 16");
     }
@@ -111,12 +128,18 @@ fn create(layout: &Layout, n: usize, chain_id: &str) -> anyhow::Result<()> {
         std::fs::write(layout.node_config(i), config.to_toml())
             .with_context(|| format!("cannot write {}", layout.node_config(i).display()))?;
     }
-    let client = Keypair::generate();
-    write_key_file(&layout.client_key(), &client, true)?;
-    genesis.clients.push(GenesisClient {
-        name: "devnet-client".into(),
-        public_key: client.public(),
-    });
+    for i in 0..clients.max(1) {
+        let client = Keypair::generate();
+        write_key_file(&layout.client_key_n(i), &client, true)?;
+        genesis.clients.push(GenesisClient {
+            name: if i == 0 {
+                "devnet-client".into()
+            } else {
+                format!("devnet-client-{i}")
+            },
+            public_key: client.public(),
+        });
+    }
     genesis.validate()?;
     // Written last: its presence marks a complete devnet.
     genesis.save(&layout.genesis())?;
@@ -142,15 +165,43 @@ fn configs(layout: &Layout) -> anyhow::Result<Vec<NodeConfig>> {
     Ok(out)
 }
 
-struct Node {
-    name: String,
+/// One validator process of a devnet.
+pub(crate) struct Node {
+    pub(crate) name: String,
     config: PathBuf,
-    api: SocketAddr,
-    child: Option<Child>,
+    pub(crate) api: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) child: Option<Child>,
     log: PathBuf,
 }
 
-fn spawn(node: &mut Node) -> anyhow::Result<()> {
+/// The validators of an existing devnet, not started; refuses when an API port is taken.
+pub(crate) fn nodes(layout: &Layout) -> anyhow::Result<Vec<Node>> {
+    let nodes: Vec<Node> = configs(layout)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Node {
+            name: format!("validator-{i}"),
+            config: layout.node_config(i),
+            api: c.api,
+            data_dir: c.data_dir,
+            child: None,
+            log: layout.node_dir(i).join("node.log"),
+        })
+        .collect();
+    for n in &nodes {
+        if TcpListener::bind(n.api).is_err() {
+            bail!(
+                "{}'s API address {} is in use: is this devnet already running?",
+                n.name,
+                n.api
+            );
+        }
+    }
+    Ok(nodes)
+}
+
+pub(crate) fn spawn(node: &mut Node) -> anyhow::Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -176,7 +227,7 @@ fn spawn(node: &mut Node) -> anyhow::Result<()> {
 
 /// Sends SIGTERM to every running validator and waits for them all; kills those that do
 /// not stop within [`STOP_GRACE`], or all of them at a second Ctrl-C.
-async fn stop_all(nodes: &mut [Node]) {
+pub(crate) async fn stop_all(nodes: &mut [Node]) {
     let mut children: Vec<(String, Child)> = nodes
         .iter_mut()
         .filter_map(|n| Some((n.name.clone(), n.child.take()?)))
@@ -222,7 +273,7 @@ pub fn run(a: DevnetArgs) -> CmdResult {
     let created = !layout.genesis().exists();
     if created {
         let chain_id = a.chain_id.as_deref().unwrap_or("devnet");
-        create(&layout, a.validators.unwrap_or(3), chain_id).map_err(Failure::Usage)?;
+        create(&layout, a.validators.unwrap_or(3), chain_id, 1).map_err(Failure::Usage)?;
     } else if a.validators.is_some() || a.chain_id.is_some() {
         eprintln!(
             "note: {} already holds a devnet; --validators and --chain-id apply only when creating one",
@@ -230,27 +281,7 @@ pub fn run(a: DevnetArgs) -> CmdResult {
         );
     }
     let genesis = Genesis::load(&layout.genesis())?;
-    let configs = configs(&layout).map_err(Failure::Usage)?;
-    let mut nodes: Vec<Node> = configs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Node {
-            name: format!("validator-{i}"),
-            config: layout.node_config(i),
-            api: c.api,
-            child: None,
-            log: layout.node_dir(i).join("node.log"),
-        })
-        .collect();
-    for n in &nodes {
-        if TcpListener::bind(n.api).is_err() {
-            return Err(Failure::Usage(anyhow::anyhow!(
-                "{}'s API address {} is in use: is this devnet already running?",
-                n.name,
-                n.api
-            )));
-        }
-    }
+    let mut nodes = nodes(&layout).map_err(Failure::Usage)?;
     crate::client::block_on(async move {
         // Handlers first, so a Ctrl-C at any moment stops the validators it started.
         let signal = crate::node::wait_for_signal()?;

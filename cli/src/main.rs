@@ -4,6 +4,7 @@
 //! fails); 2 bad usage, configuration or input.
 
 mod audit;
+mod bench;
 mod block;
 mod client;
 mod devnet;
@@ -68,6 +69,14 @@ enum Command {
     /// configuration per validator in DIR; later runs on the same DIR resume the same chain.
     /// Shows each validator's role and tip until Ctrl-C, then stops them all cleanly.
     Devnet(devnet::DevnetArgs),
+    /// Measure a cluster: committed tx/s, submit-to-commit latency, resources, and how
+    /// close it comes to this machine's signature-verification bound.
+    ///
+    /// Signs all transactions before the clock starts, submits them in batches over the
+    /// JSON API spread over every node (closed loop, or open loop with --rate), and
+    /// confirms commits from the block stream. --devnet starts and measures a local
+    /// cluster of separate validator processes.
+    Bench(bench::BenchArgs),
     /// Show a running node's status: role, term, leader, tip, peers, mempool.
     Status(client::NodeStatusArgs),
 }
@@ -126,6 +135,7 @@ fn main() -> ExitCode {
         Command::Testchain(a) => testchain::run(a),
         Command::Node(c) => node::run(c),
         Command::Devnet(a) => devnet::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Status(a) => client::node_status(a),
     };
     match result {

@@ -1,0 +1,663 @@
+//! `ordo bench`: a load generator for any ordo cluster, or for one it starts itself.
+//!
+//! Transactions are signed (on every core) and encoded before the clock starts. Batches go
+//! to the nodes' JSON API round-robin, from `--concurrency` workers (closed loop) or on a
+//! fixed schedule (`--rate`, open loop: latency counts from the scheduled send time, so a
+//! slow cluster cannot hide its queueing). Commits are confirmed from one node's block
+//! stream, which gives each transaction's submit→commit latency.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use ordo_crypto::{BatchVerifier, Keypair, load_key_file};
+use ordo_ledger::{Transaction, TxId};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::{ApiFailure, Client};
+use crate::devnet;
+use crate::{CmdResult, Failure};
+
+/// Shortest span of commits from which a steady-state rate is computed, in seconds.
+const STEADY_WINDOW_MIN: f64 = 1.0;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Start a local devnet (separate validator processes on loopback) and measure it.
+    #[arg(long, conflicts_with = "node")]
+    devnet: bool,
+    /// Validators of the devnet.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    validators: usize,
+    /// Keep the devnet's directory here (default: a temporary directory, removed after).
+    #[arg(long, value_name = "DIR", requires = "devnet")]
+    dir: Option<PathBuf>,
+    /// API URL of a node to load (repeat for several; batches are spread over all).
+    #[arg(long, value_name = "URL", required_unless_present = "devnet")]
+    node: Vec<String>,
+    /// Client key files permitted in the cluster's genesis (repeat for several).
+    #[arg(long, value_name = "FILE", required_unless_present = "devnet")]
+    key: Vec<PathBuf>,
+    /// Client keys to create for the devnet's genesis (signers of the load).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    clients: usize,
+    /// Transactions to submit.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    txs: usize,
+    /// Payload bytes per transaction.
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    payload_bytes: usize,
+    /// Transactions per HTTP request.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    batch: usize,
+    /// Requests in flight at once (closed loop).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    concurrency: usize,
+    /// Offered load in transactions per second (open loop); without it, closed loop.
+    #[arg(long, value_name = "TPS")]
+    rate: Option<u64>,
+    /// Give up waiting for commits after this many seconds without progress.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    stall_timeout: u64,
+    /// Write the result as JSON to this file ('-' for stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// One node's resource use during the run (devnet only: its processes are local).
+#[derive(Debug, Serialize)]
+pub struct NodeUse {
+    name: String,
+    cpu_cores: f64,
+    peak_rss_bytes: u64,
+    disk_bytes: u64,
+}
+
+/// The verification bound: what signature checking allows on this machine.
+#[derive(Debug, Serialize)]
+pub struct Bound {
+    batch_verify_per_core: f64,
+    cores: usize,
+    validators: usize,
+    bound_tps: f64,
+    fraction: f64,
+}
+
+impl Bound {
+    fn new(per_core: f64, validators: usize, reached_tps: f64) -> Bound {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let bound_tps = per_core * cores as f64 / validators.max(1) as f64;
+        Bound {
+            batch_verify_per_core: per_core,
+            cores,
+            validators,
+            bound_tps,
+            fraction: if bound_tps > 0.0 {
+                reached_tps / bound_tps
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// The result, as printed and as JSON.
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    mode: &'static str,
+    validators: usize,
+    txs: usize,
+    payload_bytes: usize,
+    batch: usize,
+    concurrency: usize,
+    offered_tps: Option<u64>,
+    committed: usize,
+    rejected: u64,
+    retried: u64,
+    elapsed_s: f64,
+    committed_tps: f64,
+    steady_tps: f64,
+    latency_ms: Latency,
+    nodes: Vec<NodeUse>,
+    disk_bytes_per_tx: Option<f64>,
+    bound: Bound,
+}
+
+/// What the run shares between workers and the block follower.
+struct Run {
+    /// For each batch: when it was (or was scheduled to be) sent.
+    sent: Vec<Mutex<Option<Instant>>>,
+    /// Which batch each transaction is in.
+    batch_of: HashMap<TxId, usize>,
+    /// Transactions in each batch.
+    sizes: Vec<usize>,
+    committed_at: Mutex<Vec<(Instant, Duration)>>,
+    rejected: AtomicU64,
+    retried: AtomicU64,
+    next: AtomicUsize,
+}
+
+fn sign_all(
+    keys: &[Keypair],
+    chain_id: &str,
+    n: usize,
+    payload_bytes: usize,
+    expires_at: u64,
+) -> Vec<(TxId, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let per = n.div_ceil(cores).max(1);
+    let base: u64 = rand::random::<u64>() >> 1;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(per)
+            .map(|start| {
+                s.spawn(move || {
+                    (start..(start + per).min(n))
+                        .map(|i| {
+                            let key = &keys[i % keys.len()];
+                            let mut payload = vec![0xa5u8; payload_bytes];
+                            let tag = (i as u64).to_le_bytes();
+                            let m = tag.len().min(payload_bytes);
+                            payload[..m].copy_from_slice(&tag[..m]);
+                            let tx = Transaction {
+                                chain_id: chain_id.to_owned(),
+                                sender: key.public(),
+                                nonce: base + i as u64,
+                                expires_at,
+                                payload,
+                            }
+                            .sign(key);
+                            (tx.id(), hex::encode(tx.to_bytes()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing thread"))
+            .collect()
+    })
+}
+
+/// Batch-verify rate of one core, for signatures from `keys.len()` signers.
+fn batch_verify_rate(keys: &[Keypair]) -> f64 {
+    let msgs: Vec<[u8; 32]> = (0..1024u32)
+        .map(|i| {
+            let mut m = [0u8; 32];
+            m[..4].copy_from_slice(&i.to_le_bytes());
+            m
+        })
+        .collect();
+    let sigs: Vec<_> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (keys[i % keys.len()].public(), keys[i % keys.len()].sign(m)))
+        .collect();
+    let start = Instant::now();
+    let mut checked = 0usize;
+    while start.elapsed() < Duration::from_millis(800) {
+        let mut b = BatchVerifier::with_capacity(sigs.len());
+        for ((pk, sig), m) in sigs.iter().zip(&msgs) {
+            b.queue(pk, m, sig);
+        }
+        b.verify().expect("valid signatures");
+        checked += sigs.len();
+    }
+    checked as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// CPU seconds (user + system) and peak RSS of a local process, from /proc.
+fn proc_use(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    // Linux reports CPU time in clock ticks of 1/100 s on every common configuration.
+    Some((ticks / 100.0, hwm_kb * 1024))
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+pub fn run(a: BenchArgs) -> CmdResult {
+    if a.txs == 0 || a.batch == 0 || a.concurrency == 0 {
+        return Err(Failure::Usage(anyhow!(
+            "--txs, --batch and --concurrency must be at least 1"
+        )));
+    }
+    crate::client::block_on(async move {
+        let tmp;
+        let mut devnet_nodes = Vec::new();
+        let (urls, keys) = if a.devnet {
+            let dir = match &a.dir {
+                Some(d) => d.clone(),
+                None => {
+                    tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+                    tmp.path().join("devnet")
+                }
+            };
+            let layout = devnet::Layout { dir };
+            if !layout.genesis_path().exists() {
+                devnet::create(&layout, a.validators, "bench", a.clients)?;
+            }
+            devnet_nodes = devnet::nodes(&layout)?;
+            for n in &mut devnet_nodes {
+                devnet::spawn(n)?;
+            }
+            let keys = (0..a.clients.max(1))
+                .map(|i| load_key_file(&layout.client_key_n(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                devnet_nodes
+                    .iter()
+                    .map(|n| format!("http://{}", n.api))
+                    .collect::<Vec<_>>(),
+                keys,
+            )
+        } else {
+            let keys = a
+                .key
+                .iter()
+                .map(|k| load_key_file(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            (a.node.clone(), keys)
+        };
+        let result = measure(&a, &urls, &keys, &mut devnet_nodes).await;
+        devnet::stop_all(&mut devnet_nodes).await;
+        let mut result = result?;
+        // Measured with the cluster stopped (on a shared machine, that is every core).
+        let per_core = batch_verify_rate(&keys);
+        result.bound = Bound::new(
+            per_core,
+            result.validators,
+            result.steady_tps.max(result.committed_tps),
+        );
+        print(&result);
+        if let Some(path) = &a.json {
+            let text = serde_json::to_string_pretty(&result).context("encode result")?;
+            if path.as_os_str() == "-" {
+                println!("{text}");
+            } else {
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        if result.committed < a.txs {
+            return Err(Failure::Negative(format!(
+                "only {} of {} transactions committed",
+                result.committed, a.txs
+            )));
+        }
+        Ok(())
+    })
+}
+
+async fn measure(
+    a: &BenchArgs,
+    urls: &[String],
+    keys: &[Keypair],
+    devnet_nodes: &mut [devnet::Node],
+) -> anyhow::Result<BenchResult> {
+    let clients: Vec<Client> = urls
+        .iter()
+        .map(|u| Client::new(u))
+        .collect::<Result<_, _>>()?;
+    // Wait for a leader (a devnet is just starting).
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(st) = clients[0].status().await
+            && st["leader"]["name"].is_string()
+        {
+            break st;
+        }
+        if Instant::now() > give_up {
+            bail!("no leader after 30 s at {}", urls[0]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let chain_id = status["chain_id"].as_str().unwrap_or_default().to_owned();
+    let tip = status["tip"]["height"].as_u64().unwrap_or(0);
+    let lifetime = status["limits"]["tx_lifetime_blocks"].as_u64().unwrap_or(1);
+    let validators = urls.len().max(if a.devnet { a.validators } else { 1 });
+
+    eprintln!(
+        "signing {} transactions with {} client keys…",
+        a.txs,
+        keys.len()
+    );
+    let signed = sign_all(keys, &chain_id, a.txs, a.payload_bytes, tip + lifetime);
+    let mut batch_of = HashMap::with_capacity(signed.len());
+    let mut bodies = Vec::new();
+    let mut sizes = Vec::new();
+    for (b, chunk) in signed.chunks(a.batch).enumerate() {
+        sizes.push(chunk.len());
+        for (id, _) in chunk {
+            batch_of.insert(*id, b);
+        }
+        let body = serde_json::json!({ "transactions": chunk.iter().map(|(_, h)| h.as_str()).collect::<Vec<_>>() });
+        bodies.push(serde_json::to_vec(&body).context("encode batch")?);
+    }
+    drop(signed);
+    let run = Arc::new(Run {
+        sent: (0..bodies.len()).map(|_| Mutex::new(None)).collect(),
+        batch_of,
+        sizes,
+        committed_at: Mutex::new(Vec::with_capacity(a.txs)),
+        rejected: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
+        next: AtomicUsize::new(0),
+    });
+    let bodies = Arc::new(bodies);
+
+    // Follow commits on the first node.
+    let follower = {
+        let run = run.clone();
+        let url = format!(
+            "{}/v1/blocks/stream?from={}",
+            urls[0].trim_end_matches('/'),
+            tip + 1
+        );
+        tokio::spawn(async move { follow(url, run).await })
+    };
+    let cpu_before: Vec<Option<(f64, u64)>> = devnet_nodes
+        .iter()
+        .map(|n| n.child.as_ref().and_then(|c| c.id()).and_then(proc_use))
+        .collect();
+
+    let bar = ProgressBar::new(a.txs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} committed [{bar:40}] {pos}/{len}  {per_sec}  {msg}",
+        )
+        .expect("template"),
+    );
+    let start = Instant::now();
+    let workers: Vec<_> = (0..a.concurrency)
+        .map(|w| {
+            let run = run.clone();
+            let bodies = bodies.clone();
+            let clients = clients.clone();
+            let schedule = a
+                .rate
+                .map(|r| Duration::from_secs_f64(a.batch as f64 / r as f64));
+            tokio::spawn(
+                async move { submit_worker(w, run, bodies, clients, start, schedule).await },
+            )
+        })
+        .collect();
+
+    // Wait until everything accepted is committed, or progress stalls.
+    let mut last = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let done = run.committed_at.lock().expect("lock").len();
+        bar.set_position(done as u64);
+        bar.set_message(format!(
+            "rejected {}  retried {}",
+            run.rejected.load(Ordering::Relaxed),
+            run.retried.load(Ordering::Relaxed)
+        ));
+        let submitted_all = workers.iter().all(tokio::task::JoinHandle::is_finished);
+        let expected = a.txs - run.rejected.load(Ordering::Relaxed) as usize;
+        if submitted_all && done >= expected {
+            break;
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(a.stall_timeout) {
+            eprintln!("no commits for {} s; stopping", a.stall_timeout);
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    follower.abort();
+    for w in workers {
+        w.abort();
+    }
+
+    let commits = run.committed_at.lock().expect("lock").clone();
+    let mut lat: Vec<f64> = commits
+        .iter()
+        .map(|(_, l)| l.as_secs_f64() * 1000.0)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let mut times: Vec<f64> = commits
+        .iter()
+        .map(|(t, _)| t.duration_since(start).as_secs_f64())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    // Steady state: the middle 80 % of commits, when they span long enough to mean
+    // something (commits arrive a block at a time); otherwise the overall rate.
+    let overall_tps = commits.len() as f64 / elapsed.as_secs_f64();
+    let steady_tps =
+        match (times.len() >= 10).then(|| (percentile(&times, 0.1), percentile(&times, 0.9))) {
+            Some((t10, t90)) if t90 - t10 >= STEADY_WINDOW_MIN => {
+                0.8 * times.len() as f64 / (t90 - t10)
+            }
+            _ => overall_tps,
+        };
+    let nodes: Vec<NodeUse> = devnet_nodes
+        .iter()
+        .zip(&cpu_before)
+        .map(|(n, before)| {
+            let now = n.child.as_ref().and_then(|c| c.id()).and_then(proc_use);
+            let cpu = match (before, now) {
+                (Some((b, _)), Some((e, _))) => (e - b) / elapsed.as_secs_f64(),
+                _ => 0.0,
+            };
+            NodeUse {
+                name: n.name.clone(),
+                cpu_cores: cpu,
+                peak_rss_bytes: now.map_or(0, |(_, rss)| rss),
+                disk_bytes: dir_bytes(&n.data_dir),
+            }
+        })
+        .collect();
+    let disk_bytes_per_tx = (!nodes.is_empty() && !commits.is_empty()).then(|| {
+        nodes.iter().map(|n| n.disk_bytes as f64).sum::<f64>()
+            / nodes.len() as f64
+            / commits.len() as f64
+    });
+    let committed_tps = overall_tps;
+    Ok(BenchResult {
+        mode: if a.rate.is_some() { "open" } else { "closed" },
+        validators,
+        txs: a.txs,
+        payload_bytes: a.payload_bytes,
+        batch: a.batch,
+        concurrency: a.concurrency,
+        offered_tps: a.rate,
+        committed: commits.len(),
+        rejected: run.rejected.load(Ordering::Relaxed),
+        retried: run.retried.load(Ordering::Relaxed),
+        elapsed_s: elapsed.as_secs_f64(),
+        committed_tps,
+        steady_tps,
+        latency_ms: Latency {
+            p50: percentile(&lat, 0.5),
+            p95: percentile(&lat, 0.95),
+            p99: percentile(&lat, 0.99),
+            max: lat.last().copied().unwrap_or(0.0),
+        },
+        nodes,
+        disk_bytes_per_tx,
+        bound: Bound::new(0.0, validators, 0.0),
+    })
+}
+
+/// Sends batches until none are left. In open loop, batch `b` is due at `start + b ×
+/// schedule` and its latency counts from then.
+async fn submit_worker(
+    w: usize,
+    run: Arc<Run>,
+    bodies: Arc<Vec<Vec<u8>>>,
+    clients: Vec<Client>,
+    start: Instant,
+    schedule: Option<Duration>,
+) {
+    loop {
+        let b = run.next.fetch_add(1, Ordering::Relaxed);
+        if b >= bodies.len() {
+            return;
+        }
+        let due = schedule.map(|s| start + s * b as u32);
+        if let Some(due) = due {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        *run.sent[b].lock().expect("lock") = Some(due.unwrap_or_else(Instant::now));
+        let client = &clients[(b + w) % clients.len()];
+        loop {
+            match client.post_raw("/v1/transactions", bodies[b].clone()).await {
+                Ok((_, v)) => {
+                    let refused = v["results"]
+                        .as_array()
+                        .map_or(0, |r| r.iter().filter(|x| x.get("error").is_some()).count());
+                    run.rejected.fetch_add(refused as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(ApiFailure::Api { status: 503, .. } | ApiFailure::Transport(_)) => {
+                    run.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "batch refused");
+                    run.rejected
+                        .fetch_add(run.sizes[b] as u64, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the block stream and records each benchmark transaction's commit.
+async fn follow(url: String, run: Arc<Run>) -> anyhow::Result<()> {
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .context("block stream")?;
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("block stream")?;
+        let now = Instant::now();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            let mut done = Vec::new();
+            for id in v["tx_ids"].as_array().into_iter().flatten() {
+                let Some(id) = id.as_str().and_then(|s| s.parse::<TxId>().ok()) else {
+                    continue;
+                };
+                let Some(b) = run.batch_of.get(&id) else {
+                    continue;
+                };
+                if let Some(sent) = *run.sent[*b].lock().expect("lock") {
+                    done.push((now, now.saturating_duration_since(sent)));
+                }
+            }
+            run.committed_at.lock().expect("lock").extend(done);
+        }
+    }
+    Ok(())
+}
+
+fn print(r: &BenchResult) {
+    println!(
+        "ordo bench: {} loop, {} validators, {} txs of {} B, batches of {}, concurrency {}{}",
+        r.mode,
+        r.validators,
+        r.txs,
+        r.payload_bytes,
+        r.batch,
+        r.concurrency,
+        r.offered_tps
+            .map_or(String::new(), |t| format!(", offered {t} tx/s"))
+    );
+    println!(
+        "committed     {} in {:.2} s ({} rejected, {} retried requests)",
+        r.committed, r.elapsed_s, r.rejected, r.retried
+    );
+    println!(
+        "throughput    {:.0} tx/s overall, {:.0} tx/s steady (middle 80 % of commits over ≥ 1 s)",
+        r.committed_tps, r.steady_tps
+    );
+    println!(
+        "latency       p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max
+    );
+    for n in &r.nodes {
+        println!(
+            "{:<13} cpu {:.2} cores  peak rss {:.1} MiB  disk {:.1} MiB",
+            n.name,
+            n.cpu_cores,
+            n.peak_rss_bytes as f64 / 1048576.0,
+            n.disk_bytes as f64 / 1048576.0
+        );
+    }
+    if let Some(d) = r.disk_bytes_per_tx {
+        println!("disk          {d:.0} bytes per transaction per validator");
+    }
+    println!(
+        "bound         {:.0} sig/s per core × {} cores ÷ {} validators = {:.0} tx/s; reached {:.0} %",
+        r.bound.batch_verify_per_core,
+        r.bound.cores,
+        r.bound.validators,
+        r.bound.bound_tps,
+        r.bound.fraction * 100.0
+    );
+}

@@ -1,0 +1,57 @@
+//! `ordo bench --devnet` runs end to end on a tiny workload and reports sane JSON.
+
+mod support;
+
+use support::ordo;
+
+#[test]
+fn bench_on_a_devnet_reports_throughput_latency_resources_and_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("result.json");
+    let (code, stdout, stderr) = ordo(&[
+        "bench",
+        "--devnet",
+        "--txs",
+        "3000",
+        "--batch",
+        "100",
+        "--concurrency",
+        "4",
+        "--clients",
+        "4",
+        "--json",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("throughput"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("result file")).expect("JSON");
+    assert_eq!(r["committed"], 3000, "{r}");
+    assert_eq!(r["rejected"], 0, "{r}");
+    assert_eq!(r["validators"], 3);
+    assert!(r["committed_tps"].as_f64().expect("tps") > 0.0, "{r}");
+    let lat = &r["latency_ms"];
+    let (p50, p99, max) = (
+        lat["p50"].as_f64().expect("p50"),
+        lat["p99"].as_f64().expect("p99"),
+        lat["max"].as_f64().expect("max"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lat}");
+    let nodes = r["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        assert!(n["peak_rss_bytes"].as_u64().expect("rss") > 0, "{n}");
+        assert!(n["disk_bytes"].as_u64().expect("disk") > 0, "{n}");
+    }
+    assert!(
+        r["disk_bytes_per_tx"].as_f64().expect("disk per tx") > 100.0,
+        "{r}"
+    );
+    let bound = &r["bound"];
+    assert!(
+        bound["batch_verify_per_core"].as_f64().expect("rate") > 1000.0,
+        "{bound}"
+    );
+    let fraction = bound["fraction"].as_f64().expect("fraction");
+    assert!(fraction > 0.0 && fraction < 2.0, "{bound}");
+}
