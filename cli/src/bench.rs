@@ -21,7 +21,7 @@ use ordo_ledger::{Transaction, TxId};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::client::{ApiFailure, Client};
+use crate::client::{ApiFailure, Client, SseReader};
 use crate::devnet;
 use crate::{CmdResult, Failure};
 
@@ -583,18 +583,11 @@ async fn follow(url: String, run: Arc<Run>) -> anyhow::Result<()> {
         .await
         .context("block stream")?;
     let mut body = resp.bytes_stream();
-    let mut buf = String::new();
+    let mut events = SseReader::default();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("block stream")?;
         let now = Instant::now();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let data: String = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
+        for data in events.feed(&chunk) {
             let Ok(v) = serde_json::from_str::<Value>(&data) else {
                 continue;
             };

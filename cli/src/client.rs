@@ -540,22 +540,12 @@ pub fn follow(a: FollowArgs) -> CmdResult {
             )));
         }
         let mut body = resp.bytes_stream();
-        let mut buf = String::new();
+        let mut events = SseReader::default();
         let mut shown = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk =
                 chunk.map_err(|e| api_err(ApiFailure::Transport(format!("stream ended: {e}"))))?;
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                let data: String = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if data.is_empty() {
-                    continue;
-                }
+            for data in events.feed(&chunk) {
                 let v: Value =
                     serde_json::from_str(&data).context("the stream sent a bad event")?;
                 if a.json {
@@ -577,4 +567,30 @@ pub fn follow(a: FollowArgs) -> CmdResult {
         }
         Err(Failure::Negative("the node closed the stream".into()))
     })
+}
+
+/// Splits a server-sent-event byte stream into the `data` of each event.
+#[derive(Default)]
+pub struct SseReader {
+    buf: String,
+}
+
+impl SseReader {
+    /// Takes the next bytes; returns the data of every event they complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.buf.push_str(&String::from_utf8_lossy(chunk));
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.find("\n\n") {
+            let event: String = self.buf.drain(..end + 2).collect();
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if !data.is_empty() {
+                out.push(data);
+            }
+        }
+        out
+    }
 }
