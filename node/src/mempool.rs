@@ -9,7 +9,8 @@
 //! transactions or `block_bytes_max` bytes are pending, or `batch_timeout` after the first
 //! pending transaction. Time is an argument: the pool never reads a clock.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,9 +70,66 @@ pub enum AdmitError {
     },
 }
 
+/// Hashes transaction ids (already uniform SHA-256 outputs) cheaply: the first eight bytes,
+/// mixed with a per-process random key so that clients cannot aim ids at one bucket.
+#[derive(Clone)]
+pub struct IdHashBuilder(u64);
+
+impl Default for IdHashBuilder {
+    fn default() -> IdHashBuilder {
+        IdHashBuilder(rand_seed())
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        // RandomState is seeded from the OS; hashing nothing with it yields its key.
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            | 1
+    })
+}
+
+/// See [`IdHashBuilder`].
+pub struct IdHasher {
+    key: u64,
+    state: u64,
+}
+
+impl BuildHasher for IdHashBuilder {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            key: self.0,
+            state: 0,
+        }
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.state = self.state.rotate_left(29) ^ u64::from_le_bytes(word);
+    }
+    fn finish(&self) -> u64 {
+        (self.state ^ self.key).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// A set of transaction ids.
+pub type IdSet = HashSet<TxId, IdHashBuilder>;
+
 struct Pending {
     tx: SignedTransaction,
     id: TxId,
+    /// Which admission of `id` this is: entries whose sequence is not the one in
+    /// `Mempool::ids` were removed (lazily) and are skipped.
+    seq: u64,
     bytes: u64,
     arrived: Instant,
     /// When a follower last sent it to the leader (see [`Mempool::stale`]).
@@ -83,13 +141,19 @@ pub struct Mempool {
     policy: Arc<Policy>,
     limits: MempoolLimits,
     batch_timeout: Duration,
+    /// Arrival order. Removal is lazy: an entry is live only while `ids` maps its id to
+    /// its `seq`; dead entries are skipped and dropped when they reach the front (or in a
+    /// compaction once they outnumber the live ones).
     queue: VecDeque<Pending>,
-    /// Ids of everything in `queue`.
-    ids: HashSet<TxId>,
+    /// The live pending transactions: id → (sequence, encoded bytes).
+    ids: HashMap<TxId, (u64, u64), IdHashBuilder>,
+    next_seq: u64,
     bytes: u64,
+    /// No live transaction expires before this height (a lower bound).
+    min_expiry: u64,
     /// Ids cut into blocks that have not committed yet: still "pending" to admission, so
     /// a re-submission cannot put the same transaction into a second block.
-    in_flight: HashSet<TxId>,
+    in_flight: IdSet,
 }
 
 impl Mempool {
@@ -100,20 +164,83 @@ impl Mempool {
             limits,
             batch_timeout,
             queue: VecDeque::new(),
-            ids: HashSet::new(),
+            ids: HashMap::default(),
+            next_seq: 0,
             bytes: 0,
-            in_flight: HashSet::new(),
+            min_expiry: u64::MAX,
+            in_flight: IdSet::default(),
         }
     }
 
     /// Pending transactions.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.ids.len()
     }
 
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.ids.is_empty()
+    }
+
+    fn live(&self, p: &Pending) -> bool {
+        self.ids.get(&p.id).is_some_and(|(seq, _)| *seq == p.seq)
+    }
+
+    /// Drops dead entries from the front, and compacts the queue when dead entries
+    /// outnumber live ones.
+    fn tidy(&mut self) {
+        while let Some(front) = self.queue.front() {
+            if self.live(front) {
+                break;
+            }
+            self.queue.pop_front();
+        }
+        if self.queue.len() > 2 * self.ids.len() + 1024 {
+            let ids = &self.ids;
+            self.queue
+                .retain(|p| ids.get(&p.id).is_some_and(|(seq, _)| *seq == p.seq));
+        }
+    }
+
+    /// Makes `id` live, at the back (or the front for a requeue).
+    fn insert(
+        &mut self,
+        tx: SignedTransaction,
+        id: TxId,
+        bytes: u64,
+        arrived: Instant,
+        touched: Instant,
+        front: bool,
+    ) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ids.insert(id, (seq, bytes));
+        self.bytes += bytes;
+        self.min_expiry = self.min_expiry.min(tx.tx.expires_at);
+        let p = Pending {
+            tx,
+            id,
+            seq,
+            bytes,
+            arrived,
+            touched,
+        };
+        if front {
+            self.queue.push_front(p);
+        } else {
+            self.queue.push_back(p);
+        }
+    }
+
+    /// Makes `id` dead; true if it was live.
+    fn forget(&mut self, id: &TxId) -> bool {
+        match self.ids.remove(id) {
+            Some((_, bytes)) => {
+                self.bytes -= bytes;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Pending bytes.
@@ -123,7 +250,7 @@ impl Mempool {
 
     /// Whether `id` is pending (waiting, or in a block that has not committed yet).
     pub fn contains(&self, id: &TxId) -> bool {
-        self.ids.contains(id) || self.in_flight.contains(id)
+        self.ids.contains_key(id) || self.in_flight.contains(id)
     }
 
     /// Transactions cut into blocks that have not committed yet.
@@ -143,7 +270,7 @@ impl Mempool {
     ) -> Vec<Result<TxId, AdmitError>> {
         let mut results = Vec::with_capacity(txs.len());
         let mut candidates = Vec::new();
-        let mut batch_ids: HashSet<TxId> = HashSet::new();
+        let mut batch_ids = IdSet::default();
         for tx in txs {
             let id = tx.id();
             let checked = self.precheck(&tx, id, next_height, &committed, &batch_ids);
@@ -165,7 +292,7 @@ impl Mempool {
         id: TxId,
         next_height: u64,
         committed: &impl Fn(&TxId) -> Option<u64>,
-        batch_ids: &HashSet<TxId>,
+        batch_ids: &IdSet,
     ) -> Result<(), AdmitError> {
         check_tx_rules(tx, &self.policy, next_height)
             .map_err(|error| AdmitError::Invalid { id, error })?;
@@ -179,11 +306,11 @@ impl Mempool {
     }
 
     fn check_room(&self, bytes: u64, extra_txs: usize) -> Result<(), AdmitError> {
-        if self.queue.len() + extra_txs >= self.limits.txs_max
+        if self.ids.len() + extra_txs >= self.limits.txs_max
             || self.bytes + bytes > self.limits.bytes_max
         {
             return Err(AdmitError::Busy {
-                pending_txs: self.queue.len(),
+                pending_txs: self.ids.len(),
                 pending_bytes: self.bytes,
             });
         }
@@ -218,29 +345,25 @@ impl Mempool {
     fn push(&mut self, tx: SignedTransaction, id: TxId, now: Instant) -> Result<(), AdmitError> {
         let bytes = tx.encoded_len();
         self.check_room(bytes, 0)?;
-        self.bytes += bytes;
-        self.ids.insert(id);
-        self.queue.push_back(Pending {
-            tx,
-            id,
-            bytes,
-            arrived: now,
-            touched: now,
-        });
+        self.insert(tx, id, bytes, now, now, false);
         Ok(())
     }
 
     /// When the leader must cut a block even if it is not full, if anything is pending.
     pub fn cut_deadline(&self) -> Option<Instant> {
-        self.queue.front().map(|p| p.arrived + self.batch_timeout)
+        // The front is live: every operation that kills entries tidies the front.
+        self.queue
+            .iter()
+            .find(|p| self.live(p))
+            .map(|p| p.arrived + self.batch_timeout)
     }
 
     /// Whether a block should be cut now: full by count or bytes, or the batch timeout
     /// since the first pending transaction has passed.
     pub fn should_cut(&self, now: Instant) -> bool {
         let limits = &self.policy.limits;
-        !self.queue.is_empty()
-            && (self.queue.len() >= limits.block_txs_max as usize
+        !self.ids.is_empty()
+            && (self.ids.len() >= limits.block_txs_max as usize
                 || self.bytes + BLOCK_OVERHEAD_BYTES >= limits.block_bytes_max
                 || self.cut_deadline().is_some_and(|d| now >= d))
     }
@@ -253,13 +376,19 @@ impl Mempool {
         let limits = self.policy.limits;
         let mut out = Vec::new();
         let mut block_bytes = BLOCK_OVERHEAD_BYTES;
+        self.tidy();
         while let Some(front) = self.queue.front() {
+            if !self.live(front) {
+                self.queue.pop_front();
+                continue;
+            }
             if out.len() >= limits.block_txs_max as usize
                 || block_bytes + front.bytes > limits.block_bytes_max
             {
                 break;
             }
-            let p = self.pop_front();
+            let p = self.queue.pop_front().expect("front exists");
+            self.forget(&p.id);
             if p.tx.tx.expires_at < height {
                 continue;
             }
@@ -267,14 +396,8 @@ impl Mempool {
             self.in_flight.insert(p.id);
             out.push(p.tx);
         }
+        self.tidy();
         out
-    }
-
-    fn pop_front(&mut self) -> Pending {
-        let p = self.queue.pop_front().expect("queue is not empty");
-        self.ids.remove(&p.id);
-        self.bytes -= p.bytes;
-        p
     }
 
     /// Puts back the transactions of a block that will never commit (its leader lost
@@ -295,18 +418,11 @@ impl Mempool {
                 continue;
             }
             // Requeued transactions were admitted once: they may exceed the pool's limits
-            // by at most one block's worth, which the limits leave room for.
-            self.bytes += bytes;
-            self.ids.insert(id);
+            // by the blocks in flight, which the limits leave room for.
             // Keep the batch deadline of what was already waiting.
+            self.tidy();
             let arrived = self.queue.front().map_or(now, |p| p.arrived.min(now));
-            self.queue.push_front(Pending {
-                tx,
-                id,
-                bytes,
-                arrived,
-                touched: now,
-            });
+            self.insert(tx, id, bytes, arrived, now, true);
         }
     }
 
@@ -315,11 +431,13 @@ impl Mempool {
     /// to may have lost them with its office.
     pub fn stale(&mut self, cutoff: Instant, now: Instant, max: usize) -> Vec<SignedTransaction> {
         let mut out = Vec::new();
+        let ids = &self.ids;
         for p in self.queue.iter_mut() {
             if out.len() >= max {
                 break;
             }
-            if p.touched < cutoff {
+            let live = ids.get(&p.id).is_some_and(|(seq, _)| *seq == p.seq);
+            if live && p.touched < cutoff {
                 p.touched = now;
                 out.push(p.tx.clone());
             }
@@ -330,14 +448,27 @@ impl Mempool {
     /// Drops pending transactions that can no longer enter the block at `next_height`.
     /// Returns how many were dropped.
     pub fn drop_expired(&mut self, next_height: u64) -> usize {
-        let before = self.queue.len();
-        self.queue.retain(|p| p.tx.tx.expires_at >= next_height);
-        let dropped = before - self.queue.len();
-        if dropped > 0 {
-            self.ids = self.queue.iter().map(|p| p.id).collect();
-            self.bytes = self.queue.iter().map(|p| p.bytes).sum();
+        if next_height <= self.min_expiry {
+            return 0;
         }
-        dropped
+        let expired: Vec<TxId> = self
+            .queue
+            .iter()
+            .filter(|p| self.live(p) && p.tx.tx.expires_at < next_height)
+            .map(|p| p.id)
+            .collect();
+        for id in &expired {
+            self.forget(id);
+        }
+        self.min_expiry = self
+            .queue
+            .iter()
+            .filter(|p| self.live(p))
+            .map(|p| p.tx.tx.expires_at)
+            .min()
+            .unwrap_or(u64::MAX);
+        self.tidy();
+        expired.len()
     }
 
     /// Drops pending transactions that a committed block contains.
@@ -347,15 +478,12 @@ impl Mempool {
                 self.in_flight.remove(id);
             }
         }
-        if ids.iter().all(|id| !self.ids.contains(id)) {
-            return;
+        let mut removed = false;
+        for id in ids {
+            removed |= self.forget(id);
         }
-        let gone: HashSet<TxId> = ids.iter().copied().collect();
-        let before = self.queue.len();
-        self.queue.retain(|p| !gone.contains(&p.id));
-        if self.queue.len() != before {
-            self.ids.retain(|id| !gone.contains(id));
-            self.bytes = self.queue.iter().map(|p| p.bytes).sum();
+        if removed {
+            self.tidy();
         }
     }
 }
