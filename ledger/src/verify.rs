@@ -100,7 +100,7 @@ pub enum VerifyError {
 }
 
 /// Why a single transaction is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum TxError {
     /// Encoded size over the limit.
     #[error("{bytes} bytes, limit is {max}")]

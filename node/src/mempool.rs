@@ -154,6 +154,9 @@ pub struct Mempool {
     /// Ids cut into blocks that have not committed yet: still "pending" to admission, so
     /// a re-submission cannot put the same transaction into a second block.
     in_flight: IdSet,
+    /// Live transactions admitted without checking their signature (a follower leaves that
+    /// to the leader). Cutting verifies any of these before they enter a block.
+    unverified: IdSet,
 }
 
 impl Mempool {
@@ -169,6 +172,7 @@ impl Mempool {
             bytes: 0,
             min_expiry: u64::MAX,
             in_flight: IdSet::default(),
+            unverified: IdSet::default(),
         }
     }
 
@@ -234,6 +238,9 @@ impl Mempool {
 
     /// Makes `id` dead; true if it was live.
     fn forget(&mut self, id: &TxId) -> bool {
+        if !self.unverified.is_empty() {
+            self.unverified.remove(id);
+        }
         match self.ids.remove(id) {
             Some((_, bytes)) => {
                 self.bytes -= bytes;
@@ -268,6 +275,20 @@ impl Mempool {
         committed: impl Fn(&TxId) -> Option<u64>,
         now: Instant,
     ) -> Vec<Result<TxId, AdmitError>> {
+        self.admit_with(txs, next_height, committed, now, true)
+    }
+
+    /// As [`Mempool::admit`], but with `verify` false the signatures are not checked
+    /// here: a follower admits what it will forward, and the leader checks (see
+    /// [`Mempool::mark_verified`]). Unchecked transactions never enter a block unchecked.
+    pub fn admit_with(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        next_height: u64,
+        committed: impl Fn(&TxId) -> Option<u64>,
+        now: Instant,
+        verify: bool,
+    ) -> Vec<Result<TxId, AdmitError>> {
         let mut results = Vec::with_capacity(txs.len());
         let mut candidates = Vec::new();
         let mut batch_ids = IdSet::default();
@@ -280,10 +301,27 @@ impl Mempool {
             }
             results.push(checked.map(|()| id));
         }
-        for (slot, tx, id) in self.verify_signatures(candidates, &mut results) {
+        let admitted = if verify {
+            self.verify_signatures(candidates, &mut results)
+        } else {
+            candidates
+        };
+        for (slot, tx, id) in admitted {
             results[slot] = self.push(tx, id, now).map(|()| id);
+            if !verify && results[slot].is_ok() {
+                self.unverified.insert(id);
+            }
         }
         results
+    }
+
+    /// Records that the leader checked these transactions (it accepted them).
+    pub fn mark_verified(&mut self, ids: &[TxId]) {
+        if !self.unverified.is_empty() {
+            for id in ids {
+                self.unverified.remove(id);
+            }
+        }
     }
 
     fn precheck(
@@ -374,7 +412,7 @@ impl Mempool {
     /// [`Mempool::requeue`] settles their block.
     pub fn cut(&mut self, height: u64) -> Vec<SignedTransaction> {
         let limits = self.policy.limits;
-        let mut out = Vec::new();
+        let mut out: Vec<(TxId, SignedTransaction, bool)> = Vec::new();
         let mut block_bytes = BLOCK_OVERHEAD_BYTES;
         self.tidy();
         while let Some(front) = self.queue.front() {
@@ -388,16 +426,37 @@ impl Mempool {
                 break;
             }
             let p = self.queue.pop_front().expect("front exists");
+            let checked = !self.unverified.contains(&p.id);
             self.forget(&p.id);
             if p.tx.tx.expires_at < height {
                 continue;
             }
             block_bytes += p.bytes;
-            self.in_flight.insert(p.id);
-            out.push(p.tx);
+            out.push((p.id, p.tx, checked));
         }
         self.tidy();
-        out
+        // Anything admitted unchecked (this node was a follower then) is checked now.
+        let unchecked: Vec<usize> = (0..out.len()).filter(|i| !out[*i].2).collect();
+        let mut bad = HashSet::new();
+        if !unchecked.is_empty() {
+            let candidates: Vec<(usize, SignedTransaction, TxId)> = unchecked
+                .iter()
+                .map(|i| (*i, out[*i].1.clone(), out[*i].0))
+                .collect();
+            let mut verdicts: Vec<Result<TxId, AdmitError>> =
+                out.iter().map(|(id, _, _)| Ok(*id)).collect();
+            self.verify_signatures(candidates, &mut verdicts);
+            bad = (0..out.len()).filter(|i| verdicts[*i].is_err()).collect();
+        }
+        let mut block = Vec::with_capacity(out.len());
+        for (i, (id, tx, _)) in out.into_iter().enumerate() {
+            if bad.contains(&i) {
+                continue;
+            }
+            self.in_flight.insert(id);
+            block.push(tx);
+        }
+        block
     }
 
     /// Puts back the transactions of a block that will never commit (its leader lost

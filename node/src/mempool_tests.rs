@@ -293,3 +293,32 @@ fn a_transaction_in_an_uncommitted_block_cannot_be_admitted_again() {
     assert_eq!((p.len(), p.in_flight()), (0, 0));
     assert!(!p.contains(&tx(1).id()));
 }
+
+#[test]
+fn unchecked_admissions_are_verified_before_they_enter_a_block() {
+    let now = Instant::now();
+    let mut p = pool(MempoolLimits::default());
+    let mut forged = tx(2);
+    forged.signature = tx(3).signature;
+    let admitted = p.admit_with(
+        vec![tx(1), forged.clone(), tx(4)],
+        1,
+        nothing_committed,
+        now,
+        false,
+    );
+    assert!(
+        admitted.iter().all(Result::is_ok),
+        "a follower admits without checking"
+    );
+    // The leader accepted tx(4): it is known good; the others are checked at cut.
+    p.mark_verified(&[tx(4).id()]);
+    let block = p.cut(1);
+    assert_eq!(
+        block,
+        vec![tx(1), tx(4)],
+        "the forged one never enters a block"
+    );
+    assert!(!p.contains(&forged.id()));
+    assert_eq!(p.in_flight(), 2);
+}

@@ -29,7 +29,7 @@ use openraft::raft::responder::ProgressResponder;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use ordo_crypto::{Keypair, PublicKey};
 use ordo_genesis::Genesis;
-use ordo_ledger::{ChainTip, Policy, SignedTransaction, Store, TxId, build_block};
+use ordo_ledger::{ChainTip, Policy, SignedTransaction, Store, TxError, TxId, build_block};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -121,6 +121,7 @@ enum Verdict {
     AlreadyPending,
     AlreadyCommitted { height: u64 },
     Busy,
+    Invalid(TxError),
     Refused(String),
     NotLeader,
 }
@@ -461,7 +462,11 @@ impl Shared {
     ) -> Vec<Result<TxId, SubmitError>> {
         let this = self.clone();
         let copies = txs.clone();
-        let admitted = tokio::task::spawn_blocking(move || this.admit(txs))
+        // Each node checks each signature once: the leader at admission, a follower before
+        // it appends the block. So a follower does not check here; the leader's verdict on
+        // the forwarded transaction comes back to the client.
+        let verify = self.is_leader();
+        let admitted = tokio::task::spawn_blocking(move || this.admit(txs, verify))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         let mut results: Vec<Result<TxId, SubmitError>> = admitted
@@ -485,11 +490,18 @@ impl Shared {
             }
         };
         let mut gone = Vec::new();
+        let mut checked = Vec::new();
         for (verdict, slot) in verdicts.into_iter().zip(fresh) {
             let Ok(id) = results[slot] else { continue };
             let outcome = match verdict {
                 Err(e) => Err(e),
-                Ok(Verdict::Accepted | Verdict::AlreadyPending) => Ok(id),
+                Ok(Verdict::Accepted | Verdict::AlreadyPending) => {
+                    checked.push(id);
+                    Ok(id)
+                }
+                Ok(Verdict::Invalid(error)) => {
+                    Err(SubmitError::Admit(AdmitError::Invalid { id, error }))
+                }
                 Ok(Verdict::AlreadyCommitted { height }) => {
                     Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
                         id,
@@ -505,9 +517,12 @@ impl Shared {
             }
             results[slot] = outcome;
         }
+        let mut pool = self.pool();
+        pool.mark_verified(&checked);
         if !gone.is_empty() {
-            self.pool().remove_committed(&gone);
+            pool.remove_committed(&gone);
         }
+        drop(pool);
         self.count(results)
     }
 
@@ -524,10 +539,17 @@ impl Shared {
         self.mempool.lock().expect("mempool lock poisoned")
     }
 
-    fn admit(&self, txs: Vec<SignedTransaction>) -> Vec<Result<TxId, AdmitError>> {
+    /// Admits into this node's mempool; signatures are checked when `verify` (the leader
+    /// checks; a follower leaves it to the leader it forwards to).
+    fn admit(&self, txs: Vec<SignedTransaction>, verify: bool) -> Vec<Result<TxId, AdmitError>> {
         let next = self.store.tip().height + 1;
-        self.pool()
-            .admit(txs, next, |id| self.committed_height(id), Instant::now())
+        self.pool().admit_with(
+            txs,
+            next,
+            |id| self.committed_height(id),
+            Instant::now(),
+            verify,
+        )
     }
 
     /// Sends `txs` to the leader, in chunks, and returns its verdict on each (or why the
@@ -632,7 +654,7 @@ impl Shared {
             }
         }
         let this = self.clone();
-        let admitted = tokio::task::spawn_blocking(move || this.admit(txs))
+        let admitted = tokio::task::spawn_blocking(move || this.admit(txs, true))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.wake_proposer.notify_one();
@@ -647,7 +669,7 @@ impl Shared {
                         Verdict::AlreadyCommitted { height }
                     }
                     Some(Err(AdmitError::Busy { .. })) => Verdict::Busy,
-                    Some(Err(e)) => Verdict::Refused(e.to_string()),
+                    Some(Err(AdmitError::Invalid { error, .. })) => Verdict::Invalid(error),
                     None => Verdict::Refused("internal: missing admission result".into()),
                 })
             })
@@ -840,7 +862,9 @@ async fn resend_stale(shared: Arc<Shared>) {
             .filter(|(_, v)| {
                 matches!(
                     v,
-                    Ok(Verdict::AlreadyCommitted { .. } | Verdict::Refused(_))
+                    Ok(Verdict::AlreadyCommitted { .. }
+                        | Verdict::Refused(_)
+                        | Verdict::Invalid(_))
                 )
             })
             .map(|(t, _)| t.id())
