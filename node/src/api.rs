@@ -472,6 +472,14 @@ async fn submit(
             "the node is shutting down",
         ));
     }
+    // Refused at the door, before decoding anything, when the node is saturated.
+    let Some(_turn) = api.shared.admission_turn() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the node is admitting as many submissions as it can (or its mempool is full); retry later",
+        ));
+    };
     let (texts, single) = match (req.transaction, req.transactions) {
         (Some(t), None) => (vec![t], true),
         (None, Some(ts)) => (ts, false),

@@ -45,6 +45,8 @@ use crate::sync::{PeerBlockSource, serve_blocks};
 
 /// Most clients waiting for commits at once.
 pub const WAITERS_MAX: usize = 100_000;
+/// Most client submissions being admitted at once on one node; more get 503 busy.
+pub const ADMISSIONS_MAX: usize = 4;
 /// Most transactions in one forwarded batch.
 const FORWARD_TXS_MAX: usize = 4096;
 /// A follower re-sends a pending transaction to the leader after this long.
@@ -119,11 +121,14 @@ pub struct Committed {
 enum Verdict {
     Accepted,
     AlreadyPending,
-    AlreadyCommitted { height: u64 },
+    AlreadyCommitted {
+        height: u64,
+    },
     Busy,
-    Invalid(TxError),
     Refused(String),
     NotLeader,
+    /// Added after the others: variants are encoded by position.
+    Invalid(TxError),
 }
 
 /// Counters exported as metrics.
@@ -172,7 +177,12 @@ pub struct Shared {
     /// Flips to true when the node is shutting down.
     pub stopping: watch::Receiver<bool>,
     waiters: Mutex<HashMap<TxId, Vec<oneshot::Sender<Committed>>>>,
+    /// The mempool's transaction limit.
+    pool_limit: usize,
     wake_proposer: Notify,
+    /// Admissions in progress (each holds the mempool for its checks): bounded, so that a
+    /// flood of submissions is refused at the door instead of queueing on the mempool.
+    admissions: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running validator.
@@ -277,7 +287,9 @@ impl Validator {
             started: Instant::now(),
             stopping: stopping.clone(),
             waiters: Mutex::new(HashMap::new()),
+            pool_limit: config.mempool.txs_max,
             wake_proposer: Notify::new(),
+            admissions: Arc::new(tokio::sync::Semaphore::new(ADMISSIONS_MAX)),
         });
 
         let server = RaftServer::new(raft.clone(), log, store, policy);
@@ -422,6 +434,19 @@ fn now_ms() -> u64 {
 }
 
 impl Shared {
+    /// A turn to admit a client submission, or `None` when the node is already admitting
+    /// as many as it should, or its mempool is full (the client should retry later).
+    pub fn admission_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let full = {
+            let pool = self.pool();
+            pool.len() >= self.pool_limit
+        };
+        if full {
+            return None;
+        }
+        self.admissions.clone().try_acquire_owned().ok()
+    }
+
     /// The current leader's node id, if one is known.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
@@ -495,10 +520,13 @@ impl Shared {
             let Ok(id) = results[slot] else { continue };
             let outcome = match verdict {
                 Err(e) => Err(e),
-                Ok(Verdict::Accepted | Verdict::AlreadyPending) => {
+                // Only `Accepted` means the leader checked this copy's signature: the id
+                // does not cover the signature, so an `AlreadyPending` copy may differ.
+                Ok(Verdict::Accepted) => {
                     checked.push(id);
                     Ok(id)
                 }
+                Ok(Verdict::AlreadyPending) => Ok(id),
                 Ok(Verdict::Invalid(error)) => {
                     Err(SubmitError::Admit(AdmitError::Invalid { id, error }))
                 }
@@ -520,7 +548,7 @@ impl Shared {
         let mut pool = self.pool();
         pool.mark_verified(&checked);
         if !gone.is_empty() {
-            pool.remove_committed(&gone);
+            pool.remove_pending(&gone);
         }
         drop(pool);
         self.count(results)
@@ -653,6 +681,9 @@ impl Shared {
                 Err(e) => verdicts.push(Some(Verdict::Refused(format!("malformed: {e}")))),
             }
         }
+        let Ok(_turn) = self.admissions.clone().acquire_owned().await else {
+            return vec![Verdict::Busy; raw.len()];
+        };
         let this = self.clone();
         let admitted = tokio::task::spawn_blocking(move || this.admit(txs, true))
             .await
@@ -870,7 +901,7 @@ async fn resend_stale(shared: Arc<Shared>) {
             .map(|(t, _)| t.id())
             .collect();
         if !done.is_empty() {
-            shared.pool().remove_committed(&done);
+            shared.pool().remove_pending(&done);
         }
         tracing::debug!(n = txs.len(), "re-sent pending transactions to the leader");
     }
