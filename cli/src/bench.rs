@@ -362,7 +362,13 @@ async fn measure(
     let chain_id = status["chain_id"].as_str().unwrap_or_default().to_owned();
     let tip = status["tip"]["height"].as_u64().unwrap_or(0);
     let lifetime = status["limits"]["tx_lifetime_blocks"].as_u64().unwrap_or(1);
-    let validators = urls.len().max(if a.devnet { a.validators } else { 1 });
+    // Every validator verifies every transaction: count them from the node's peers.
+    let peers = status["peers"].as_array().map_or(0, Vec::len);
+    let validators = if a.devnet {
+        a.validators
+    } else {
+        (peers + 1).max(urls.len())
+    };
 
     eprintln!(
         "signing {} transactions with {} client keys…",

@@ -16,14 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use openraft::ServerState;
-use openraft::async_runtime::WatchReceiver;
 use ordo_crypto::Hash;
 use ordo_ledger::{Block, SignedTransaction, TxError, TxId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::consensus::{self, Role};
 use crate::mempool::AdmitError;
 use crate::validator::{Committed, Shared, SubmitError};
 
@@ -208,22 +207,12 @@ async fn health(State(api): State<Api>) -> ApiResult {
     Ok(Json(json!({ "status": "ok" })).into_response())
 }
 
-fn role(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    }
-}
-
 async fn status(State(api): State<Api>) -> ApiResult {
     let s = &api.shared;
-    let m = s.raft.metrics().borrow_watched().clone();
+    let m = consensus::status(&s.raft);
     let tip = *s.tip.borrow();
     let leader = m
-        .current_leader
+        .leader
         .and_then(|id| s.validator(id))
         .map(|(name, key)| json!({ "name": name, "public_key": key.to_string() }));
     let peers: Vec<Value> = s
@@ -244,7 +233,6 @@ async fn status(State(api): State<Api>) -> ApiResult {
         let pool = s.mempool.lock().expect("mempool lock poisoned");
         (pool.len(), pool.bytes())
     };
-    let index = |l: Option<openraft::LogId<_>>| l.map(|l: openraft::LogId<_>| l.index);
     Ok(Json(json!({
         "chain_id": s.policy.chain_id,
         "genesis_hash": s.policy.genesis_hash.to_string(),
@@ -253,16 +241,16 @@ async fn status(State(api): State<Api>) -> ApiResult {
             "public_key": s.public_key.to_string(),
             "node_id": s.node_id,
         },
-        "role": role(m.state),
-        "term": m.current_term,
+        "role": m.role.as_str(),
+        "term": m.term,
         "leader": leader,
         "tip": { "height": tip.height, "hash": tip.hash.to_string() },
         "raft": {
             "last_log_index": m.last_log_index,
-            "committed": index(m.local_committed),
-            "applied": index(m.last_applied),
-            "snapshot": index(m.snapshot),
-            "purged": index(m.purged),
+            "committed": m.committed,
+            "applied": m.applied,
+            "snapshot": m.snapshot,
+            "purged": m.purged,
         },
         "peers": peers,
         "mempool": { "txs": txs, "bytes": bytes },
@@ -274,7 +262,7 @@ async fn status(State(api): State<Api>) -> ApiResult {
 
 async fn metrics(State(api): State<Api>) -> Response {
     let s = &api.shared;
-    let m = s.raft.metrics().borrow_watched().clone();
+    let m = consensus::status(&s.raft);
     let (txs, bytes) = {
         let pool = s.mempool.lock().expect("mempool lock poisoned");
         (pool.len(), pool.bytes())
@@ -289,17 +277,12 @@ async fn metrics(State(api): State<Api>) -> Response {
             "Height of the last applied block.",
             s.tip.borrow().height,
         ),
-        (
-            "ordo_raft_term",
-            "gauge",
-            "Current Raft term.",
-            m.current_term,
-        ),
+        ("ordo_raft_term", "gauge", "Current Raft term.", m.term),
         (
             "ordo_is_leader",
             "gauge",
             "1 when this node leads.",
-            u64::from(m.state == ServerState::Leader),
+            u64::from(m.role == Role::Leader),
         ),
         (
             "ordo_raft_last_log_index",

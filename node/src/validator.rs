@@ -24,9 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use openraft::async_runtime::WatchReceiver;
-use openraft::raft::responder::ProgressResponder;
-use openraft::{Config, ServerState, SnapshotPolicy};
 use ordo_crypto::{Keypair, PublicKey};
 use ordo_genesis::Genesis;
 use ordo_ledger::{ChainTip, Policy, SignedTransaction, Store, TxError, TxId, build_block};
@@ -36,15 +33,17 @@ use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
 use crate::consensus::{
-    ApplyOutcome, BlockEntry, OrdoRaft, RaftNet, RaftServer, TypeConfig, ValidatorNode,
-    decode_internal, encode_internal, node_id, node_ids, open_consensus_storage, open_store,
+    self, ApplyOutcome, OrdoRaft, RaftServer, RaftSettings, Role, StatusWatch, decode_internal,
+    encode_internal, node_id, node_ids, open_consensus_storage, open_store,
 };
 use crate::mempool::{AdmitError, Mempool};
 use crate::network::{Frame, InboundRequest, Kind, Network, NetworkConfig};
 use crate::sync::{PeerBlockSource, serve_blocks};
 
-/// Most clients waiting for commits at once.
+/// Most transactions that clients wait on at once.
 pub const WAITERS_MAX: usize = 100_000;
+/// Most clients waiting on the same transaction.
+pub const WAITERS_PER_TX_MAX: usize = 64;
 /// Most client submissions being admitted at once on one node; more get 503 busy.
 pub const ADMISSIONS_MAX: usize = 4;
 /// Most transactions in one forwarded batch.
@@ -249,17 +248,28 @@ impl Validator {
         let source = Arc::new(PeerBlockSource::new(network.clone(), others));
         let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
             .map_err(|e| StartError::Consensus(e.to_string()))?;
-        let raft = OrdoRaft::new(
+        let c = &genesis.consensus;
+        let settings = RaftSettings {
+            heartbeat_ms: c.heartbeat_interval_ms,
+            election_min_ms: c.election_timeout_min_ms,
+            election_max_ms: c.election_timeout_max_ms,
+            snapshot_every: config.raft.snapshot_every_blocks,
+            keep: config.raft.keep_blocks,
+        };
+        let raft = consensus::start(
             node_id(&key.public()),
-            raft_config(&genesis, config)?,
-            RaftNet::new(network.clone()),
+            &genesis.chain_id,
+            settings,
+            network.clone(),
             log.clone(),
             sm,
         )
         .await
-        .map_err(|e| StartError::Consensus(e.to_string()))?;
+        .map_err(StartError::Consensus)?;
         let ids = node_ids(keys.iter().copied()).map_err(StartError::Consensus)?;
-        initialize(&raft, &ids).await?;
+        consensus::initialize(&raft, &ids)
+            .await
+            .map_err(StartError::Consensus)?;
 
         let validators = genesis
             .validators
@@ -362,12 +372,12 @@ impl Validator {
     /// Completes if Raft stops on its own (a fatal storage error): the node can no longer
     /// order anything and should exit.
     pub async fn failed(&self) -> String {
-        let mut metrics = self.shared.raft.metrics();
+        let mut watch = StatusWatch::new(&self.shared.raft);
         loop {
-            if let Err(e) = &metrics.borrow_watched().running_state {
-                return e.to_string();
+            if let Some(e) = consensus::status(&self.shared.raft).failure {
+                return e;
             }
-            if metrics.changed().await.is_err() {
+            if !watch.changed().await {
                 return "raft stopped".into();
             }
         }
@@ -379,52 +389,6 @@ fn stopped(mut stopping: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         let _ = stopping.wait_for(|s| *s).await;
     })
-}
-
-/// openraft settings: timing from the genesis (every validator must agree on it), log
-/// compaction from the node's configuration.
-fn raft_config(genesis: &Genesis, config: &NodeConfig) -> Result<Arc<Config>, StartError> {
-    let c = &genesis.consensus;
-    let raft = Config {
-        cluster_name: genesis.chain_id.clone(),
-        heartbeat_interval: c.heartbeat_interval_ms,
-        election_timeout_min: c.election_timeout_min_ms,
-        election_timeout_max: c.election_timeout_max_ms,
-        // A snapshot install fetches blocks from peers; give it time. Appends carry
-        // blocks of up to tens of MiB over libp2p, far slower than the default allows.
-        install_snapshot_timeout: 30_000,
-        enable_pre_vote: Some(true),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_blocks),
-        max_in_snapshot_log_to_keep: config.raft.keep_blocks,
-        max_payload_entries: 64,
-        ..Default::default()
-    };
-    raft.validate()
-        .map(Arc::new)
-        .map_err(|e| StartError::Consensus(format!("raft settings: {e}")))
-}
-
-/// Initializes Raft with the genesis validators on a pristine node. Every node does this
-/// with the same membership, which openraft allows; a node already initialized skips it.
-async fn initialize(raft: &OrdoRaft, ids: &BTreeMap<u64, PublicKey>) -> Result<(), StartError> {
-    if raft
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Consensus(e.to_string()))?
-    {
-        return Ok(());
-    }
-    let members: BTreeMap<u64, ValidatorNode> = ids
-        .iter()
-        .map(|(id, key)| (*id, ValidatorNode { public_key: *key }))
-        .collect();
-    match raft.initialize(members).await {
-        Ok(()) => Ok(()),
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::InitializeError::NotAllowed(_),
-        )) => Ok(()),
-        Err(e) => Err(StartError::Consensus(format!("initialize: {e}"))),
-    }
 }
 
 fn now_ms() -> u64 {
@@ -449,13 +413,13 @@ impl Shared {
 
     /// The current leader's node id, if one is known.
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        consensus::status(&self.raft).leader
     }
 
     /// Whether this node is the leader.
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
-        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+        let st = consensus::status(&self.raft);
+        st.role == Role::Leader && st.leader == Some(self.node_id)
     }
 
     /// Name and key of a validator by node id.
@@ -718,7 +682,8 @@ impl Shared {
     ) -> Result<Option<Committed>, AdmitError> {
         let rx = {
             let mut waiters = self.waiters.lock().expect("waiters lock poisoned");
-            if waiters.len() >= WAITERS_MAX {
+            let same = waiters.get(&id).map_or(0, Vec::len);
+            if waiters.len() >= WAITERS_MAX || same >= WAITERS_PER_TX_MAX {
                 return Err(AdmitError::Busy {
                     pending_txs: waiters.len(),
                     pending_bytes: 0,
@@ -799,7 +764,7 @@ async fn serve_inbound(
 
 /// Follows the applied tip: cleans the mempool, wakes waiting clients, publishes the tip.
 async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
-    let mut metrics = shared.raft.metrics();
+    let mut watch = StatusWatch::new(&shared.raft);
     let mut stopping = shared.stopping.clone();
     // Start from what the watch shows, so blocks applied before this task ran are
     // published too.
@@ -807,8 +772,8 @@ async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
     let mut leadership = (0, None);
     loop {
         let (term, leader) = {
-            let m = metrics.borrow_watched();
-            (m.current_term, m.current_leader)
+            let st = consensus::status(&shared.raft);
+            (st.term, st.leader)
         };
         if (term, leader) != leadership {
             leadership = (term, leader);
@@ -853,7 +818,7 @@ async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
         }
         shared.wake_proposer.notify_one();
         tokio::select! {
-            changed = metrics.changed() => if changed.is_err() {
+            changed = watch.changed() => if !changed {
                 tracing::error!("raft has stopped; no more blocks will be applied");
                 return;
             },
@@ -933,24 +898,19 @@ impl Proposer {
             if *stopping.borrow() {
                 return;
             }
-            let metrics = shared.raft.metrics().borrow_watched().clone();
-            let leading = metrics.state == ServerState::Leader
-                && metrics.current_leader == Some(shared.node_id);
+            let st = consensus::status(&shared.raft);
+            let leading = st.role == Role::Leader && st.leader == Some(shared.node_id);
             if !leading {
                 lead = None;
-            } else if lead.is_none_or(|(term, _, _)| term != metrics.current_term) {
-                lead = Some((
-                    metrics.current_term,
-                    metrics.last_log_index.unwrap_or(0),
-                    false,
-                ));
+            } else if lead.is_none_or(|(term, _, _)| term != st.term) {
+                lead = Some((st.term, st.last_log_index.unwrap_or(0), false));
                 last = None;
-                tracing::info!(term = metrics.current_term, "leading; proposing blocks");
+                tracing::info!(term = st.term, "leading; proposing blocks");
             }
             // Settled once earlier terms' blocks are applied and the mempool has dropped
             // their transactions (the applied-tip follower has seen the ledger tip).
             if let Some((term, from, false)) = lead {
-                let applied = metrics.last_applied.map_or(0, |l| l.index);
+                let applied = st.applied.unwrap_or(0);
                 if applied >= from && shared.tip.borrow().height == shared.store.tip().height {
                     lead = Some((term, from, true));
                 }
@@ -963,7 +923,7 @@ impl Proposer {
             let room = ready && !draining && in_flight.len() < self.in_flight_max;
             let now = Instant::now();
             if room {
-                let term = metrics.current_term;
+                let term = st.term;
                 if last.is_some_and(|(t, _)| t != term) {
                     last = None;
                 }
@@ -1031,27 +991,17 @@ impl Proposer {
         );
         let tip = block.tip();
         let block = Arc::new(block);
-        let (responder, rx) = ProgressResponder::<TypeConfig, _>::complete_only();
-        if let Err(e) = self
-            .shared
-            .raft
-            .client_write_ff(BlockEntry(block.clone()), Some(responder))
-            .await
-        {
-            let txs = Arc::unwrap_or_clone(block).txs;
-            // Raft has stopped; nothing more will commit here.
-            let _ = self.finish(Err(e.to_string()), txs);
-            return None;
-        }
+        let outcome = match consensus::propose(&self.shared.raft, block.clone()).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Raft has stopped; nothing more will commit here.
+                let _ = self.finish(Err(e), Arc::unwrap_or_clone(block).txs);
+                return None;
+            }
+        };
         tracing::debug!(height = tip.height, n_txs = block.txs.len(), "proposed");
-        let fut: InFlight = Box::pin(async move {
-            let outcome = match rx.await {
-                Ok(Ok(resp)) => Ok(resp.data),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("raft dropped the proposal".into()),
-            };
-            (outcome, Arc::unwrap_or_clone(block).txs)
-        });
+        let fut: InFlight =
+            Box::pin(async move { (outcome.await, Arc::unwrap_or_clone(block).txs) });
         Some((fut, tip))
     }
 

@@ -15,11 +15,15 @@
 //! applied log id in the same `WriteBatch` as the block it applies, so a restart never
 //! applies a block twice or skips one.
 
+mod control;
 mod log_store;
 mod raft_net;
 mod state_machine;
 mod types;
 
+pub use control::{
+    RaftSettings, RaftStatus, Role, StatusWatch, initialize, propose, start, status,
+};
 pub use log_store::LogStore;
 pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
 pub use state_machine::{BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, SnapshotBuilder};
