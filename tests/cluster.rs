@@ -205,8 +205,9 @@ fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
     let mut c = Cluster::start(Options::default());
     let leader = c.wait_leader(ELECTION);
     let node = (leader + 1) % 3;
-    let mut fresh = c.txs(3, 0);
+    let mut fresh = c.txs(4, 0);
     let (good, other, missing) = (fresh.remove(0), fresh.remove(0), fresh.remove(0).id());
+    let binary = fresh.remove(0);
     let post = |body: serde_json::Value| c.post(node, &body).expect("answer");
     let expect = |(status, v): (u16, serde_json::Value), code: u16, err: &str| {
         assert_eq!(status, code, "{v}");
@@ -227,6 +228,42 @@ fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
     expect(post(json!({ "transaction": "zz" })), 400, "malformed");
     expect(post(json!({ "transaction": "00ff" })), 400, "malformed");
     expect(post(json!({ "tx": "00" })), 400, "malformed");
+
+    // Binary submissions: length-prefixed canonical transactions.
+    let post_binary = |query: &str, body: Vec<u8>| {
+        let r = c
+            .http
+            .post(format!("{}/v1/transactions{query}", c.nodes[node].url()))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .expect("answer");
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().expect("json answer"))
+    };
+    let frame = |bytes: &[u8]| {
+        let mut f = u32::try_from(bytes.len())
+            .expect("small")
+            .to_le_bytes()
+            .to_vec();
+        f.extend_from_slice(bytes);
+        f
+    };
+    expect(post_binary("", Vec::new()), 400, "malformed");
+    expect(post_binary("", vec![1, 0]), 400, "malformed");
+    expect(post_binary("", vec![9, 0, 0, 0, 1]), 400, "malformed");
+    expect(
+        post_binary("?nonsense=1", frame(&binary.to_bytes())),
+        400,
+        "malformed",
+    );
+    let mut body = frame(&binary.to_bytes());
+    body.extend(frame(&[0xff, 0x00]));
+    let (status, v) = post_binary("?wait=true", body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["results"][0]["status"], "committed", "{v}");
+    assert_eq!(v["results"][0]["id"], binary.id().to_string(), "{v}");
+    assert_eq!(v["results"][1]["error"]["code"], "malformed", "{v}");
 
     let client = c.chain.clients[0].clone();
     let sign = |change: &dyn Fn(&mut Transaction)| {
@@ -315,8 +352,9 @@ fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
         (404, Some("not_found"))
     );
 
-    let chain = c.stop_and_check(&HashSet::from([good.id()]));
-    assert_eq!(chain, HashSet::from([good.id()]), "nothing else was stored");
+    let stored = HashSet::from([good.id(), binary.id()]);
+    let chain = c.stop_and_check(&stored);
+    assert_eq!(chain, stored, "nothing else was stored");
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub mod types;
 mod verify;
 
 pub use audit::{AuditError, AuditFailure, AuditReport, audit};
-pub use builder::build_block;
+pub use builder::{build_block, build_block_with_ids};
 pub use policy::{
     BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, CHAIN_ID_BYTES_MAX, Limits, Policy, TX_BYTES_LIMIT,
     TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,

@@ -443,11 +443,84 @@ fn decode_tx(text: &str, encoding: Encoding, max: u64) -> Result<SignedTransacti
         .map_err(|e| ApiError::bad("malformed", format!("not a signed transaction: {e}")))
 }
 
-async fn submit(
-    State(api): State<Api>,
-    body: Result<Json<SubmitRequest>, JsonRejection>,
-) -> ApiResult {
-    let Json(req) = body?;
+/// Query parameters of a binary submission (a JSON submission carries them in its body).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BinaryQuery {
+    /// Wait until each accepted transaction is committed.
+    wait: Option<bool>,
+    /// How long to wait, in milliseconds.
+    timeout_ms: Option<u64>,
+}
+
+/// Media type of a binary submission: length-prefixed canonical transactions.
+pub const BINARY_SUBMISSION: &str = "application/octet-stream";
+
+fn is_binary(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(BINARY_SUBMISSION))
+}
+
+/// Splits a binary submission body into its transactions: each is a little-endian `u32`
+/// length and that many bytes of canonical encoding. A frame that does not decode, or is
+/// over `max` bytes, gets its own error; a body that does not split into frames is refused.
+fn split_frames(
+    body: &[u8],
+    max: u64,
+) -> Result<Vec<Result<SignedTransaction, ApiError>>, ApiError> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if out.len() >= SUBMIT_TXS_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a submission holds 1 to {SUBMIT_TXS_MAX} transactions"),
+            ));
+        }
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .map(|(len, tail)| (u32::from_le_bytes(*len) as usize, tail))
+            .ok_or_else(|| {
+                ApiError::bad("malformed", "binary submission ends inside a length prefix")
+            })?;
+        if len > tail.len() {
+            return Err(ApiError::bad(
+                "malformed",
+                format!(
+                    "binary submission frame {} declares {len} bytes, {} remain",
+                    out.len(),
+                    tail.len()
+                ),
+            ));
+        }
+        let (frame, tail) = tail.split_at(len);
+        out.push(if len as u64 > max {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("transaction is {len} bytes, limit is {max}"),
+            ))
+        } else {
+            SignedTransaction::from_bytes(frame, max)
+                .map_err(|e| ApiError::bad("malformed", format!("not a signed transaction: {e}")))
+        });
+        rest = tail;
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad("malformed", "the submission is empty"));
+    }
+    Ok(out)
+}
+
+/// `POST /v1/transactions`: a JSON body (`application/json`), or length-prefixed
+/// canonical transactions (`application/octet-stream`, with `wait` and `timeout_ms` in the
+/// query string).
+async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResult {
+    use axum::extract::FromRequest;
     if *api.shared.stopping.borrow() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -455,7 +528,7 @@ async fn submit(
             "the node is shutting down",
         ));
     }
-    // Refused at the door, before decoding anything, when the node is saturated.
+    // Refused at the door, before reading or decoding anything, when the node is saturated.
     let Some(_turn) = api.shared.admission_turn() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -463,41 +536,69 @@ async fn submit(
             "the node is admitting as many submissions as it can (or its mempool is full); retry later",
         ));
     };
-    let (texts, single) = match (req.transaction, req.transactions) {
-        (Some(t), None) => (vec![t], true),
-        (None, Some(ts)) => (ts, false),
-        _ => {
-            return Err(ApiError::bad(
-                "malformed",
-                "give exactly one of `transaction` or `transactions`",
+    let max = api.shared.policy.limits.tx_bytes_max;
+    let (decoded, single, wait, timeout_ms) = if is_binary(&req) {
+        let Query(q) = Query::<BinaryQuery>::try_from_uri(req.uri())?;
+        let body = axum::body::Bytes::from_request(req, &())
+            .await
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("request body is larger than {BODY_BYTES_MAX} bytes"),
+                    )
+                } else {
+                    ApiError::bad("malformed", r.body_text())
+                }
+            })?;
+        (
+            split_frames(&body, max)?,
+            false,
+            q.wait.unwrap_or(false),
+            q.timeout_ms,
+        )
+    } else {
+        let Json(req) = Json::<SubmitRequest>::from_request(req, &()).await?;
+        let (texts, single) = match (req.transaction, req.transactions) {
+            (Some(t), None) => (vec![t], true),
+            (None, Some(ts)) => (ts, false),
+            _ => {
+                return Err(ApiError::bad(
+                    "malformed",
+                    "give exactly one of `transaction` or `transactions`",
+                ));
+            }
+        };
+        if texts.is_empty() {
+            return Err(ApiError::bad("malformed", "`transactions` is empty"));
+        }
+        if texts.len() > SUBMIT_TXS_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "a submission holds 1 to {SUBMIT_TXS_MAX} transactions, not {}",
+                    texts.len()
+                ),
             ));
         }
+        let decoded = texts
+            .iter()
+            .map(|t| decode_tx(t, req.encoding, max))
+            .collect();
+        (decoded, single, req.wait, req.timeout_ms)
     };
-    if texts.is_empty() {
-        return Err(ApiError::bad("malformed", "`transactions` is empty"));
-    }
-    if texts.len() > SUBMIT_TXS_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "a submission holds 1 to {SUBMIT_TXS_MAX} transactions, not {}",
-                texts.len()
-            ),
-        ));
-    }
-    let timeout = req
-        .timeout_ms
+    let timeout = timeout_ms
         .map_or(WAIT_DEFAULT, Duration::from_millis)
         .min(WAIT_MAX);
-    let max = api.shared.policy.limits.tx_bytes_max;
 
-    // Decode everything first; submit what decodes.
+    // Submit what decodes.
     let mut errors = Vec::new();
-    let mut results: Vec<Option<TxResult>> = Vec::with_capacity(texts.len());
+    let mut results: Vec<Option<TxResult>> = Vec::with_capacity(decoded.len());
     let mut txs = Vec::new();
-    for text in &texts {
-        match decode_tx(text, req.encoding, max) {
+    for d in decoded {
+        match d {
             Ok(tx) => {
                 txs.push(tx);
                 results.push(None);
@@ -511,8 +612,7 @@ async fn submit(
             }
         }
     }
-    let ids: Vec<TxId> = txs.iter().map(SignedTransaction::id).collect();
-    let submitted = api.shared.submit(txs).await;
+    let (ids, submitted) = api.shared.submit(txs).await;
     let mut outcome = submitted.iter().zip(&ids);
     let mut accepted = Vec::new();
     for (slot, r) in results.iter_mut().enumerate() {
@@ -552,7 +652,7 @@ async fn submit(
     {
         return Err(errors.swap_remove(0));
     }
-    if req.wait {
+    if wait {
         let waits = accepted.iter().map(|slot| {
             let id: TxId = results[*slot]
                 .id
@@ -638,10 +738,15 @@ async fn transaction(State(api): State<Api>, Path(id): Path<String>) -> ApiResul
 
 /// A block as JSON: header fields, hash, signature and transactions with their ids.
 pub fn block_json(block: &Block, with_txs: bool) -> Value {
+    block_json_with(block, &block.hash(), &block.tx_ids(), with_txs)
+}
+
+/// As [`block_json`], given the block's hash and transaction ids.
+fn block_json_with(block: &Block, hash: &Hash, ids: &[TxId], with_txs: bool) -> Value {
     let h = &block.header;
     let mut v = json!({
         "height": h.height,
-        "hash": block.hash().to_string(),
+        "hash": hash.to_string(),
         "prev_hash": h.prev_hash.to_string(),
         "chain_id": h.chain_id,
         "tx_root": h.tx_root.to_string(),
@@ -652,12 +757,11 @@ pub fn block_json(block: &Block, with_txs: bool) -> Value {
         "signature": block.signature.to_string(),
         "bytes": block.encoded_len(),
     });
-    let ids = block.tx_ids();
     if with_txs {
         v["transactions"] = block
             .txs
             .iter()
-            .zip(&ids)
+            .zip(ids)
             .map(|(tx, id)| json!({ "id": id.to_string(), "tx": tx.tx, "signature": tx.signature.to_string() }))
             .collect();
     } else {
@@ -741,14 +845,23 @@ async fn stream_blocks(
                     return None;
                 }
                 if next <= tip.borrow().height {
-                    let store = shared.store.clone();
-                    let block = tokio::task::spawn_blocking(move || store.block(next)).await;
-                    let event = match block {
-                        Ok(Ok(Some(b))) => Event::default()
+                    let applied = match shared.recent.get(next) {
+                        Some(b) => Some(b),
+                        None => {
+                            let shared = shared.clone();
+                            tokio::task::spawn_blocking(move || shared.applied_block(next))
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .flatten()
+                        }
+                    };
+                    let event = match applied {
+                        Some(b) => Event::default()
                             .event("block")
                             .id(next.to_string())
-                            .json_data(block_json(&b, with_txs)),
-                        _ => return None,
+                            .json_data(block_json_with(&b.block, &b.hash, &b.ids, with_txs)),
+                        None => return None,
                     };
                     return Some((event, (next + 1, tip, stopping, shared, permit)));
                 }

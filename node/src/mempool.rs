@@ -129,6 +129,110 @@ impl Hasher for IdHasher {
 /// A set of transaction ids.
 pub type IdSet = HashSet<TxId, IdHashBuilder>;
 
+/// A batch of submissions on its way into a pool, in four steps, so that a node holds its
+/// pool's lock only briefly (the expensive steps need no lock):
+///
+/// 1. [`Admission::new`]: ids, chain rules, and whether each is already committed.
+/// 2. [`Mempool::screen`] (pool locked): already pending? room left?
+/// 3. [`Admission::verify_signatures`]: batch-verifies the survivors' signatures.
+/// 4. [`Mempool::enter`] (pool locked): checks again what may have changed, and enters them.
+pub struct Admission {
+    /// Every submission's id, in order.
+    ids: Vec<TxId>,
+    results: Vec<Result<TxId, AdmitError>>,
+    candidates: Vec<Candidate>,
+    verified: bool,
+}
+
+struct Candidate {
+    /// Index of the submission in the batch.
+    slot: usize,
+    tx: SignedTransaction,
+    id: TxId,
+}
+
+impl Admission {
+    /// Step 1: checks each submission against the chain rules for the block at
+    /// `next_height` and against `committed` (where an id is committed, if anywhere).
+    /// Duplicates within the batch count as already pending.
+    pub fn new(
+        txs: Vec<SignedTransaction>,
+        policy: &Policy,
+        next_height: u64,
+        committed: impl Fn(&TxId) -> Option<u64>,
+    ) -> Admission {
+        let mut ids = Vec::with_capacity(txs.len());
+        let mut results = Vec::with_capacity(txs.len());
+        let mut candidates = Vec::with_capacity(txs.len());
+        let mut batch_ids = IdSet::default();
+        for tx in txs {
+            let id = tx.id();
+            ids.push(id);
+            let checked = check_tx_rules(&tx, policy, next_height)
+                .map_err(|error| AdmitError::Invalid { id, error })
+                .and_then(|()| {
+                    if batch_ids.contains(&id) {
+                        return Err(AdmitError::AlreadyPending(id));
+                    }
+                    match committed(&id) {
+                        Some(height) => Err(AdmitError::AlreadyCommitted { id, height }),
+                        None => Ok(()),
+                    }
+                });
+            if checked.is_ok() {
+                batch_ids.insert(id);
+                candidates.push(Candidate {
+                    slot: results.len(),
+                    tx,
+                    id,
+                });
+            }
+            results.push(checked.map(|()| id));
+        }
+        Admission {
+            ids,
+            results,
+            candidates,
+            verified: false,
+        }
+    }
+
+    /// Every submission's id, in order.
+    pub fn ids(&self) -> &[TxId] {
+        &self.ids
+    }
+
+    /// Whether any submission is still a candidate.
+    pub fn has_candidates(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
+    /// Step 3: batch-verifies the candidates' signatures and refuses the bad ones. Without
+    /// this step, [`Mempool::enter`] records the entered transactions as unverified.
+    pub fn verify_signatures(&mut self) {
+        let mut batch = BatchVerifier::with_capacity(self.candidates.len());
+        for c in &self.candidates {
+            batch.queue(&c.tx.tx.sender, c.id.as_bytes(), &c.tx.signature);
+        }
+        let bad = batch.invalid();
+        if !bad.is_empty() {
+            let mut bad = bad.into_iter().peekable();
+            let candidates = std::mem::take(&mut self.candidates);
+            for (i, c) in candidates.into_iter().enumerate() {
+                if bad.next_if_eq(&i).is_some() {
+                    self.results[c.slot] = Err(AdmitError::Invalid {
+                        id: c.id,
+                        error: TxError::BadSignature,
+                    });
+                } else {
+                    self.candidates.push(c);
+                }
+            }
+        }
+        self.verified = true;
+    }
+}
+
 struct Pending {
     tx: SignedTransaction,
     id: TxId,
@@ -286,6 +390,9 @@ impl Mempool {
     /// As [`Mempool::admit`], but with `verify` false the signatures are not checked
     /// here: a follower admits what it will forward, and the leader checks (see
     /// [`Mempool::mark_verified`]). Unchecked transactions never enter a block unchecked.
+    ///
+    /// This runs the steps of an [`Admission`] with the pool held throughout; a node runs
+    /// them with the pool locked only for [`Mempool::screen`] and [`Mempool::enter`].
     pub fn admit_with(
         &mut self,
         txs: Vec<SignedTransaction>,
@@ -294,27 +401,52 @@ impl Mempool {
         now: Instant,
         verify: bool,
     ) -> Vec<Result<TxId, AdmitError>> {
-        let mut results = Vec::with_capacity(txs.len());
-        let mut candidates = Vec::new();
-        let mut batch_ids = IdSet::default();
-        for tx in txs {
-            let id = tx.id();
-            let checked = self.precheck(&tx, id, next_height, &committed, &batch_ids);
-            if checked.is_ok() {
-                batch_ids.insert(id);
-                candidates.push((results.len(), tx, id));
-            }
-            results.push(checked.map(|()| id));
+        let mut admission = Admission::new(txs, &self.policy, next_height, committed);
+        self.screen(&mut admission);
+        if verify {
+            admission.verify_signatures();
         }
-        let admitted = if verify {
-            self.verify_signatures(candidates, &mut results)
-        } else {
-            candidates
-        };
-        for (slot, tx, id) in admitted {
-            results[slot] = self.push(tx, id, now).map(|()| id);
-            if !verify && results[slot].is_ok() {
-                self.unverified.insert(id);
+        self.enter(admission, now)
+    }
+
+    /// Step 2 of an [`Admission`]: refuses candidates that are already pending, or for
+    /// which there is no room.
+    pub fn screen(&self, admission: &mut Admission) {
+        let mut kept = 0;
+        let candidates = std::mem::take(&mut admission.candidates);
+        for c in candidates {
+            let checked = if self.contains(&c.id) {
+                Err(AdmitError::AlreadyPending(c.id))
+            } else {
+                self.check_room(c.tx.encoded_len(), kept)
+            };
+            match checked {
+                Ok(()) => {
+                    kept += 1;
+                    admission.candidates.push(c);
+                }
+                Err(e) => admission.results[c.slot] = Err(e),
+            }
+        }
+    }
+
+    /// Step 4 of an [`Admission`]: enters the surviving candidates (checking again what
+    /// may have changed since [`Mempool::screen`]) and returns one result per submission.
+    pub fn enter(&mut self, admission: Admission, now: Instant) -> Vec<Result<TxId, AdmitError>> {
+        let Admission {
+            mut results,
+            candidates,
+            verified,
+            ..
+        } = admission;
+        for c in candidates {
+            results[c.slot] = if self.contains(&c.id) {
+                Err(AdmitError::AlreadyPending(c.id))
+            } else {
+                self.push(c.tx, c.id, now).map(|()| c.id)
+            };
+            if !verified && results[c.slot].is_ok() {
+                self.unverified.insert(c.id);
             }
         }
         results
@@ -329,25 +461,6 @@ impl Mempool {
         }
     }
 
-    fn precheck(
-        &self,
-        tx: &SignedTransaction,
-        id: TxId,
-        next_height: u64,
-        committed: &impl Fn(&TxId) -> Option<u64>,
-        batch_ids: &IdSet,
-    ) -> Result<(), AdmitError> {
-        check_tx_rules(tx, &self.policy, next_height)
-            .map_err(|error| AdmitError::Invalid { id, error })?;
-        if self.contains(&id) || batch_ids.contains(&id) {
-            return Err(AdmitError::AlreadyPending(id));
-        }
-        if let Some(height) = committed(&id) {
-            return Err(AdmitError::AlreadyCommitted { id, height });
-        }
-        self.check_room(tx.encoded_len(), batch_ids.len())
-    }
-
     fn check_room(&self, bytes: u64, extra_txs: usize) -> Result<(), AdmitError> {
         if self.ids.len() + extra_txs >= self.limits.txs_max
             || self.bytes + bytes > self.limits.bytes_max
@@ -358,31 +471,6 @@ impl Mempool {
             });
         }
         Ok(())
-    }
-
-    /// Batch-verifies the candidates' signatures; records failures in `results` and returns
-    /// the candidates that pass.
-    fn verify_signatures(
-        &self,
-        mut candidates: Vec<(usize, SignedTransaction, TxId)>,
-        results: &mut [Result<TxId, AdmitError>],
-    ) -> Vec<(usize, SignedTransaction, TxId)> {
-        loop {
-            let mut batch = BatchVerifier::with_capacity(candidates.len());
-            for (_, tx, id) in &candidates {
-                batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
-            }
-            let index = match batch.verify() {
-                Ok(()) => return candidates,
-                Err(ordo_crypto::SignatureError::InvalidAt { index }) => index,
-                Err(ordo_crypto::SignatureError::Invalid) => 0,
-            };
-            let (slot, _, id) = candidates.remove(index);
-            results[slot] = Err(AdmitError::Invalid {
-                id,
-                error: TxError::BadSignature,
-            });
-        }
     }
 
     fn push(&mut self, tx: SignedTransaction, id: TxId, now: Instant) -> Result<(), AdmitError> {
@@ -412,10 +500,10 @@ impl Mempool {
     }
 
     /// Takes the transactions for the block at `height`, oldest first, within the block
-    /// limits. Transactions that expired before `height` are dropped. The rest stay pending.
-    /// The ones taken count as pending until [`Mempool::remove_committed`] or
-    /// [`Mempool::requeue`] settles their block.
-    pub fn cut(&mut self, height: u64) -> Vec<SignedTransaction> {
+    /// limits, with their ids. Transactions that expired before `height` are dropped. The
+    /// rest stay pending. The ones taken count as pending until
+    /// [`Mempool::remove_committed`] or [`Mempool::requeue`] settles their block.
+    pub fn cut(&mut self, height: u64) -> (Vec<SignedTransaction>, Vec<TxId>) {
         let limits = self.policy.limits;
         let mut out: Vec<(TxId, SignedTransaction, bool)> = Vec::new();
         let mut block_bytes = BLOCK_OVERHEAD_BYTES;
@@ -452,14 +540,16 @@ impl Mempool {
             })
             .collect();
         let mut block = Vec::with_capacity(out.len());
+        let mut ids = Vec::with_capacity(out.len());
         for (i, (id, tx, _)) in out.into_iter().enumerate() {
             if bad.contains(&i) {
                 continue;
             }
             self.in_flight.insert(id);
             block.push(tx);
+            ids.push(id);
         }
-        block
+        (block, ids)
     }
 
     /// Puts back the transactions of a block that will never commit (its leader lost

@@ -144,7 +144,8 @@ fn cuts_when_full_by_count() {
     assert!(!p.should_cut(now), "9 of 10 and no timeout yet");
     p.admit(vec![tx(9), tx(10), tx(11)], 1, nothing_committed, now);
     assert!(p.should_cut(now));
-    let block = p.cut(1);
+    let (block, ids) = p.cut(1);
+    assert_eq!(ids, block.iter().map(|t| t.id()).collect::<Vec<_>>());
     assert_eq!(block.len(), 10);
     assert_eq!(block[0], tx(0), "oldest first");
     assert_eq!(p.len(), 2);
@@ -163,7 +164,7 @@ fn cuts_when_full_by_bytes() {
     assert!(!p.should_cut(now));
     p.admit((2..5).map(tx).collect(), 1, nothing_committed, now);
     assert!(p.should_cut(now));
-    assert_eq!(p.cut(1).len(), 3, "a block never exceeds block_bytes_max");
+    assert_eq!(p.cut(1).0.len(), 3, "a block never exceeds block_bytes_max");
 }
 
 #[test]
@@ -181,7 +182,7 @@ fn cuts_after_the_batch_timeout_from_the_first_pending_transaction() {
     assert_eq!(p.cut_deadline(), Some(t0 + Duration::from_millis(20)));
     assert!(!p.should_cut(t0 + Duration::from_millis(19)));
     assert!(p.should_cut(t0 + Duration::from_millis(20)));
-    assert_eq!(p.cut(1).len(), 2);
+    assert_eq!(p.cut(1).0.len(), 2);
     assert_eq!(p.cut_deadline(), None);
     assert!(
         !p.should_cut(t0 + Duration::from_secs(1)),
@@ -199,7 +200,7 @@ fn cut_drops_transactions_that_expired_meanwhile() {
         nothing_committed,
         now,
     );
-    let block = p.cut(6);
+    let (block, _) = p.cut(6);
     assert_eq!(block, vec![tx(2)]);
     assert!(p.is_empty());
     assert_eq!(p.bytes(), 0);
@@ -210,11 +211,11 @@ fn requeue_restores_an_uncommitted_block_ahead_of_newer_transactions() {
     let now = Instant::now();
     let mut p = pool(MempoolLimits::default());
     p.admit((0..3).map(tx).collect(), 1, nothing_committed, now);
-    let lost = p.cut(1);
+    let (lost, _) = p.cut(1);
     p.admit(vec![tx(3)], 1, nothing_committed, now);
     let already = lost[1].id();
     p.requeue(lost, 1, |id| (*id == already).then_some(1), now);
-    let block = p.cut(1);
+    let (block, _) = p.cut(1);
     assert_eq!(
         block,
         vec![tx(0), tx(2), tx(3)],
@@ -277,7 +278,7 @@ fn a_transaction_in_an_uncommitted_block_cannot_be_admitted_again() {
     let now = Instant::now();
     let mut p = pool(MempoolLimits::default());
     p.admit(vec![tx(1), tx(2)], 1, nothing_committed, now);
-    let block = p.cut(1);
+    let (block, _) = p.cut(1);
     assert_eq!(block.len(), 2);
     assert!(p.is_empty());
     assert_eq!(p.in_flight(), 2);
@@ -287,7 +288,7 @@ fn a_transaction_in_an_uncommitted_block_cannot_be_admitted_again() {
     // The block fails: its transactions wait again, and are still admitted once.
     p.requeue(block, 1, nothing_committed, now);
     assert_eq!((p.len(), p.in_flight()), (2, 0));
-    let block = p.cut(1);
+    let (block, _) = p.cut(1);
     // It commits: nothing of it stays pending.
     p.remove_committed(&block.iter().map(SignedTransaction::id).collect::<Vec<_>>());
     assert_eq!((p.len(), p.in_flight()), (0, 0));
@@ -313,7 +314,7 @@ fn unchecked_admissions_are_verified_before_they_enter_a_block() {
     );
     // The leader accepted tx(4): it is known good; the others are checked at cut.
     p.mark_verified(&[tx(4).id()]);
-    let block = p.cut(1);
+    let (block, _) = p.cut(1);
     assert_eq!(
         block,
         vec![tx(1), tx(4)],

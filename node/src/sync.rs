@@ -81,7 +81,7 @@ impl BlockSource for PeerBlockSource {
             }
             Ok(blocks
                 .into_iter()
-                .map(|b| Arc::unwrap_or_clone(b.0))
+                .map(|b| Arc::unwrap_or_clone(b.block))
                 .collect())
         })
     }
@@ -116,7 +116,7 @@ fn read_blocks(store: &Store, from: u64, max: u64) -> Result<Vec<BlockEntry>, St
         if bytes > ANSWER_BYTES_MAX && !out.is_empty() {
             break;
         }
-        out.push(BlockEntry(Arc::new(block)));
+        out.push(BlockEntry::new(Arc::new(block)));
     }
     Ok(out)
 }

@@ -26,17 +26,20 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use ordo_crypto::{Keypair, PublicKey};
 use ordo_genesis::Genesis;
-use ordo_ledger::{ChainTip, Policy, SignedTransaction, Store, TxError, TxId, build_block};
+use ordo_ledger::{
+    ChainTip, Policy, SignedTransaction, Store, StoreError, TxError, TxId, build_block_with_ids,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
 use crate::consensus::{
-    self, ApplyOutcome, OrdoRaft, RaftServer, RaftSettings, Role, StatusWatch, decode_internal,
-    encode_internal, node_id, node_ids, open_consensus_storage, open_store,
+    self, AppliedBlock, ApplyOutcome, OrdoRaft, RaftServer, RaftSettings, RecentBlocks, Role,
+    StatusWatch, decode_internal, encode_internal, node_id, node_ids, open_consensus_storage,
+    open_store,
 };
-use crate::mempool::{AdmitError, Mempool};
+use crate::mempool::{Admission, AdmitError, Mempool};
 use crate::network::{Frame, InboundRequest, Kind, Network, NetworkConfig};
 use crate::sync::{PeerBlockSource, serve_blocks};
 
@@ -169,6 +172,8 @@ pub struct Shared {
     pub validators: BTreeMap<u64, (String, PublicKey)>,
     /// The latest applied tip, as seen by the applied task.
     pub tip: watch::Receiver<ChainTip>,
+    /// The last blocks applied, with their transaction ids.
+    pub recent: RecentBlocks,
     /// Counters.
     pub counters: Counters,
     /// When the node started.
@@ -248,6 +253,7 @@ impl Validator {
         let source = Arc::new(PeerBlockSource::new(network.clone(), others));
         let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
             .map_err(|e| StartError::Consensus(e.to_string()))?;
+        let recent = sm.recent();
         let c = &genesis.consensus;
         let settings = RaftSettings {
             heartbeat_ms: c.heartbeat_interval_ms,
@@ -293,6 +299,7 @@ impl Validator {
             network,
             validators,
             tip,
+            recent,
             counters: Counters::default(),
             started: Instant::now(),
             stopping: stopping.clone(),
@@ -438,24 +445,40 @@ impl Shared {
         })
     }
 
+    /// The applied block at `height` with its transaction ids: from the recent blocks,
+    /// else from the ledger (`None` if the ledger does not reach `height`).
+    ///
+    /// # Errors
+    /// When the ledger cannot be read.
+    pub fn applied_block(&self, height: u64) -> Result<Option<AppliedBlock>, StoreError> {
+        if let Some(b) = self.recent.get(height) {
+            return Ok(Some(b));
+        }
+        Ok(self.store.block(height)?.map(|block| AppliedBlock {
+            ids: block.tx_ids().into(),
+            hash: block.hash(),
+            block: Arc::new(block),
+        }))
+    }
+
     fn committed_height(&self, id: &TxId) -> Option<u64> {
         self.store.tx_location(id).ok().flatten().map(|(h, _)| h)
     }
 
     /// Admits `txs` on this node (all checks, signatures batch-verified off the async
     /// threads), then, unless this node leads, forwards the admitted ones to the leader.
-    /// One result per transaction, in order.
+    /// Returns the transactions' ids and one result per transaction, in order.
     pub async fn submit(
         self: &Arc<Self>,
         txs: Vec<SignedTransaction>,
-    ) -> Vec<Result<TxId, SubmitError>> {
+    ) -> (Vec<TxId>, Vec<Result<TxId, SubmitError>>) {
         let this = self.clone();
         let copies = txs.clone();
         // Each node checks each signature once: the leader at admission, a follower before
         // it appends the block. So a follower does not check here; the leader's verdict on
         // the forwarded transaction comes back to the client.
         let verify = self.is_leader();
-        let admitted = tokio::task::spawn_blocking(move || this.admit(txs, verify))
+        let (ids, admitted) = tokio::task::spawn_blocking(move || this.admit(txs, verify))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         let mut results: Vec<Result<TxId, SubmitError>> = admitted
@@ -464,11 +487,11 @@ impl Shared {
             .collect();
         let fresh: Vec<usize> = (0..results.len()).filter(|i| results[*i].is_ok()).collect();
         if fresh.is_empty() {
-            return self.count(results);
+            return (ids, self.count(results));
         }
         if self.is_leader() {
             self.wake_proposer.notify_one();
-            return self.count(results);
+            return (ids, self.count(results));
         }
         let verdicts = match self.leader().and_then(|id| self.validator(id)) {
             None => vec![Err(SubmitError::NoLeader); fresh.len()],
@@ -515,7 +538,7 @@ impl Shared {
             pool.remove_pending(&gone);
         }
         drop(pool);
-        self.count(results)
+        (ids, self.count(results))
     }
 
     fn count(&self, results: Vec<Result<TxId, SubmitError>>) -> Vec<Result<TxId, SubmitError>> {
@@ -532,16 +555,22 @@ impl Shared {
     }
 
     /// Admits into this node's mempool; signatures are checked when `verify` (the leader
-    /// checks; a follower leaves it to the leader it forwards to).
-    fn admit(&self, txs: Vec<SignedTransaction>, verify: bool) -> Vec<Result<TxId, AdmitError>> {
+    /// checks; a follower leaves it to the leader it forwards to). The pool is locked only
+    /// to screen and to enter: ids, rules, index lookups and signatures need no lock, so
+    /// the proposer and other admissions are not held up by them.
+    fn admit(
+        &self,
+        txs: Vec<SignedTransaction>,
+        verify: bool,
+    ) -> (Vec<TxId>, Vec<Result<TxId, AdmitError>>) {
         let next = self.store.tip().height + 1;
-        self.pool().admit_with(
-            txs,
-            next,
-            |id| self.committed_height(id),
-            Instant::now(),
-            verify,
-        )
+        let mut admission = Admission::new(txs, &self.policy, next, |id| self.committed_height(id));
+        self.pool().screen(&mut admission);
+        if verify && admission.has_candidates() {
+            admission.verify_signatures();
+        }
+        let ids = admission.ids().to_vec();
+        (ids, self.pool().enter(admission, Instant::now()))
     }
 
     /// Sends `txs` to the leader, in chunks, and returns its verdict on each (or why the
@@ -649,7 +678,7 @@ impl Shared {
             return vec![Verdict::Busy; raw.len()];
         };
         let this = self.clone();
-        let admitted = tokio::task::spawn_blocking(move || this.admit(txs, true))
+        let (_, admitted) = tokio::task::spawn_blocking(move || this.admit(txs, true))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.wake_proposer.notify_one();
@@ -785,7 +814,7 @@ async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
         let tip = shared.store.tip();
         while seen < tip.height {
             let height = seen + 1;
-            let block = match shared.store.block(height) {
+            let applied = match shared.applied_block(height) {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {
@@ -793,24 +822,26 @@ async fn follow_applied(shared: Arc<Shared>, tip_tx: watch::Sender<ChainTip>) {
                     break;
                 }
             };
-            let ids = block.tx_ids();
-            let hash = block.hash();
-            shared.pool().remove_committed(&ids);
+            shared.pool().remove_committed(&applied.ids);
             let mut waiters = shared.waiters.lock().expect("waiters lock poisoned");
             if !waiters.is_empty() {
-                for (index, id) in ids.iter().enumerate() {
+                for (index, id) in applied.ids.iter().enumerate() {
                     for w in waiters.remove(id).unwrap_or_default() {
                         let _ = w.send(Committed {
                             height,
                             index: index as u32,
-                            block_hash: hash,
+                            block_hash: applied.hash,
                         });
                     }
                 }
             }
             drop(waiters);
             seen = height;
-            let _ = tip_tx.send(block.tip());
+            let _ = tip_tx.send(ChainTip {
+                height,
+                hash: applied.hash,
+                timestamp_ms: applied.block.header.timestamp_ms,
+            });
         }
         let dropped = shared.pool().drop_expired(seen + 1);
         if dropped > 0 {
@@ -971,7 +1002,7 @@ impl Proposer {
         now: Instant,
     ) -> Option<(InFlight, ChainTip)> {
         let parent = self.parent(last);
-        let txs = {
+        let (txs, ids) = {
             let mut pool = self.shared.pool();
             if !pool.should_cut(now) {
                 return None;
@@ -981,17 +1012,18 @@ impl Proposer {
         if txs.is_empty() {
             return None;
         }
-        let block = build_block(
+        let block = build_block_with_ids(
             &parent,
             &self.shared.policy.chain_id,
             txs,
+            &ids,
             &self.key,
             now_ms(),
             term,
         );
         let tip = block.tip();
         let block = Arc::new(block);
-        let outcome = match consensus::propose(&self.shared.raft, block.clone()).await {
+        let outcome = match consensus::propose(&self.shared.raft, block.clone(), ids.into()).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 // Raft has stopped; nothing more will commit here.

@@ -185,7 +185,7 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
         let block = next_block(leader, &client, nonce, term);
         let resp = leader
             .raft
-            .client_write(BlockEntry(Arc::new(block)))
+            .client_write(BlockEntry::new(Arc::new(block)))
             .await
             .expect("commit");
         assert!(
@@ -203,7 +203,7 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
     // A forged block: a valid transaction, but the proposer signature is broken.
     let mut forged = next_block(leader, &client, 6, term);
     forged.signature.0[0] ^= 1;
-    let write = leader.raft.client_write(BlockEntry(Arc::new(forged)));
+    let write = leader.raft.client_write(BlockEntry::new(Arc::new(forged)));
     assert!(
         tokio::time::timeout(Duration::from_secs(3), write)
             .await

@@ -9,7 +9,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::raft::responder::ProgressResponder;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use ordo_crypto::PublicKey;
-use ordo_ledger::Block;
+use ordo_ledger::{Block, TxId};
 
 use super::{
     ApplyOutcome, BlockEntry, BlockStateMachine, LogStore, OrdoRaft, RaftNet, TypeConfig,
@@ -141,17 +141,19 @@ pub async fn initialize(raft: &OrdoRaft, ids: &BTreeMap<u64, PublicKey>) -> Resu
     }
 }
 
-/// Hands `block` to Raft (in call order) and returns, once it is queued, a future of what
-/// applying it did, or why it did not commit.
+/// Hands `block`, whose transaction ids in block order are `ids`, to Raft (in call order)
+/// and returns, once it is queued, a future of what applying it did, or why it did not
+/// commit.
 ///
 /// # Errors
 /// When Raft has stopped.
 pub async fn propose(
     raft: &OrdoRaft,
     block: Arc<Block>,
+    ids: Arc<[TxId]>,
 ) -> Result<impl Future<Output = Result<ApplyOutcome, String>> + Send + 'static, String> {
     let (responder, rx) = ProgressResponder::<TypeConfig, _>::complete_only();
-    raft.client_write_ff(BlockEntry(block), Some(responder))
+    raft.client_write_ff(BlockEntry::with_ids(block, ids), Some(responder))
         .await
         .map_err(|e| e.to_string())?;
     Ok(async move {

@@ -1,9 +1,10 @@
 //! The Raft log and vote, on RocksDB.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -20,10 +21,74 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// Most recent entries kept in memory.
+const RECENT_ENTRIES_MAX: usize = 64;
+/// Most block bytes held by the recent entries.
+const RECENT_BYTES_MAX: u64 = 32 << 20;
+
 /// Raft log storage. Cloning gives another handle (a log reader) on the same database.
+///
+/// The latest appended entries are also kept in memory, as appended: replication to each
+/// follower and the state machine read them back soon after, and would otherwise each
+/// read and decode the same blocks from RocksDB. The memory holds exactly what is on
+/// disk: an entry enters it after its write is synced, and leaves it before a truncation
+/// or purge is written.
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Entries by index, and the block bytes they hold.
+#[derive(Default)]
+struct Recent {
+    entries: BTreeMap<u64, EntryOf<TypeConfig>>,
+    bytes: u64,
+}
+
+fn entry_bytes(entry: &EntryOf<TypeConfig>) -> u64 {
+    match &entry.payload {
+        EntryPayload::Normal(b) => b.block.encoded_len(),
+        _ => 0,
+    }
+}
+
+impl Recent {
+    fn insert(&mut self, entry: EntryOf<TypeConfig>) {
+        self.bytes += entry_bytes(&entry);
+        if let Some(old) = self.entries.insert(entry.log_id.index, entry) {
+            self.bytes -= entry_bytes(&old);
+        }
+        while self.entries.len() > RECENT_ENTRIES_MAX || self.bytes > RECENT_BYTES_MAX {
+            let Some((_, old)) = self.entries.pop_first() else {
+                break;
+            };
+            self.bytes -= entry_bytes(&old);
+        }
+    }
+
+    /// Forgets the entries with indexes in `[from, to)`.
+    fn remove(&mut self, from: u64, to: u64) {
+        let doomed: Vec<u64> = self.entries.range(from..to).map(|(i, _)| *i).collect();
+        for i in doomed {
+            if let Some(old) = self.entries.remove(&i) {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    /// Every entry in `[start, end)`, if all are here.
+    fn range(&self, start: u64, end: u64) -> Option<Vec<EntryOf<TypeConfig>>> {
+        if start >= end || end == u64::MAX {
+            return None;
+        }
+        let out: Vec<_> = self
+            .entries
+            .range(start..end)
+            .map(|(_, e)| e.clone())
+            .collect();
+        (out.len() as u64 == end - start).then_some(out)
+    }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -48,7 +113,18 @@ fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
 impl LogStore {
     /// Log storage in `store`'s database (opened with the consensus column families).
     pub fn new(store: Arc<Store>) -> LogStore {
-        LogStore { store }
+        LogStore {
+            store,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().expect("recent-entries lock poisoned")
+    }
+
+    fn cached(&self, index: u64) -> Option<EntryOf<TypeConfig>> {
+        self.recent().entries.get(&index).cloned()
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -79,6 +155,9 @@ impl LogStore {
         if purged.is_some_and(|p| p.index >= id.index) {
             return Ok(true);
         }
+        if let Some(entry) = self.cached(id.index) {
+            return Ok(entry.log_id == *id);
+        }
         match self
             .store
             .db()
@@ -94,11 +173,21 @@ impl LogStore {
 
     /// The block of the last entry at or before `index` that carries one.
     pub fn last_block_through(&self, index: u64) -> io::Result<Option<Arc<Block>>> {
+        let mut index = index;
+        while let Some(entry) = self.cached(index) {
+            if let EntryPayload::Normal(b) = entry.payload {
+                return Ok(Some(b.block));
+            }
+            match index.checked_sub(1) {
+                Some(i) => index = i,
+                None => return Ok(None),
+            }
+        }
         let mode = IteratorMode::From(&index_key(index), Direction::Reverse);
         for item in self.store.db().iterator_cf(self.cf(CF_RAFT_LOG), mode) {
             let (_, v) = item.map_err(io::Error::other)?;
             let entry: EntryOf<TypeConfig> = decode_internal(&v, "raft log entry")?;
-            if let EntryPayload::Normal(BlockEntry(block)) = entry.payload {
+            if let EntryPayload::Normal(BlockEntry { block, .. }) = entry.payload {
                 return Ok(Some(block));
             }
         }
@@ -126,6 +215,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<EntryOf<TypeConfig>>, io::Error> {
         let (start, end) = index_range(&range);
+        if let Some(entries) = self.recent().range(start, end) {
+            return Ok(entries);
+        }
         let mut out = Vec::new();
         let mode = IteratorMode::From(&index_key(start), Direction::Forward);
         for item in self.store.db().iterator_cf(self.cf(CF_RAFT_LOG), mode) {
@@ -202,11 +294,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let cf = self.cf(CF_RAFT_LOG);
-        for entry in entries {
-            batch.put_cf(cf, index_key(entry.log_id.index), encode_internal(&entry)?);
+        let entries: Vec<EntryOf<TypeConfig>> = entries.into_iter().collect();
+        for entry in &entries {
+            batch.put_cf(cf, index_key(entry.log_id.index), encode_internal(entry)?);
         }
         // Synced before the callback: an acknowledged entry is on disk.
         let result = self.write(batch, true);
+        if result.is_ok() {
+            let mut recent = self.recent();
+            for entry in entries {
+                recent.insert(entry);
+            }
+        }
         let report = result
             .as_ref()
             .map(|_| ())
@@ -220,6 +319,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         last_log_id: Option<LogIdOf<TypeConfig>>,
     ) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.recent().remove(from, u64::MAX);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_RAFT_LOG), index_key(from), index_key(u64::MAX));
         batch.delete_cf(self.cf(CF_RAFT_LOG), index_key(u64::MAX));
@@ -227,6 +327,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
+        self.recent().remove(0, log_id.index + 1);
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.cf(CF_RAFT_STATE),

@@ -26,7 +26,9 @@ pub use control::{
 };
 pub use log_store::LogStore;
 pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
-pub use state_machine::{BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, SnapshotBuilder};
+pub use state_machine::{
+    AppliedBlock, BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, RecentBlocks, SnapshotBuilder,
+};
 pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, node_ids};
 
 use std::path::Path;

@@ -182,6 +182,13 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
     }
 }
 
+/// Whether an append carries any block (heartbeats carry none).
+fn carries_blocks(rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+    rpc.entries
+        .iter()
+        .any(|e| matches!(e.payload, EntryPayload::Normal(_)))
+}
+
 /// Serves Raft requests from peers, verifying blocks before they reach the log.
 #[derive(Clone)]
 pub struct RaftServer {
@@ -225,10 +232,25 @@ impl RaftServer {
     async fn handle(&self, request: RaftRequest) -> RaftResponse {
         match request {
             RaftRequest::Append(rpc) => {
-                if let Err(reason) = self.verify_append(&rpc) {
-                    tracing::warn!(%reason, "refused an append with an invalid block");
-                    return RaftResponse::Refused(reason);
-                }
+                let rpc = if carries_blocks(&rpc) {
+                    // Signature checks take milliseconds: keep them off the async threads.
+                    let this = self.clone();
+                    let checked = tokio::task::spawn_blocking(move || {
+                        let mut rpc = rpc;
+                        this.verify_append(&mut rpc).map(|()| rpc)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("block verification failed: {e}")));
+                    match checked {
+                        Ok(rpc) => rpc,
+                        Err(reason) => {
+                            tracing::warn!(%reason, "refused an append with an invalid block");
+                            return RaftResponse::Refused(reason);
+                        }
+                    }
+                } else {
+                    rpc
+                };
                 self.raft.append_entries(rpc).await.map_or_else(
                     |e| RaftResponse::Refused(e.to_string()),
                     RaftResponse::Append,
@@ -260,19 +282,15 @@ impl RaftServer {
         }
     }
 
-    /// Verifies every block in `rpc` against its parent. When this node's log does not hold
-    /// `prev_log_id`, Raft will answer with a conflict and append nothing, so there is nothing
-    /// to verify yet.
-    fn verify_append(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> Result<(), String> {
-        let blocks: Vec<&BlockEntry> = rpc
-            .entries
-            .iter()
-            .filter_map(|e| match &e.payload {
-                EntryPayload::Normal(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        let Some(first) = blocks.first() else {
+    /// Verifies every block in `rpc` against its parent, and attaches to each entry the
+    /// transaction ids the check computed. When this node's log does not hold
+    /// `prev_log_id`, Raft will answer with a conflict and append nothing, so there is
+    /// nothing to verify yet.
+    fn verify_append(&self, rpc: &mut AppendEntriesRequest<TypeConfig>) -> Result<(), String> {
+        let Some(first_height) = rpc.entries.iter().find_map(|e| match &e.payload {
+            EntryPayload::Normal(b) => Some(b.block.header.height),
+            _ => None,
+        }) else {
             return Ok(());
         };
         if !self
@@ -282,12 +300,15 @@ impl RaftServer {
         {
             return Ok(());
         }
-        let mut parent =
-            self.parent_of(first.0.header.height, rpc.prev_log_id.map(|id| id.index))?;
-        for BlockEntry(block) in blocks {
-            verify_block(&parent, block, &self.policy)
-                .map_err(|e| format!("block {}: {e}", block.header.height))?;
-            parent = block.tip();
+        let mut parent = self.parent_of(first_height, rpc.prev_log_id.map(|id| id.index))?;
+        for e in &mut rpc.entries {
+            if let EntryPayload::Normal(entry) = &mut e.payload {
+                let block = entry.block.clone();
+                let ids = verify_block(&parent, &block, &self.policy)
+                    .map_err(|e| format!("block {}: {e}", block.header.height))?;
+                parent = block.tip();
+                *entry = BlockEntry::with_ids(block, ids.into());
+            }
         }
         Ok(())
     }

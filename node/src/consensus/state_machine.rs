@@ -11,6 +11,7 @@
 //! [`BlockSource`], verifies each against its parent, and appends it, before the snapshot
 //! counts as installed.
 
+use std::collections::VecDeque;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,7 +23,8 @@ use openraft::type_config::alias::{
     EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf,
 };
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
-use ordo_ledger::{Block, ChainTip, Policy, Store, StoreError, verify_block};
+use ordo_crypto::Hash;
+use ordo_ledger::{Block, ChainTip, Policy, Store, StoreError, TxId, verify_block};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,9 @@ use super::{CF_RAFT_STATE, cf, decode_internal, encode_internal, io_err, write_b
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// Most applied blocks [`RecentBlocks`] keeps.
+const RECENT_BLOCKS_MAX: usize = 64;
 
 /// Most blocks asked of a [`BlockSource`] at once during snapshot catch-up.
 pub const FETCH_BLOCKS_MAX: u64 = 256;
@@ -42,6 +47,47 @@ pub trait BlockSource: Send + Sync + 'static {
     /// Up to `max` consecutive blocks starting at height `from`. May return fewer (or none,
     /// when the source has not reached `from` yet); the caller verifies everything.
     fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>>;
+}
+
+/// A block the state machine appended to the ledger, with its transaction ids.
+#[derive(Clone, Debug)]
+pub struct AppliedBlock {
+    /// The block.
+    pub block: Arc<Block>,
+    /// Its transaction ids, in block order.
+    pub ids: Arc<[TxId]>,
+    /// Its hash.
+    pub hash: Hash,
+}
+
+/// The last blocks the state machine appended, in height order: the node's readers of
+/// new blocks (mempool cleanup, waiting clients, block streams) take them from here rather
+/// than read and hash them again. Bounded; a reader that falls behind reads the ledger.
+#[derive(Clone, Default)]
+pub struct RecentBlocks(Arc<Mutex<VecDeque<AppliedBlock>>>);
+
+impl RecentBlocks {
+    fn push(&self, applied: AppliedBlock) {
+        let mut q = self.0.lock().expect("recent-blocks lock poisoned");
+        // A snapshot catch-up appends blocks this does not see: keep heights consecutive.
+        if q.back()
+            .is_some_and(|b| b.block.header.height + 1 != applied.block.header.height)
+        {
+            q.clear();
+        }
+        if q.len() >= RECENT_BLOCKS_MAX {
+            q.pop_front();
+        }
+        q.push_back(applied);
+    }
+
+    /// The applied block at `height`, if it is still here.
+    pub fn get(&self, height: u64) -> Option<AppliedBlock> {
+        let q = self.0.lock().expect("recent-blocks lock poisoned");
+        let first = q.front()?.block.header.height;
+        let i = usize::try_from(height.checked_sub(first)?).ok()?;
+        q.get(i).cloned()
+    }
 }
 
 /// What the state machine has applied, persisted under `raft_state/applied`.
@@ -57,6 +103,7 @@ struct Inner {
     source: Arc<dyn BlockSource>,
     /// Held while a block is appended, so a snapshot sees a tip and an applied id that agree.
     applied: Mutex<Applied>,
+    recent: RecentBlocks,
 }
 
 /// The state machine. Cheap to clone handles share one state.
@@ -113,13 +160,14 @@ impl Inner {
                 self.save_applied(&next, false)?;
                 ApplyOutcome::NoBlock
             }
-            EntryPayload::Normal(BlockEntry(block)) => self.apply_block(&block, &next)?,
+            EntryPayload::Normal(entry) => self.apply_block(&entry, &next)?,
         };
         *applied = next;
         Ok(outcome)
     }
 
-    fn apply_block(&self, block: &Block, next: &Applied) -> io::Result<ApplyOutcome> {
+    fn apply_block(&self, entry: &BlockEntry, next: &Applied) -> io::Result<ApplyOutcome> {
+        let block = &entry.block;
         let tip = self.store.tip();
         let (height, hash) = (block.header.height, block.hash());
         if height <= tip.height
@@ -133,7 +181,7 @@ impl Inner {
             return Ok(ApplyOutcome::AlreadyApplied { height });
         }
         let applied_bytes = encode_internal(next)?;
-        let ids = block.tx_ids();
+        let ids = entry.ids();
         let result = self.store.append_with(block, &ids, |batch, db| {
             let cf = db
                 .cf_handle(CF_RAFT_STATE)
@@ -141,7 +189,14 @@ impl Inner {
             batch.put_cf(cf, KEY_APPLIED, &applied_bytes);
         });
         match result {
-            Ok(_) => Ok(ApplyOutcome::Appended { height, hash }),
+            Ok(_) => {
+                self.recent.push(AppliedBlock {
+                    block: block.clone(),
+                    ids,
+                    hash,
+                });
+                Ok(ApplyOutcome::Appended { height, hash })
+            }
             Err(e @ (StoreError::NotNext { .. } | StoreError::AlreadyCommitted { .. })) => {
                 tracing::warn!(height, %hash, error = %e, "committed block does not extend the ledger; skipped");
                 self.save_applied(next, false)?;
@@ -235,6 +290,11 @@ impl Inner {
 }
 
 impl BlockStateMachine {
+    /// The blocks this state machine applies, as it applies them.
+    pub fn recent(&self) -> RecentBlocks {
+        self.inner.recent.clone()
+    }
+
     /// The state machine over `store`, resuming from the persisted applied state.
     ///
     /// # Errors
@@ -257,6 +317,7 @@ impl BlockStateMachine {
             policy,
             source,
             applied: Mutex::new(applied),
+            recent: RecentBlocks::default(),
         };
         Ok(BlockStateMachine {
             inner: Arc::new(inner),

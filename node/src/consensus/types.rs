@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ordo_crypto::{Hash, PublicKey};
-use ordo_ledger::{BLOCK_BYTES_LIMIT, Block};
+use ordo_ledger::{BLOCK_BYTES_LIMIT, Block, TxId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 openraft::declare_raft_types!(
@@ -64,19 +64,58 @@ impl Default for ValidatorNode {
 ///
 /// It travels and is stored as the block's canonical bytes; decoding refuses anything
 /// non-canonical or larger than the protocol's block limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockEntry(pub Arc<Block>);
+#[derive(Debug, Clone)]
+pub struct BlockEntry {
+    /// The block.
+    pub block: Arc<Block>,
+    /// Its transaction ids in block order, when this node has computed them already (it
+    /// built the block, or verified it before appending). In memory only: an entry decoded
+    /// from bytes has none, and [`BlockEntry::ids`] computes them.
+    ids: Option<Arc<[TxId]>>,
+}
+
+impl BlockEntry {
+    /// An entry for `block`.
+    pub fn new(block: Arc<Block>) -> BlockEntry {
+        BlockEntry { block, ids: None }
+    }
+
+    /// An entry for `block` whose transaction ids, in block order, are `ids`.
+    pub fn with_ids(block: Arc<Block>, ids: Arc<[TxId]>) -> BlockEntry {
+        debug_assert_eq!(ids.len(), block.txs.len(), "one id per transaction");
+        BlockEntry {
+            block,
+            ids: Some(ids),
+        }
+    }
+
+    /// The block's transaction ids, in block order.
+    pub fn ids(&self) -> Arc<[TxId]> {
+        match &self.ids {
+            Some(ids) => ids.clone(),
+            None => self.block.tx_ids().into(),
+        }
+    }
+}
+
+impl PartialEq for BlockEntry {
+    fn eq(&self, other: &BlockEntry) -> bool {
+        self.block == other.block
+    }
+}
+
+impl Eq for BlockEntry {}
 
 impl fmt::Display for BlockEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = &self.0.header;
+        let h = &self.block.header;
         write!(f, "block {} ({} txs)", h.height, h.n_txs)
     }
 }
 
 impl Serialize for BlockEntry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0.to_bytes())
+        s.serialize_bytes(&self.block.to_bytes())
     }
 }
 
@@ -90,7 +129,7 @@ impl<'de> Deserialize<'de> for BlockEntry {
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<BlockEntry, E> {
                 Block::from_bytes(v, BLOCK_BYTES_LIMIT)
-                    .map(|b| BlockEntry(Arc::new(b)))
+                    .map(|b| BlockEntry::new(Arc::new(b)))
                     .map_err(E::custom)
             }
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<BlockEntry, E> {
