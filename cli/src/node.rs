@@ -32,8 +32,8 @@ pub enum NodeCommand {
     ///   bytes_max     most pending transaction bytes (268435456)
     ///
     ///   [raft]
-    ///   snapshot_every_blocks   snapshot after this many blocks and purge the log (1000)
-    ///   keep_blocks             log entries kept behind the snapshot (1000)
+    ///   snapshot_every_blocks   snapshot after this many blocks and purge the log (128)
+    ///   keep_blocks             log entries kept behind the snapshot (128)
     ///   blocks_in_flight_max    proposed blocks waiting to commit at once (4)
     ///
     /// Shutdown is graceful: the API stops accepting and finishes requests in progress,

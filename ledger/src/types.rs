@@ -150,7 +150,9 @@ impl SignedTransaction {
 
     /// The canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        encode(self)
+        let mut out = Vec::with_capacity(usize::try_from(self.encoded_len()).unwrap_or(0));
+        BorshSerialize::serialize(self, &mut out).expect("encoding into a Vec never fails");
+        out
     }
 
     /// Decodes canonical bytes, refusing more than `max_bytes` before decoding.
@@ -203,7 +205,9 @@ impl Block {
 
     /// The canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        encode(self)
+        let mut out = Vec::with_capacity(usize::try_from(self.encoded_len()).unwrap_or(0));
+        BorshSerialize::serialize(self, &mut out).expect("encoding into a Vec never fails");
+        out
     }
 
     /// Decodes canonical bytes, refusing more than `max_bytes` before decoding.

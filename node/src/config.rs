@@ -18,8 +18,8 @@
 //! bytes_max = 268435456
 //!
 //! [raft]
-//! snapshot_every_blocks = 1000
-//! keep_blocks = 1000
+//! snapshot_every_blocks = 128
+//! keep_blocks = 128
 //! blocks_in_flight_max = 4
 //! ```
 
@@ -107,8 +107,8 @@ pub struct RaftSection {
 impl Default for RaftSection {
     fn default() -> RaftSection {
         RaftSection {
-            snapshot_every_blocks: 1000,
-            keep_blocks: 1000,
+            snapshot_every_blocks: 128,
+            keep_blocks: 128,
             blocks_in_flight_max: 4,
         }
     }

@@ -39,8 +39,8 @@ impl Default for Options {
         Options {
             validators: 3,
             clients: 4,
-            snapshot_every_blocks: 1000,
-            keep_blocks: 1000,
+            snapshot_every_blocks: 128,
+            keep_blocks: 128,
             block_txs_max: 1000,
             mempool_txs_max: 100_000,
         }

@@ -14,7 +14,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch};
 
 use super::{
     BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, decode_internal, encode_internal,
-    write_batch,
+    encode_internal_sized, write_batch,
 };
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -194,6 +194,23 @@ impl LogStore {
         Ok(None)
     }
 
+    /// Writes `entries` in one synced batch, then keeps them in memory.
+    fn write_entries(&self, entries: Vec<EntryOf<TypeConfig>>) -> io::Result<()> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_RAFT_LOG);
+        for entry in &entries {
+            let bytes = encode_internal_sized(entry, entry_bytes(entry) as usize + 128)?;
+            batch.put_cf(cf, index_key(entry.log_id.index), bytes);
+        }
+        // Synced before the callback: an acknowledged entry is on disk.
+        self.write(batch, true)?;
+        let mut recent = self.recent();
+        for entry in entries {
+            recent.insert(entry);
+        }
+        Ok(())
+    }
+
     fn last_entry(&self) -> io::Result<Option<EntryOf<TypeConfig>>> {
         let mut it = self
             .store
@@ -292,20 +309,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = EntryOf<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = WriteBatch::default();
-        let cf = self.cf(CF_RAFT_LOG);
         let entries: Vec<EntryOf<TypeConfig>> = entries.into_iter().collect();
-        for entry in &entries {
-            batch.put_cf(cf, index_key(entry.log_id.index), encode_internal(entry)?);
-        }
-        // Synced before the callback: an acknowledged entry is on disk.
-        let result = self.write(batch, true);
-        if result.is_ok() {
-            let mut recent = self.recent();
-            for entry in entries {
-                recent.insert(entry);
-            }
-        }
+        // Encoding and the synced write take milliseconds (more when the disk is busy):
+        // they run on a blocking thread, so the node's async threads keep serving.
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || this.write_entries(entries))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("log append task failed: {e}"))));
         let report = result
             .as_ref()
             .map(|_| ())

@@ -90,6 +90,18 @@ pub(crate) fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
 }
 
+/// As [`encode_internal`], into a buffer allocated for about `capacity` bytes (so that
+/// encoding a block does not copy it again each time the buffer grows).
+pub(crate) fn encode_internal_sized<T: serde::Serialize>(
+    value: &T,
+    capacity: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(capacity);
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .map_err(std::io::Error::other)?;
+    Ok(out)
+}
+
 /// Decodes an internal value written by [`encode_internal`], rejecting trailing bytes and
 /// anything claiming more than a network frame's worth of memory.
 pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(

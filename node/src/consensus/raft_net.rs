@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode, decode_internal,
-    encode_internal,
+    encode_internal, encode_internal_sized,
 };
 use crate::network::{Frame, InboundRequest, Kind, Network};
 
@@ -82,7 +82,18 @@ pub struct RaftPeer {
 
 impl RaftPeer {
     async fn call(&self, req: &RaftRequest, ttl: Duration) -> Result<RaftResponse, String> {
-        let body = encode_internal(req).map_err(|e| e.to_string())?;
+        let blocks: u64 = match req {
+            RaftRequest::Append(rpc) => rpc
+                .entries
+                .iter()
+                .map(|e| match &e.payload {
+                    EntryPayload::Normal(b) => b.block.encoded_len() + 16,
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        };
+        let body = encode_internal_sized(req, blocks as usize + 256).map_err(|e| e.to_string())?;
         let request = self.network.request(
             &self.to,
             Frame {

@@ -366,7 +366,15 @@ impl RaftStateMachine<TypeConfig> for BlockStateMachine {
             + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            let outcome = self.inner.apply_entry(entry)?;
+            // A block's synced write runs on a blocking thread, off the async threads.
+            let outcome = if matches!(entry.payload, EntryPayload::Normal(_)) {
+                let inner = self.inner.clone();
+                tokio::task::spawn_blocking(move || inner.apply_entry(entry))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(format!("apply task failed: {e}"))))?
+            } else {
+                self.inner.apply_entry(entry)?
+            };
             if let Some(responder) = responder {
                 responder.send(outcome);
             }
