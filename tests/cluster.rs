@@ -153,9 +153,11 @@ fn a_follower_behind_the_purge_point_catches_up_by_fetching_blocks() {
         assert_eq!(ids.len(), 3, "{results:?}");
         acked.extend(ids);
     }
-    let st = c.status(leader).expect("leader answers");
-    let purged = st["raft"]["purged"].as_u64().unwrap_or(0);
-    assert!(purged > 10, "the leader purged its log: {st}");
+    // The leader purges its log shortly after each snapshot, in the background.
+    let st = wait_for("the leader to purge its log", CATCH_UP, || {
+        let st = c.status(leader)?;
+        (st["raft"]["purged"].as_u64().unwrap_or(0) > 10).then_some(st)
+    });
     let tip = st["tip"]["height"].as_u64().expect("tip");
     c.restart(behind);
     c.wait_tips(tip, CATCH_UP);

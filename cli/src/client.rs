@@ -143,12 +143,17 @@ impl Client {
     }
 
     /// POSTs an already encoded JSON body; returns the status and JSON answer.
-    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value), ApiFailure> {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(u16, Value), ApiFailure> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(120))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body)
             .send()
             .await

@@ -5,6 +5,7 @@
 
 mod audit;
 mod bench;
+mod bench_etcd;
 mod block;
 mod client;
 mod devnet;
@@ -73,8 +74,8 @@ enum Command {
     /// close it comes to this machine's signature-verification bound.
     ///
     /// Signs all transactions before the clock starts, submits them in batches over the
-    /// JSON API spread over every node (closed loop, or open loop with --rate), and
-    /// confirms commits from the block stream. --devnet starts and measures a local
+    /// binary (default) or JSON API spread over every node (closed loop, or open loop with
+    /// --rate), and confirms commits from the block stream. --devnet starts and measures a local
     /// cluster of separate validator processes.
     Bench(bench::BenchArgs),
     /// Show a running node's status: role, term, leader, tip, peers, mempool.

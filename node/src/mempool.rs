@@ -142,6 +142,8 @@ pub struct Admission {
     results: Vec<Result<TxId, AdmitError>>,
     candidates: Vec<Candidate>,
     verified: bool,
+    /// The pool's commit epoch before the committed lookups of step 1.
+    epoch: u64,
 }
 
 struct Candidate {
@@ -155,11 +157,15 @@ impl Admission {
     /// Step 1: checks each submission against the chain rules for the block at
     /// `next_height` and against `committed` (where an id is committed, if anywhere).
     /// Duplicates within the batch count as already pending.
+    ///
+    /// `epoch` is the pool's [`Mempool::commit_epoch`] read before any lookup: if blocks
+    /// commit meanwhile, [`Mempool::enter`] looks again.
     pub fn new(
         txs: Vec<SignedTransaction>,
         policy: &Policy,
         next_height: u64,
         committed: impl Fn(&TxId) -> Option<u64>,
+        epoch: u64,
     ) -> Admission {
         let mut ids = Vec::with_capacity(txs.len());
         let mut results = Vec::with_capacity(txs.len());
@@ -194,6 +200,7 @@ impl Admission {
             results,
             candidates,
             verified: false,
+            epoch,
         }
     }
 
@@ -266,6 +273,8 @@ pub struct Mempool {
     /// Live transactions admitted without checking their signature (a follower leaves that
     /// to the leader). Cutting verifies any of these before they enter a block.
     unverified: IdSet,
+    /// How many times committed blocks have been removed (see [`Mempool::commit_epoch`]).
+    commit_epoch: u64,
 }
 
 impl Mempool {
@@ -282,6 +291,7 @@ impl Mempool {
             min_expiry: u64::MAX,
             in_flight: IdSet::default(),
             unverified: IdSet::default(),
+            commit_epoch: 0,
         }
     }
 
@@ -401,12 +411,25 @@ impl Mempool {
         now: Instant,
         verify: bool,
     ) -> Vec<Result<TxId, AdmitError>> {
-        let mut admission = Admission::new(txs, &self.policy, next_height, committed);
+        let mut admission = Admission::new(
+            txs,
+            &self.policy,
+            next_height,
+            &committed,
+            self.commit_epoch,
+        );
         self.screen(&mut admission);
         if verify {
             admission.verify_signatures();
         }
-        self.enter(admission, now)
+        self.enter(admission, now, committed)
+    }
+
+    /// Counts removals of committed blocks. A transaction leaves the in-flight set when its
+    /// block commits, and only then does the committed index answer for it; an admission
+    /// that looked it up before then must look again (see [`Mempool::enter`]).
+    pub fn commit_epoch(&self) -> u64 {
+        self.commit_epoch
     }
 
     /// Step 2 of an [`Admission`]: refuses candidates that are already pending, or for
@@ -431,17 +454,27 @@ impl Mempool {
     }
 
     /// Step 4 of an [`Admission`]: enters the surviving candidates (checking again what
-    /// may have changed since [`Mempool::screen`]) and returns one result per submission.
-    pub fn enter(&mut self, admission: Admission, now: Instant) -> Vec<Result<TxId, AdmitError>> {
+    /// may have changed since [`Mempool::screen`]: pending, room, and, if blocks committed
+    /// since step 1, `committed`) and returns one result per submission.
+    pub fn enter(
+        &mut self,
+        admission: Admission,
+        now: Instant,
+        committed: impl Fn(&TxId) -> Option<u64>,
+    ) -> Vec<Result<TxId, AdmitError>> {
         let Admission {
             mut results,
             candidates,
             verified,
+            epoch,
             ..
         } = admission;
+        let look_again = epoch != self.commit_epoch;
         for c in candidates {
             results[c.slot] = if self.contains(&c.id) {
                 Err(AdmitError::AlreadyPending(c.id))
+            } else if let Some(height) = look_again.then(|| committed(&c.id)).flatten() {
+                Err(AdmitError::AlreadyCommitted { id: c.id, height })
             } else {
                 self.push(c.tx, c.id, now).map(|()| c.id)
             };
@@ -638,6 +671,7 @@ impl Mempool {
     /// Drops pending transactions that a committed block contains (waiting, or in a
     /// block in flight).
     pub fn remove_committed(&mut self, ids: &[TxId]) {
+        self.commit_epoch += 1;
         if !self.in_flight.is_empty() {
             for id in ids {
                 self.in_flight.remove(id);

@@ -323,3 +323,32 @@ fn unchecked_admissions_are_verified_before_they_enter_a_block() {
     assert!(!p.contains(&forged.id()));
     assert_eq!(p.in_flight(), 2);
 }
+
+#[test]
+fn an_admission_that_races_a_commit_looks_again() {
+    let mut p = pool(MempoolLimits::default());
+    let now = Instant::now();
+    p.admit(vec![tx(1)], 1, nothing_committed, now);
+    let (_, ids) = p.cut(1);
+    // A re-submission looks the id up before its block commits: not committed yet, and
+    // pending (in flight) — but the block commits before the admission screens.
+    let policy = policy(10, 1 << 20);
+    let epoch = p.commit_epoch();
+    let mut again = Admission::new(vec![tx(1)], &policy, 2, nothing_committed, epoch);
+    p.remove_committed(&ids);
+    assert!(!p.contains(&ids[0]));
+    p.screen(&mut again);
+    let committed_at_1 = |id: &TxId| (*id == ids[0]).then_some(1);
+    let results = p.enter(again, now, committed_at_1);
+    assert_eq!(
+        results[0],
+        Err(AdmitError::AlreadyCommitted {
+            id: ids[0],
+            height: 1
+        })
+    );
+    assert!(
+        p.is_empty(),
+        "a committed transaction never re-enters the pool"
+    );
+}

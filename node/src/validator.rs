@@ -563,14 +563,17 @@ impl Shared {
         txs: Vec<SignedTransaction>,
         verify: bool,
     ) -> (Vec<TxId>, Vec<Result<TxId, AdmitError>>) {
+        // Read before the committed lookups: `enter` looks again if blocks commit meanwhile.
+        let epoch = self.pool().commit_epoch();
         let next = self.store.tip().height + 1;
-        let mut admission = Admission::new(txs, &self.policy, next, |id| self.committed_height(id));
+        let committed = |id: &TxId| self.committed_height(id);
+        let mut admission = Admission::new(txs, &self.policy, next, committed, epoch);
         self.pool().screen(&mut admission);
         if verify && admission.has_candidates() {
             admission.verify_signatures();
         }
         let ids = admission.ids().to_vec();
-        (ids, self.pool().enter(admission, Instant::now()))
+        (ids, self.pool().enter(admission, Instant::now(), committed))
     }
 
     /// Sends `txs` to the leader, in chunks, and returns its verdict on each (or why the

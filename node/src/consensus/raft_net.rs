@@ -334,17 +334,14 @@ impl RaftServer {
                 .log
                 .last_block_through(index)
                 .map_err(|e| e.to_string())?
-            && block.header.height >= want
+            && block.header.height == want
         {
-            return if block.header.height == want {
-                Ok(block.tip())
-            } else {
-                Err(format!(
-                    "block {height} does not follow the log's last block {}",
-                    block.header.height
-                ))
-            };
+            return Ok(block.tip());
         }
+        // Otherwise the parent is in the ledger. That includes a block proposed after log
+        // blocks that every node skips at apply (they did not extend the chain): the leader
+        // then builds on its ledger tip. If this node has not applied that far yet, the
+        // append is refused and Raft sends it again.
         let tip = self.store.tip();
         if want == 0 {
             return Ok(self.policy.genesis_tip());
