@@ -217,3 +217,56 @@ async fn three_validators_commit_blocks_and_refuse_a_forged_one() {
         assert_eq!(report.blocks_verified, 5);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_skipped_block_the_next_one_builds_on_the_ledger_and_commits() {
+    let (validators, leader, policy, client) = start_cluster().await;
+    let leader = &validators[leader];
+    let term = leader.raft.metrics().borrow_watched().current_term;
+    for nonce in 1..=2 {
+        let block = next_block(leader, &client, nonce, term);
+        leader
+            .raft
+            .client_write(BlockEntry::new(Arc::new(block)))
+            .await
+            .expect("commit");
+    }
+    // A block repeating block 2's transaction commits in Raft but is skipped at apply,
+    // on every node.
+    let tip = leader.store.tip();
+    let repeated = leader.store.block(2).expect("read").expect("block 2").txs;
+    let skipped = build_block(&tip, CHAIN, repeated, &leader.key, 1_700_000_000_100, term);
+    let resp = leader
+        .raft
+        .client_write(BlockEntry::new(Arc::new(skipped)))
+        .await
+        .expect("commit");
+    assert!(
+        matches!(resp.data, ApplyOutcome::Skipped { .. }),
+        "{:?}",
+        resp.data
+    );
+    // The next block builds on the ledger tip, below the log's last block: followers
+    // take its parent from their ledger, and it commits everywhere.
+    let next = next_block(leader, &client, 3, term);
+    let write = leader.raft.client_write(BlockEntry::new(Arc::new(next)));
+    let resp = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the block after a skipped one commits")
+        .expect("commit");
+    assert!(
+        matches!(resp.data, ApplyOutcome::Appended { height: 3, .. }),
+        "{:?}",
+        resp.data
+    );
+    let tip = leader.store.tip();
+    eventually("every ledger at height 3", Duration::from_secs(20), || {
+        validators.iter().all(|v| v.store.tip() == tip)
+    })
+    .await;
+    for v in &validators {
+        let report = ordo_ledger::audit(&v.store, &policy, |_| {});
+        assert!(report.ok(), "{:?}", report.failure);
+        assert_eq!(report.blocks_verified, 3);
+    }
+}
