@@ -26,6 +26,9 @@ use crate::client::{ApiFailure, Client, SseReader};
 use crate::devnet;
 use crate::{CmdResult, Failure};
 
+/// Pause before re-sending a batch when the node gave no Retry-After (it was unreachable).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// Shortest span of commits from which a steady-state rate is computed, in seconds.
 const STEADY_WINDOW_MIN: f64 = 1.0;
 
@@ -669,9 +672,18 @@ async fn submit_worker(
                     run.rejected.fetch_add(refused as u64, Ordering::Relaxed);
                     break;
                 }
-                Err(ApiFailure::Api { status: 503, .. } | ApiFailure::Transport(_)) => {
+                Err(e @ (ApiFailure::Api { status: 503, .. } | ApiFailure::Transport(_))) => {
                     run.retried.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // As the node asks (Retry-After), with jitter so that refused workers
+                    // do not all come back at once.
+                    let pause = match e {
+                        ApiFailure::Api {
+                            retry_after: Some(d),
+                            ..
+                        } => d,
+                        _ => RETRY_PAUSE,
+                    };
+                    tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "batch refused");
