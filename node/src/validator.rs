@@ -473,11 +473,13 @@ impl Shared {
         txs: Vec<SignedTransaction>,
     ) -> (Vec<TxId>, Vec<Result<TxId, SubmitError>>) {
         let this = self.clone();
-        let copies = txs.clone();
         // Each node checks each signature once: the leader at admission, a follower before
         // it appends the block. So a follower does not check here; the leader's verdict on
         // the forwarded transaction comes back to the client.
         let verify = self.is_leader();
+        // A follower keeps copies to forward (the pool takes the originals); a leader
+        // needs none.
+        let copies = (!verify).then(|| txs.clone());
         let (ids, admitted) = tokio::task::spawn_blocking(move || this.admit(txs, verify))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -493,13 +495,20 @@ impl Shared {
             self.wake_proposer.notify_one();
             return (ids, self.count(results));
         }
-        let verdicts = match self.leader().and_then(|id| self.validator(id)) {
-            None => vec![Err(SubmitError::NoLeader); fresh.len()],
-            Some((_, leader)) => {
-                let batch: Vec<SignedTransaction> =
-                    fresh.iter().map(|i| copies[*i].clone()).collect();
+        let verdicts = match (copies, self.leader().and_then(|id| self.validator(id))) {
+            (Some(copies), Some((_, leader))) => {
+                let mut wanted = fresh.iter().peekable();
+                let batch: Vec<SignedTransaction> = copies
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
+                    .map(|(_, tx)| tx)
+                    .collect();
                 self.forward(leader, &batch).await
             }
+            // No leader known, or this node led when it admitted them and has lost office
+            // since: the client retries (503), and meets the next leader.
+            _ => vec![Err(SubmitError::NoLeader); fresh.len()],
         };
         let mut gone = Vec::new();
         let mut checked = Vec::new();
