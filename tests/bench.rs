@@ -47,6 +47,23 @@ fn bench_on_a_devnet_reports_throughput_latency_resources_and_the_bound() {
         r["disk_bytes_per_tx"].as_f64().expect("disk per tx") > 100.0,
         "{r}"
     );
+    // The seconds add up to the commits, and the nodes' stage histograms were read.
+    let seconds = r["seconds"].as_array().expect("seconds");
+    let per_second: u64 = seconds
+        .iter()
+        .map(|s| s["committed"].as_u64().expect("committed"))
+        .sum();
+    assert_eq!(per_second, 3000, "{r}");
+    let stages = r["stages"].as_array().expect("stages");
+    for name in ["queue", "verify", "log append", "commit", "apply"] {
+        let stage = stages
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap_or_else(|| panic!("stage {name} in {r}"));
+        assert!(stage["count"].as_u64().expect("count") > 0, "{stage}");
+        assert!(stage["mean_ms"].as_f64().expect("mean") > 0.0, "{stage}");
+    }
+    assert!(stdout.contains("stages"), "{stdout}");
     let bound = &r["bound"];
     assert!(
         bound["batch_verify_per_core"].as_f64().expect("rate") > 1000.0,

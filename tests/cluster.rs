@@ -60,6 +60,52 @@ fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
             assert!(v["proof"]["path"].is_array());
         }
     }
+    // Clients waiting for their commit do not hold up other clients' admissions: sixteen
+    // at once through one node (four are admitted at a time) are all taken and committed
+    // without a single "busy".
+    let more = c.txs(16, 0);
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
+        let c = &c;
+        let handles: Vec<_> = more
+            .iter()
+            .map(|tx| {
+                s.spawn(move || {
+                    let body = json!({
+                        "transaction": hex::encode(tx.to_bytes()),
+                        "wait": true,
+                        "timeout_ms": 20_000,
+                    });
+                    c.post(0, &body).expect("an answer")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    for (code, v) in &answers {
+        assert_eq!(*code, 200, "{v}");
+        assert_eq!(v["status"], "committed", "{v}");
+    }
+    let ids: HashSet<TxId> = ids.into_iter().chain(more.iter().map(|t| t.id())).collect();
+    // Every node timed its block writes; the leader timed queueing and commits, and the
+    // followers their checks of its blocks.
+    let leader = c.wait_leader(ELECTION);
+    for i in 0..3 {
+        let count = |name: &str| c.metric(i, &format!("{name}_count")).unwrap_or(0);
+        assert!(count("ordo_block_apply_seconds") > 0, "node {i} applies");
+        assert!(
+            count("ordo_raft_log_append_seconds") > 0,
+            "node {i} appends"
+        );
+        if i == leader {
+            assert!(count("ordo_block_queue_seconds") > 0, "leader queues");
+            assert!(count("ordo_block_commit_seconds") > 0, "leader commits");
+        } else {
+            assert!(count("ordo_block_verify_seconds") > 0, "node {i} verifies");
+        }
+    }
     let chain = c.stop_and_check(&ids);
     assert_eq!(chain, ids, "exactly the submitted transactions, each once");
 }

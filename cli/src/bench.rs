@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bench_etcd;
+use crate::bench_stages::{self, Scrape, Stage};
 use crate::client::{ApiFailure, Client, SseReader};
 use crate::devnet;
 use crate::{CmdResult, Failure};
@@ -186,6 +187,39 @@ impl Bound {
     }
 }
 
+/// Commits and their latency in one second of the run.
+#[derive(Debug, Serialize)]
+pub struct Second {
+    /// Seconds since the start (the commits seen in `[t, t + 1)`).
+    t: u64,
+    committed: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Groups `(commit time, latency)` pairs by second since `start`.
+fn per_second(commits: &[(Instant, Duration)], start: Instant) -> Vec<Second> {
+    let mut by: std::collections::BTreeMap<u64, Vec<f64>> = std::collections::BTreeMap::new();
+    for (at, latency) in commits {
+        by.entry(at.saturating_duration_since(start).as_secs())
+            .or_default()
+            .push(latency.as_secs_f64() * 1000.0);
+    }
+    by.into_iter()
+        .map(|(t, mut lat)| {
+            lat.sort_by(f64::total_cmp);
+            Second {
+                t,
+                committed: lat.len(),
+                p50_ms: percentile(&lat, 0.5),
+                p99_ms: percentile(&lat, 0.99),
+                max_ms: lat.last().copied().unwrap_or(0.0),
+            }
+        })
+        .collect()
+}
+
 /// The result, as printed and as JSON.
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
@@ -206,6 +240,9 @@ pub struct BenchResult {
     latency_ms: Latency,
     nodes: Vec<NodeUse>,
     disk_bytes_per_tx: Option<f64>,
+    stages: Vec<Stage>,
+    /// Latency second by second (by commit time): a stall shows as a bad second.
+    seconds: Vec<Second>,
     bound: Bound,
 }
 
@@ -520,6 +557,7 @@ async fn measure(
         .map(|n| n.child.as_ref().and_then(|c| c.id()).and_then(proc_use))
         .collect();
 
+    let scrape_before = Scrape::all(&clients).await;
     let bar = ProgressBar::new(a.txs as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -573,7 +611,9 @@ async fn measure(
         w.abort();
     }
 
+    let stages = bench_stages::between(&scrape_before, &Scrape::all(&clients).await);
     let commits = run.committed_at.lock().expect("lock").clone();
+    let seconds = per_second(&commits, start);
     let mut lat: Vec<f64> = commits
         .iter()
         .map(|(_, l)| l.as_secs_f64() * 1000.0)
@@ -634,6 +674,8 @@ async fn measure(
         },
         nodes,
         disk_bytes_per_tx,
+        stages,
+        seconds,
         bound: Bound::new(0.0, validators, 0.0),
     })
 }
@@ -755,6 +797,27 @@ fn print(r: &BenchResult) {
         "latency       p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
         r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max
     );
+    if r.seconds.len() > 1
+        && let Some(worst) = r
+            .seconds
+            .iter()
+            .max_by(|a, b| a.max_ms.total_cmp(&b.max_ms))
+    {
+        let calm = r
+            .seconds
+            .iter()
+            .filter(|s| s.max_ms <= 2.0 * r.latency_ms.p50)
+            .count();
+        println!(
+            "by second     worst at {} s: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms; {} of {} seconds with max ≤ 2 × p50",
+            worst.t,
+            worst.p50_ms,
+            worst.p99_ms,
+            worst.max_ms,
+            calm,
+            r.seconds.len()
+        );
+    }
     for n in &r.nodes {
         println!(
             "{:<13} cpu {:.2} cores  peak rss {:.1} MiB  disk {:.1} MiB",
@@ -767,6 +830,7 @@ fn print(r: &BenchResult) {
     if let Some(d) = r.disk_bytes_per_tx {
         println!("disk          {d:.0} bytes per transaction per validator");
     }
+    bench_stages::print(&r.stages);
     println!(
         "bound         {:.0} sig/s per core × {} cores ÷ {} validators = {:.0} tx/s; reached {:.0} %",
         r.bound.batch_verify_per_core,

@@ -112,15 +112,18 @@ impl Client {
         Ok((status, body))
     }
 
-    /// GETs `path` and returns the JSON body.
-    pub async fn get(&self, path: &str) -> Result<Value, ApiFailure> {
-        let resp = self
-            .http
+    async fn send_get(&self, path: &str) -> Result<reqwest::Response, ApiFailure> {
+        self.http
             .get(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| ApiFailure::Transport(format!("cannot reach {}: {e}", self.base)))?;
+            .map_err(|e| ApiFailure::Transport(format!("cannot reach {}: {e}", self.base)))
+    }
+
+    /// GETs `path` and returns the JSON body.
+    pub async fn get(&self, path: &str) -> Result<Value, ApiFailure> {
+        let resp = self.send_get(path).await?;
         self.answer(resp).await.map(|(_, v)| v)
     }
 
@@ -159,6 +162,16 @@ impl Client {
             .await
             .map_err(|e| ApiFailure::Transport(format!("cannot reach {}: {e}", self.base)))?;
         self.answer(resp).await
+    }
+
+    /// GETs `path` and returns the body as text (for `/metrics`).
+    pub async fn text(&self, path: &str) -> Result<String, ApiFailure> {
+        let resp = self.send_get(path).await?.error_for_status().map_err(|e| {
+            ApiFailure::Transport(format!("cannot read {path} from {}: {e}", self.base))
+        })?;
+        resp.text().await.map_err(|e| {
+            ApiFailure::Transport(format!("unreadable answer from {}: {e}", self.base))
+        })
     }
 
     /// The node's status.

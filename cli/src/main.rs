@@ -6,6 +6,7 @@
 mod audit;
 mod bench;
 mod bench_etcd;
+mod bench_stages;
 mod block;
 mod client;
 mod devnet;

@@ -363,6 +363,7 @@ async fn metrics(State(api): State<Api>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
     }
+    s.timings.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -529,7 +530,7 @@ async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResul
         ));
     }
     // Refused at the door, before reading or decoding anything, when the node is saturated.
-    let Some(_turn) = api.shared.admission_turn() else {
+    let Some(turn) = api.shared.admission_turn().await else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -613,6 +614,8 @@ async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResul
         }
     }
     let (ids, submitted) = api.shared.submit(txs).await;
+    // Admitted: waiting for commits below must not hold up other clients' admissions.
+    drop(turn);
     let mut outcome = submitted.iter().zip(&ids);
     let mut accepted = Vec::new();
     for (slot, r) in results.iter_mut().enumerate() {

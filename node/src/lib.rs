@@ -17,4 +17,5 @@ pub mod consensus;
 pub mod mempool;
 pub mod network;
 pub mod sync;
+pub mod timings;
 pub mod validator;

@@ -513,6 +513,11 @@ impl Mempool {
         Ok(())
     }
 
+    /// How long the leader waits for more transactions before cutting a block.
+    pub fn batch_timeout(&self) -> Duration {
+        self.batch_timeout
+    }
+
     /// When the leader must cut a block even if it is not full, if anything is pending.
     pub fn cut_deadline(&self) -> Option<Instant> {
         // The front is live: every operation that kills entries tidies the front.

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,13 +42,18 @@ use crate::consensus::{
 use crate::mempool::{Admission, AdmitError, Mempool};
 use crate::network::{Frame, InboundRequest, Kind, Network, NetworkConfig};
 use crate::sync::{PeerBlockSource, serve_blocks};
+use crate::timings::Timings;
 
 /// Most transactions that clients wait on at once.
 pub const WAITERS_MAX: usize = 100_000;
 /// Most clients waiting on the same transaction.
 pub const WAITERS_PER_TX_MAX: usize = 64;
-/// Most client submissions being admitted at once on one node; more get 503 busy.
+/// Most client submissions being admitted at once on one node; more wait in a queue.
 pub const ADMISSIONS_MAX: usize = 4;
+/// Most client submissions waiting for a turn to be admitted; more get 503 busy.
+pub const ADMISSION_QUEUE_MAX: usize = 256;
+/// Longest a client submission waits for a turn before it gets 503 busy.
+pub const ADMISSION_WAIT_MAX: Duration = Duration::from_secs(2);
 /// Most transactions in one forwarded batch.
 const FORWARD_TXS_MAX: usize = 4096;
 /// A follower re-sends a pending transaction to the leader after this long.
@@ -176,6 +181,8 @@ pub struct Shared {
     pub recent: RecentBlocks,
     /// Counters.
     pub counters: Counters,
+    /// How long each pipeline stage takes (exported as histograms).
+    pub timings: Arc<Timings>,
     /// When the node started.
     pub started: Instant,
     /// Flips to true when the node is shutting down.
@@ -187,6 +194,8 @@ pub struct Shared {
     /// Admissions in progress (each holds the mempool for its checks): bounded, so that a
     /// flood of submissions is refused at the door instead of queueing on the mempool.
     admissions: Arc<tokio::sync::Semaphore>,
+    /// Client submissions waiting for an admission turn.
+    admission_queue: AtomicUsize,
 }
 
 /// A running validator.
@@ -254,6 +263,7 @@ impl Validator {
         let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
             .map_err(|e| StartError::Consensus(e.to_string()))?;
         let recent = sm.recent();
+        let timings = log.timings();
         let c = &genesis.consensus;
         let settings = RaftSettings {
             heartbeat_ms: c.heartbeat_interval_ms,
@@ -301,12 +311,14 @@ impl Validator {
             tip,
             recent,
             counters: Counters::default(),
+            timings,
             started: Instant::now(),
             stopping: stopping.clone(),
             waiters: Mutex::new(HashMap::new()),
             pool_limit: config.mempool.txs_max,
             wake_proposer: Notify::new(),
             admissions: Arc::new(tokio::sync::Semaphore::new(ADMISSIONS_MAX)),
+            admission_queue: AtomicUsize::new(0),
         });
 
         let server = RaftServer::new(raft.clone(), log, store, policy);
@@ -405,9 +417,12 @@ fn now_ms() -> u64 {
 }
 
 impl Shared {
-    /// A turn to admit a client submission, or `None` when the node is already admitting
-    /// as many as it should, or its mempool is full (the client should retry later).
-    pub fn admission_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A turn to admit a client submission. When [`ADMISSIONS_MAX`] are being admitted,
+    /// it waits in a queue of at most [`ADMISSION_QUEUE_MAX`] for at most
+    /// [`ADMISSION_WAIT_MAX`], so that a burst is absorbed rather than refused. `None`
+    /// (the client should retry later) when the mempool is full, the queue is full, or
+    /// the wait ran out.
+    pub async fn admission_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let full = {
             let pool = self.pool();
             pool.len() >= self.pool_limit
@@ -415,7 +430,24 @@ impl Shared {
         if full {
             return None;
         }
-        self.admissions.clone().try_acquire_owned().ok()
+        if let Ok(turn) = self.admissions.clone().try_acquire_owned() {
+            return Some(turn);
+        }
+        // Counted out again however the wait ends, the client's going away included.
+        struct Queued<'a>(&'a AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _queued = Queued(&self.admission_queue);
+        if self.admission_queue.fetch_add(1, Ordering::Relaxed) >= ADMISSION_QUEUE_MAX {
+            return None;
+        }
+        tokio::time::timeout(ADMISSION_WAIT_MAX, self.admissions.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The current leader's node id, if one is known.
@@ -1019,6 +1051,10 @@ impl Proposer {
             if !pool.should_cut(now) {
                 return None;
             }
+            if let Some(deadline) = pool.cut_deadline() {
+                let waited = (now + pool.batch_timeout()).saturating_duration_since(deadline);
+                self.shared.timings.queue.observe(waited);
+            }
             pool.cut(parent.height + 1)
         };
         if txs.is_empty() {
@@ -1044,8 +1080,13 @@ impl Proposer {
             }
         };
         tracing::debug!(height = tip.height, n_txs = block.txs.len(), "proposed");
-        let fut: InFlight =
-            Box::pin(async move { (outcome.await, Arc::unwrap_or_clone(block).txs) });
+        let shared = self.shared.clone();
+        let proposed = Instant::now();
+        let fut: InFlight = Box::pin(async move {
+            let outcome = outcome.await;
+            shared.timings.commit.observe(proposed.elapsed());
+            (outcome, Arc::unwrap_or_clone(block).txs)
+        });
         Some((fut, tip))
     }
 

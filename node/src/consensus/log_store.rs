@@ -5,12 +5,15 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use openraft::EntryPayload;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use ordo_ledger::{Block, Store};
 use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch};
+
+use crate::timings::Timings;
 
 use super::{
     BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, decode_internal, encode_internal,
@@ -37,6 +40,7 @@ const RECENT_BYTES_MAX: u64 = 32 << 20;
 pub struct LogStore {
     store: Arc<Store>,
     recent: Arc<Mutex<Recent>>,
+    timings: Arc<Timings>,
 }
 
 /// Entries by index, and the block bytes they hold.
@@ -116,7 +120,21 @@ impl LogStore {
         LogStore {
             store,
             recent: Arc::default(),
+            timings: Arc::default(),
         }
+    }
+
+    /// As [`LogStore::new`], recording write times in `timings`.
+    pub fn with_timings(store: Arc<Store>, timings: Arc<Timings>) -> LogStore {
+        LogStore {
+            timings,
+            ..LogStore::new(store)
+        }
+    }
+
+    /// The histograms this log records into.
+    pub fn timings(&self) -> Arc<Timings> {
+        self.timings.clone()
     }
 
     fn recent(&self) -> MutexGuard<'_, Recent> {
@@ -203,7 +221,9 @@ impl LogStore {
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
         // Synced before the callback: an acknowledged entry is on disk.
+        let started = Instant::now();
         self.write(batch, true)?;
+        self.timings.log_append.observe(started.elapsed());
         let mut recent = self.recent();
         for entry in entries {
             recent.insert(entry);

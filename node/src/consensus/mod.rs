@@ -36,6 +36,8 @@ use std::sync::Arc;
 
 use ordo_ledger::{ChainIdentity, Policy, Store, StoreError};
 
+use crate::timings::Timings;
+
 /// Column family of the Raft log.
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Column family of Raft's persistent state (vote, applied id, membership, snapshot).
@@ -50,7 +52,8 @@ pub fn open_store(data_dir: &Path, identity: &ChainIdentity) -> Result<Arc<Store
         .map(Arc::new)
 }
 
-/// Opens the Raft log storage and the block state machine over one store.
+/// Opens the Raft log storage and the block state machine over one store. Both record
+/// their write times in one set of histograms ([`LogStore::timings`]).
 ///
 /// # Errors
 /// An I/O error when the persisted consensus state cannot be read or decoded.
@@ -59,8 +62,9 @@ pub fn open_consensus_storage(
     policy: Arc<Policy>,
     source: Arc<dyn BlockSource>,
 ) -> std::io::Result<(LogStore, BlockStateMachine)> {
-    let log = LogStore::new(store.clone());
-    let sm = BlockStateMachine::open(store, policy, source)?;
+    let timings = Arc::new(Timings::default());
+    let log = LogStore::with_timings(store.clone(), timings.clone());
+    let sm = BlockStateMachine::open(store, policy, source, timings)?;
     Ok((log, sm))
 }
 

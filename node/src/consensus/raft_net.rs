@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -248,7 +248,10 @@ impl RaftServer {
                     let this = self.clone();
                     let checked = tokio::task::spawn_blocking(move || {
                         let mut rpc = rpc;
-                        this.verify_append(&mut rpc).map(|()| rpc)
+                        let started = Instant::now();
+                        let checked = this.verify_append(&mut rpc);
+                        this.log.timings().verify.observe(started.elapsed());
+                        checked.map(|()| rpc)
                     })
                     .await
                     .unwrap_or_else(|e| Err(format!("block verification failed: {e}")));

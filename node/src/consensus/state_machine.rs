@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{ApplyOutcome, BlockEntry, TypeConfig};
 use super::{CF_RAFT_STATE, cf, decode_internal, encode_internal, io_err, write_batch};
+use crate::timings::Timings;
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
@@ -104,6 +105,7 @@ struct Inner {
     /// Held while a block is appended, so a snapshot sees a tip and an applied id that agree.
     applied: Mutex<Applied>,
     recent: RecentBlocks,
+    timings: Arc<Timings>,
 }
 
 /// The state machine. Cheap to clone handles share one state.
@@ -182,12 +184,14 @@ impl Inner {
         }
         let applied_bytes = encode_internal(next)?;
         let ids = entry.ids();
+        let started = Instant::now();
         let result = self.store.append_with(block, &ids, |batch, db| {
             let cf = db
                 .cf_handle(CF_RAFT_STATE)
                 .expect("consensus column families are opened with the store");
             batch.put_cf(cf, KEY_APPLIED, &applied_bytes);
         });
+        self.timings.apply.observe(started.elapsed());
         match result {
             Ok(_) => {
                 self.recent.push(AppliedBlock {
@@ -303,6 +307,7 @@ impl BlockStateMachine {
         store: Arc<Store>,
         policy: Arc<Policy>,
         source: Arc<dyn BlockSource>,
+        timings: Arc<Timings>,
     ) -> io::Result<BlockStateMachine> {
         let applied = match store
             .db()
@@ -318,6 +323,7 @@ impl BlockStateMachine {
             source,
             applied: Mutex::new(applied),
             recent: RecentBlocks::default(),
+            timings,
         };
         Ok(BlockStateMachine {
             inner: Arc::new(inner),

@@ -1,0 +1,229 @@
+//! Where the time goes: per-stage latency from the nodes' own histograms
+//! (`ordo_block_*_seconds` and `ordo_raft_log_append_seconds` on `/metrics`), read before
+//! and after a run and merged over every node that answered.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::client::Client;
+
+/// The stages, in pipeline order: (short name, metric).
+const STAGES: [(&str, &str); 5] = [
+    ("queue", "ordo_block_queue_seconds"),
+    ("verify", "ordo_block_verify_seconds"),
+    ("log append", "ordo_raft_log_append_seconds"),
+    ("commit", "ordo_block_commit_seconds"),
+    ("apply", "ordo_block_apply_seconds"),
+];
+
+/// One histogram as exported: cumulative counts by upper bound (seconds), and the sum.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Hist {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+}
+
+impl Hist {
+    fn count(&self) -> u64 {
+        self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    /// `self - before`, bucket by bucket (a restarted node's counters start again at
+    /// zero: then the whole of `self` counts).
+    fn since(&self, before: &Hist) -> Hist {
+        if before.buckets.len() != self.buckets.len() || before.count() > self.count() {
+            return self.clone();
+        }
+        Hist {
+            buckets: self
+                .buckets
+                .iter()
+                .zip(&before.buckets)
+                .map(|((le, a), (_, b))| (*le, a.saturating_sub(*b)))
+                .collect(),
+            sum: self.sum - before.sum,
+        }
+    }
+
+    fn add(&mut self, other: &Hist) {
+        if self.buckets.is_empty() {
+            *self = other.clone();
+        } else if self.buckets.len() == other.buckets.len() {
+            for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+                a.1 += b.1;
+            }
+            self.sum += other.sum;
+        }
+    }
+
+    /// The upper bound (ms) of the bucket holding quantile `q`; `None` above every bound.
+    fn quantile_le_ms(&self, q: f64) -> Option<f64> {
+        let count = self.count();
+        let want = ((count as f64) * q).ceil().max(1.0) as u64;
+        self.buckets
+            .iter()
+            .find(|(_, c)| *c >= want)
+            .and_then(|(le, _)| le.is_finite().then_some(le * 1000.0))
+    }
+}
+
+/// Every stage histogram on one `/metrics` page.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scrape {
+    hists: HashMap<String, Hist>,
+}
+
+impl Scrape {
+    /// Reads the stage histograms out of Prometheus' text format; other lines are skipped.
+    pub(crate) fn parse(text: &str) -> Scrape {
+        let mut hists: HashMap<String, Hist> = HashMap::new();
+        for line in text.lines() {
+            for (_, metric) in STAGES {
+                let Some(rest) = line.strip_prefix(metric) else {
+                    continue;
+                };
+                if let Some(rest) = rest.strip_prefix("_bucket{le=\"")
+                    && let Some((le, value)) = rest.split_once("\"} ")
+                    && let (Ok(le), Ok(value)) = (le.parse::<f64>(), value.trim().parse::<u64>())
+                {
+                    hists
+                        .entry(metric.to_owned())
+                        .or_default()
+                        .buckets
+                        .push((le, value));
+                } else if let Some(value) = rest.strip_prefix("_sum ")
+                    && let Ok(value) = value.trim().parse::<f64>()
+                {
+                    hists.entry(metric.to_owned()).or_default().sum = value;
+                }
+            }
+        }
+        Scrape { hists }
+    }
+
+    /// Reads every node's page; a node that does not answer gives `None`.
+    pub(crate) async fn all(clients: &[Client]) -> Vec<Option<Scrape>> {
+        let mut out = Vec::with_capacity(clients.len());
+        for c in clients {
+            out.push(c.text("/metrics").await.ok().map(|t| Scrape::parse(&t)));
+        }
+        out
+    }
+}
+
+/// One stage over the run, all nodes together.
+#[derive(Debug, Serialize)]
+pub struct Stage {
+    stage: &'static str,
+    /// Observations (blocks, or append requests) during the run.
+    count: u64,
+    mean_ms: f64,
+    /// Upper bounds of the histogram buckets holding the quantile; `null` above 10 s.
+    p50_le_ms: Option<f64>,
+    p99_le_ms: Option<f64>,
+    max_le_ms: Option<f64>,
+}
+
+/// The stages' latency between two scrapes of the same nodes.
+pub(crate) fn between(before: &[Option<Scrape>], after: &[Option<Scrape>]) -> Vec<Stage> {
+    STAGES
+        .iter()
+        .filter_map(|(stage, metric)| {
+            let mut total = Hist::default();
+            for (b, a) in before.iter().zip(after) {
+                let (Some(b), Some(a)) = (b, a) else { continue };
+                let Some(after) = a.hists.get(*metric) else {
+                    continue;
+                };
+                total.add(&after.since(b.hists.get(*metric).unwrap_or(&Hist::default())));
+            }
+            let count = total.count();
+            (count > 0).then(|| Stage {
+                stage,
+                count,
+                mean_ms: total.sum / count as f64 * 1000.0,
+                p50_le_ms: total.quantile_le_ms(0.5),
+                p99_le_ms: total.quantile_le_ms(0.99),
+                max_le_ms: total.quantile_le_ms(1.0),
+            })
+        })
+        .collect()
+}
+
+/// Prints the stages as a table.
+pub(crate) fn print(stages: &[Stage]) {
+    if stages.is_empty() {
+        return;
+    }
+    let le = |v: Option<f64>| v.map_or_else(|| "> 10 s".to_owned(), |ms| format!("≤ {ms}"));
+    println!(
+        "stages        {:<11} {:>8} {:>9} {:>10} {:>10} {:>10}",
+        "(all nodes)", "count", "mean ms", "p50 ms", "p99 ms", "max ms"
+    );
+    for s in stages {
+        println!(
+            "              {:<11} {:>8} {:>9.1} {:>10} {:>10} {:>10}",
+            s.stage,
+            s.count,
+            s.mean_ms,
+            le(s.p50_le_ms),
+            le(s.p99_le_ms),
+            le(s.max_le_ms)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(apply: [u64; 3], sum: f64) -> String {
+        format!(
+            "# HELP ordo_tip_height x\nordo_tip_height 7\n\
+             # TYPE ordo_block_apply_seconds histogram\n\
+             ordo_block_apply_seconds_bucket{{le=\"0.005\"}} {}\n\
+             ordo_block_apply_seconds_bucket{{le=\"0.1\"}} {}\n\
+             ordo_block_apply_seconds_bucket{{le=\"+Inf\"}} {}\n\
+             ordo_block_apply_seconds_sum {sum}\n\
+             ordo_block_apply_seconds_count {}\n",
+            apply[0], apply[1], apply[2], apply[2]
+        )
+    }
+
+    #[test]
+    fn stages_are_the_difference_of_two_scrapes_merged_over_nodes() {
+        let before = vec![
+            Some(Scrape::parse(&page([10, 10, 10], 0.02))),
+            None,
+            Some(Scrape::parse(&page([0, 0, 0], 0.0))),
+        ];
+        let after = vec![
+            // 99 more fast writes and one slow one.
+            Some(Scrape::parse(&page([109, 110, 110], 0.42))),
+            Some(Scrape::parse(&page([5, 5, 5], 0.01))),
+            // 100 writes, two above 0.1 s.
+            Some(Scrape::parse(&page([90, 98, 100], 1.0))),
+        ];
+        let stages = between(&before, &after);
+        assert_eq!(stages.len(), 1, "only the stage with observations");
+        let s = &stages[0];
+        assert_eq!(s.stage, "apply");
+        assert_eq!(s.count, 200, "the node without a first scrape is left out");
+        assert!((s.mean_ms - 1.4 / 200.0 * 1000.0).abs() < 1e-9);
+        assert_eq!(s.p50_le_ms, Some(5.0));
+        assert_eq!(s.p99_le_ms, Some(100.0));
+        assert_eq!(s.max_le_ms, None, "two writes above every bound");
+    }
+
+    #[test]
+    fn a_restarted_node_counts_from_zero() {
+        let before = Scrape::parse(&page([50, 50, 50], 1.0));
+        let after = Scrape::parse(&page([3, 4, 4], 0.2));
+        let h = &after.hists["ordo_block_apply_seconds"];
+        assert_eq!(
+            h.since(&before.hists["ordo_block_apply_seconds"]).count(),
+            4
+        );
+    }
+}
