@@ -174,13 +174,6 @@ fn db_options() -> Options {
     // a burst of dirty pages from a memtable flush or a compaction.
     opts.set_bytes_per_sync(1 << 20);
     opts.set_wal_bytes_per_sync(1 << 20);
-    // Background writes (memtable flushes, compactions) share the disk with the synced
-    // WAL writes that every block waits for. Unthrottled, each 64 MiB flush is one burst
-    // that queues those writes behind it: commits stalled for 0.5-1 s whenever memtables
-    // flushed. The auto-tuned limiter spreads flushes out while little is pending and
-    // raises the rate (up to 32 MiB/s) when work backs up, so peak throughput keeps its
-    // headroom.
-    opts.set_auto_tuned_ratelimiter(32 << 20, 100_000, 10);
     opts
 }
 
