@@ -218,7 +218,6 @@ async fn status(State(api): State<Api>) -> ApiResult {
     let peers: Vec<Value> = s
         .network
         .connected()
-        .await
         .unwrap_or_default()
         .iter()
         .map(|k| {
@@ -267,7 +266,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         let pool = s.mempool.lock().expect("mempool lock poisoned");
         (pool.len(), pool.bytes())
     };
-    let peers = s.network.connected().await.map_or(0, |p| p.len());
+    let peers = s.network.connected().map_or(0, |p| p.len());
     let c = &s.counters;
     let net = s.network.stats();
     let rows: [(&str, &str, &str, u64); 15] = [

@@ -145,7 +145,6 @@ enum Command {
         reply: oneshot::Sender<Result<Frame, String>>,
     },
     ListenAddrs(oneshot::Sender<Vec<String>>),
-    Connected(oneshot::Sender<Vec<PeerId>>),
 }
 
 /// Handle on the running network.
@@ -155,7 +154,13 @@ pub struct Network {
     peers: Arc<HashMap<PublicKey, PeerId>>,
     keys: Arc<HashMap<PeerId, PublicKey>>,
     stats: Arc<NetworkStats>,
+    connected: Arc<ConnectedPeers>,
 }
+
+/// The validators with an established connection, kept by the swarm task as connections
+/// open and close, so that reading them never waits on a busy swarm. `None` once the
+/// network has stopped.
+type ConnectedPeers = std::sync::RwLock<Option<Vec<PeerId>>>;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -219,7 +224,9 @@ impl Network {
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MAX);
         let stats = Arc::new(NetworkStats::default());
+        let connected = Arc::new(ConnectedPeers::new(Some(Vec::new())));
         let task = SwarmTask {
+            connected: connected.clone(),
             swarm,
             keys: keys.clone(),
             bootstrap,
@@ -235,6 +242,7 @@ impl Network {
             peers: Arc::new(peers),
             keys: Arc::new(keys),
             stats,
+            connected,
         };
         Ok((network, inbound_rx))
     }
@@ -271,17 +279,14 @@ impl Network {
         rx.await.map_err(|_| NetworkError::Stopped)
     }
 
-    /// The validators currently connected.
+    /// The validators currently connected (as of the swarm's last connection event: this
+    /// never waits on the swarm, however busy).
     ///
     /// # Errors
     /// [`NetworkError::Stopped`].
-    pub async fn connected(&self) -> Result<Vec<PublicKey>, NetworkError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Connected(tx))
-            .await
-            .map_err(|_| NetworkError::Stopped)?;
-        let peers = rx.await.map_err(|_| NetworkError::Stopped)?;
+    pub fn connected(&self) -> Result<Vec<PublicKey>, NetworkError> {
+        let peers = self.connected.read().expect("peer list lock poisoned");
+        let peers = peers.as_ref().ok_or(NetworkError::Stopped)?;
         Ok(peers
             .iter()
             .filter_map(|p| self.keys.get(p).copied())
@@ -365,6 +370,7 @@ struct SwarmTask {
     dialled: HashMap<Multiaddr, usize>,
     inbound: mpsc::Sender<InboundRequest>,
     stats: Arc<NetworkStats>,
+    connected: Arc<ConnectedPeers>,
     pending: HashMap<rr::OutboundRequestId, oneshot::Sender<Result<Frame, String>>>,
     replies: FuturesUnordered<ReplyFuture>,
 }
@@ -392,7 +398,14 @@ impl SwarmTask {
                 _ = redial.tick() => self.redial_if_missing(),
             }
         }
+        *self.connected.write().expect("peer list lock poisoned") = None;
         tracing::debug!("network stopped");
+    }
+
+    /// Publishes the connected validators (after a connection opened or closed).
+    fn publish_connected(&self) {
+        let peers = self.swarm.connected_peers().copied().collect();
+        *self.connected.write().expect("peer list lock poisoned") = Some(peers);
     }
 
     fn dial_bootstrap(&mut self) {
@@ -426,9 +439,6 @@ impl SwarmTask {
             }
             Command::ListenAddrs(tx) => {
                 let _ = tx.send(self.swarm.listeners().map(ToString::to_string).collect());
-            }
-            Command::Connected(tx) => {
-                let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
         }
     }
@@ -481,6 +491,7 @@ impl SwarmTask {
                 if let ConnectedPoint::Dialer { address, .. } = endpoint {
                     *self.dialled.entry(without_peer_id(&address)).or_default() += 1;
                 }
+                self.publish_connected();
                 tracing::debug!(%peer_id, "validator connected");
             }
             SwarmEvent::ConnectionClosed {
@@ -498,6 +509,7 @@ impl SwarmTask {
                         self.dialled.remove(&address);
                     }
                 }
+                self.publish_connected();
                 tracing::debug!(%peer_id, "connection closed");
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
