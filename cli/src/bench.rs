@@ -361,6 +361,26 @@ pub(crate) fn write_json(path: &std::path::Path, value: &impl Serialize) -> anyh
     Ok(())
 }
 
+/// Writes the result to `json` when asked, and fails the command when fewer than
+/// `expected` writes were `done` (`what`: "transactions committed", "puts acknowledged").
+pub(crate) fn settle(
+    json: Option<&std::path::Path>,
+    result: &impl Serialize,
+    done: usize,
+    expected: usize,
+    what: &str,
+) -> CmdResult {
+    if let Some(path) = json {
+        write_json(path, result)?;
+    }
+    if done < expected {
+        return Err(Failure::Negative(format!(
+            "only {done} of {expected} {what}"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -467,16 +487,13 @@ pub fn run(a: BenchArgs) -> CmdResult {
             result.steady_tps.max(result.committed_tps),
         );
         print(&result);
-        if let Some(path) = &a.json {
-            write_json(path, &result)?;
-        }
-        if result.committed < a.txs {
-            return Err(Failure::Negative(format!(
-                "only {} of {} transactions committed",
-                result.committed, a.txs
-            )));
-        }
-        Ok(())
+        settle(
+            a.json.as_deref(),
+            &result,
+            result.committed,
+            a.txs,
+            "transactions committed",
+        )
     })
 }
 

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::bench::{Latency, percentile, proc_use, steady_rate, write_json};
+use crate::bench::{Latency, percentile, proc_use, settle, steady_rate};
 use crate::{CmdResult, Failure};
 
 /// Pause before re-sending a request that etcd refused for load or that could not connect.
@@ -183,16 +183,13 @@ pub(crate) fn run(load: EtcdLoad) -> CmdResult {
     crate::client::block_on(async move {
         let result = measure(&load).await?;
         print(&result);
-        if let Some(path) = &load.json {
-            write_json(path, &result)?;
-        }
-        if result.committed < load.puts {
-            return Err(Failure::Negative(format!(
-                "only {} of {} puts acknowledged",
-                result.committed, load.puts
-            )));
-        }
-        Ok(())
+        settle(
+            load.json.as_deref(),
+            &result,
+            result.committed,
+            load.puts,
+            "puts acknowledged",
+        )
     })
 }
 
