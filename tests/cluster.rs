@@ -104,6 +104,17 @@ fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
             assert!(count("ordo_block_commit_seconds") > 0, "leader commits");
         } else {
             assert!(count("ordo_block_verify_seconds") > 0, "node {i} verifies");
+            // The leader announced what it admitted, so the follower had checked
+            // signatures before their blocks came.
+            let metric = |name: &str| c.metric(i, name).unwrap_or(0);
+            assert!(
+                metric("ordo_txs_prechecked_total") > 0,
+                "node {i} prechecks"
+            );
+            assert!(
+                metric("ordo_block_signatures_prechecked_total") > 0,
+                "node {i} leaves prechecked signatures out of block checks"
+            );
         }
     }
     let chain = c.stop_and_check(&ids);

@@ -41,9 +41,13 @@ pub use policy::{
     BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, CHAIN_ID_BYTES_MAX, Limits, Policy, TX_BYTES_LIMIT,
     TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
 };
-pub use store::{ChainIdentity, FORMAT_VERSION, LEDGER_DIR, Store, StoreError, TxInclusion};
+pub use store::{
+    ChainIdentity, Durability, FORMAT_VERSION, LEDGER_DIR, Store, StoreError, TxInclusion,
+};
 pub use types::{Block, BlockHeader, ChainTip, SignedTransaction, Transaction, TxId, encode};
-pub use verify::{TxError, VerifyError, check_tx_rules, verify_block, verify_transaction};
+pub use verify::{
+    TxError, VerifyError, check_tx_rules, verify_block, verify_block_with, verify_transaction,
+};
 
 /// Errors decoding ledger types.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

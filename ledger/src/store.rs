@@ -10,8 +10,9 @@
 //! | `meta`         | name                 | format version, chain id, genesis hash, tip |
 //!
 //! Appending a block is one `WriteBatch` (block, hash, every transaction id, new tip),
-//! written with `sync`: after a crash at any instant the store holds either the old tip or
-//! the new one, never part of a block. The store checks the block links to its tip but does
+//! written with `sync` (or, for the Raft state machine, synced by the next synced write:
+//! [`Durability`]): after a crash at any instant the store holds either the old tip or a
+//! newer one, never part of a block. The store checks the block links to its tip but does
 //! not re-verify signatures: callers append only blocks that passed
 //! [`verify_block`](crate::verify_block), and [`audit`](crate::audit) re-checks everything.
 
@@ -43,6 +44,18 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Subdirectory of a node's data directory that holds the ledger database.
 pub const LEDGER_DIR: &str = "ledger";
+
+/// How an append reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced before the append returns.
+    Synced,
+    /// Written to the database's write-ahead log and synced by the next synced write to the
+    /// same database, in order: after a crash the store holds a prefix of its appends, each
+    /// whole. For a caller that can append again what a crash takes back, because a synced
+    /// record it keeps in this database (the Raft log) holds the block.
+    WithNextSync,
+}
 
 /// Which chain a store belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -394,12 +407,13 @@ impl Store {
     /// # Panics
     /// If `ids` does not have one id per transaction.
     pub fn append_with_ids(&self, block: &Block, ids: &[TxId]) -> Result<ChainTip> {
-        self.append_with(block, ids, |_, _| {})
+        self.append_with(block, ids, Durability::Synced, |_, _| {})
     }
 
-    /// As [`Store::append_with_ids`], adding `extra` writes to the same atomic, synced batch
-    /// (for example the consensus state that records which log entry the block came from).
-    /// `extra` receives the batch and the database, to look up its column families.
+    /// As [`Store::append_with_ids`], adding `extra` writes to the same atomic batch (for
+    /// example the consensus state that records which log entry the block came from), and
+    /// reaching the disk as `durability` says. `extra` receives the batch and the database,
+    /// to look up its column families.
     ///
     /// # Errors
     /// As [`Store::append`].
@@ -410,6 +424,7 @@ impl Store {
         &self,
         block: &Block,
         ids: &[TxId],
+        durability: Durability,
         extra: impl FnOnce(&mut WriteBatch, &DB),
     ) -> Result<ChainTip> {
         assert_eq!(ids.len(), block.txs.len(), "one id per transaction");
@@ -456,7 +471,10 @@ impl Store {
             borsh::to_vec(&new_tip).expect("encodes"),
         );
         extra(&mut batch, &self.db);
-        self.write_synced(batch)?;
+        match durability {
+            Durability::Synced => self.write_synced(batch)?,
+            Durability::WithNextSync => self.db.write(batch).map_err(|e| self.db_err(e))?,
+        }
         *tip = new_tip;
         Ok(new_tip)
     }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ordo_crypto::{BatchVerifier, Hash, PublicKey, SignatureError, merkle};
+use ordo_crypto::{BatchVerifier, Hash, PublicKey, Signature, SignatureError, merkle};
 
 use crate::Policy;
 use crate::types::{Block, ChainTip, SignedTransaction, TxId};
@@ -223,9 +223,25 @@ pub fn verify_block(
     block: &Block,
     policy: &Policy,
 ) -> Result<Vec<TxId>, VerifyError> {
+    verify_block_with(parent, block, policy, |_, _| false)
+}
+
+/// As [`verify_block`], leaving out of the signature batch each transaction for which
+/// `checked(id, signature)` is true: the caller has already verified that exact signature
+/// over that id (the id covers the sender) under the same ZIP-215 rules, so the verdict
+/// is the same. Every other rule, and the proposer's signature, is checked as usual.
+///
+/// # Errors
+/// As [`verify_block`].
+pub fn verify_block_with(
+    parent: &ChainTip,
+    block: &Block,
+    policy: &Policy,
+    checked: impl Fn(&TxId, &Signature) -> bool,
+) -> Result<Vec<TxId>, VerifyError> {
     verify_header(parent, block, policy)?;
     let ids = verify_body_rules(block, policy)?;
-    verify_signatures(block, &ids)?;
+    verify_signatures(block, &ids, checked)?;
     Ok(ids)
 }
 
@@ -311,7 +327,11 @@ fn verify_body_rules(block: &Block, policy: &Policy) -> Result<Vec<TxId>, Verify
     Ok(ids)
 }
 
-fn verify_signatures(block: &Block, ids: &[TxId]) -> Result<(), VerifyError> {
+fn verify_signatures(
+    block: &Block,
+    ids: &[TxId],
+    checked: impl Fn(&TxId, &Signature) -> bool,
+) -> Result<(), VerifyError> {
     let mut batch = BatchVerifier::with_capacity(ids.len() + 1);
     let header_hash = block.header.hash();
     batch.queue(
@@ -319,19 +339,29 @@ fn verify_signatures(block: &Block, ids: &[TxId]) -> Result<(), VerifyError> {
         header_hash.as_bytes(),
         &block.signature,
     );
-    for (tx, id) in block.txs.iter().zip(ids) {
-        batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
+    // Block index of each queued transaction (batch position - 1), in block order, so the
+    // first bad signature in the batch is the first in the block.
+    let mut queued = Vec::with_capacity(ids.len());
+    for (i, (tx, id)) in block.txs.iter().zip(ids).enumerate() {
+        if !checked(id, &tx.signature) {
+            batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
+            queued.push(i);
+        }
     }
     match batch.verify() {
         Ok(()) => Ok(()),
         Err(SignatureError::InvalidAt { index: 0 }) | Err(SignatureError::Invalid) => {
             Err(VerifyError::BadProposerSignature)
         }
-        Err(SignatureError::InvalidAt { index }) => Err(VerifyError::Tx {
-            index: (index - 1) as u32,
-            id: ids[index - 1],
-            error: TxError::BadSignature,
-        }),
+        Err(SignatureError::InvalidAt { index }) => {
+            let i = queued[index - 1];
+            Err(VerifyError::Tx {
+                // verify_body_rules bounds the count far below u32::MAX.
+                index: i as u32,
+                id: ids[i],
+                error: TxError::BadSignature,
+            })
+        }
     }
 }
 

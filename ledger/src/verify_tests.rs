@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use ordo_crypto::{Domain, Hash, Keypair, PublicKey};
+use ordo_crypto::{Domain, Hash, Keypair, PublicKey, Signature};
 
 use super::*;
 use crate::{Limits, Transaction, build_block};
@@ -333,6 +333,48 @@ fn tx_bad_signature_is_named() {
     txs[4].signature.0[40] ^= 1;
     let b = f.block(txs);
     assert_eq!(f.tx_error(&b), (4, TxError::BadSignature));
+}
+
+#[test]
+fn checked_signatures_are_left_out_and_others_still_judged() {
+    let f = fixture();
+    let mut txs: Vec<_> = (0..6).map(|n| f.tx(n)).collect();
+    let good = txs[1].clone();
+    txs[4].signature.0[40] ^= 1;
+    let bad = txs[4].clone();
+    let b = f.block(txs);
+    // Only exactly the (id, signature) pairs the caller vouches for are left out: the bad
+    // signature at 4 is still found and named by its block index while 1..=3 are skipped.
+    let skip_some = |id: &TxId, sig: &Signature| {
+        b.txs[1..4]
+            .iter()
+            .any(|t| t.id() == *id && t.signature == *sig)
+    };
+    assert!(matches!(
+        verify_block_with(&f.parent, &b, &f.policy, skip_some),
+        Err(VerifyError::Tx {
+            index: 4,
+            error: TxError::BadSignature,
+            ..
+        })
+    ));
+    // Vouching for an id under another signature does not hide a bad signature.
+    let wrong_sig = |id: &TxId, sig: &Signature| *id == bad.id() && *sig == good.signature;
+    assert!(matches!(
+        verify_block_with(&f.parent, &b, &f.policy, wrong_sig),
+        Err(VerifyError::Tx { index: 4, .. })
+    ));
+    // A valid block passes with every transaction vouched for; the proposer's signature
+    // is still checked.
+    let v = f.valid_block();
+    let all = |_: &TxId, _: &Signature| true;
+    assert!(verify_block_with(&f.parent, &v, &f.policy, all).is_ok());
+    let mut forged = v.clone();
+    forged.signature.0[3] ^= 1;
+    assert_eq!(
+        verify_block_with(&f.parent, &forged, &f.policy, all),
+        Err(VerifyError::BadProposerSignature)
+    );
 }
 
 #[test]

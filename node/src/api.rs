@@ -269,7 +269,8 @@ async fn metrics(State(api): State<Api>) -> Response {
     let peers = s.network.connected().map_or(0, |p| p.len());
     let c = &s.counters;
     let net = s.network.stats();
-    let rows: [(&str, &str, &str, u64); 15] = [
+    let pre = &s.prechecked.stats;
+    let rows: [(&str, &str, &str, u64); 19] = [
         (
             "ordo_tip_height",
             "gauge",
@@ -342,6 +343,30 @@ async fn metrics(State(api): State<Api>) -> Response {
             "counter",
             "Blocks this node proposed that did not commit.",
             c.proposals_failed.load(Ordering::Relaxed),
+        ),
+        (
+            "ordo_txs_announced_total",
+            "counter",
+            "Transactions announced to followers as admitted (once per follower).",
+            pre.announced.load(Ordering::Relaxed),
+        ),
+        (
+            "ordo_txs_prechecked_total",
+            "counter",
+            "Transaction signatures verified ahead of their block (as follower).",
+            pre.checked.load(Ordering::Relaxed),
+        ),
+        (
+            "ordo_block_signatures_prechecked_total",
+            "counter",
+            "Block transaction signatures not verified again because they were prechecked.",
+            pre.hits.load(Ordering::Relaxed),
+        ),
+        (
+            "ordo_announcements_dropped_total",
+            "counter",
+            "Announcements dropped (queue full, or undecodable or failing on arrival).",
+            pre.dropped.load(Ordering::Relaxed),
         ),
         (
             "ordo_refused_connections_total",

@@ -9,6 +9,8 @@
 //! * [`mempool`] admits client transactions (bounded) and cuts blocks for the leader.
 //! * [`network`] connects validators, and only validators, over libp2p, carrying bounded
 //!   request/response frames.
+//! * [`prechecked`] lets a follower verify transaction signatures as the leader admits
+//!   them, ahead of the blocks that carry them.
 //! * [`sync`] serves committed blocks to peers and fetches them for a node catching up.
 
 pub mod api;
@@ -16,6 +18,7 @@ pub mod config;
 pub mod consensus;
 pub mod mempool;
 pub mod network;
+pub mod prechecked;
 pub mod sync;
 pub mod timings;
 pub mod validator;

@@ -4,13 +4,16 @@
 //! Tasks, all stopped by [`Validator::shutdown`]:
 //! * **inbound** dispatches peer requests by kind: Raft RPCs to the [`RaftServer`] (which
 //!   verifies blocks before they reach the log), block fetches to [`serve_blocks`],
-//!   forwarded transactions to the leader's mempool.
+//!   forwarded transactions to the leader's mempool, announced ones to the precheck queue.
 //! * **proposer** (acts while this node leads): cuts blocks by the mempool's rules, builds
 //!   and signs them on the last proposed block, and hands them to Raft, at most
 //!   `blocks_in_flight_max` at a time. A block that does not commit gives its transactions
 //!   back to the mempool.
 //! * **applied** follows the ledger tip: drops committed and expired transactions from the
 //!   mempool, answers clients waiting for a commit, and publishes the tip to block streams.
+//! * **precheck** (on followers): verifies the signatures of transactions the leader
+//!   announces as it admits them, so that blocks carrying them are checked faster
+//!   ([`crate::prechecked`]).
 //! * **resend** (on followers): transactions still pending a few seconds after they were
 //!   forwarded go to the leader again, so a leader change does not strand them.
 //! * **api**: the HTTP server ([`crate::api`]).
@@ -41,6 +44,7 @@ use crate::consensus::{
 };
 use crate::mempool::{Admission, AdmitError, Mempool};
 use crate::network::{Frame, InboundRequest, Kind, Network, NetworkConfig};
+use crate::prechecked::Prechecked;
 use crate::sync::{PeerBlockSource, serve_blocks};
 use crate::timings::Timings;
 
@@ -54,6 +58,10 @@ pub const ADMISSIONS_MAX: usize = 4;
 pub const ADMISSION_QUEUE_MAX: usize = 256;
 /// Longest a client submission waits for a turn before it gets 503 busy.
 pub const ADMISSION_WAIT_MAX: Duration = Duration::from_secs(2);
+/// A leader announces what it admits only while at most this many transactions are pending
+/// (a few blocks' worth, far below what followers remember, `PRECHECKED_MAX`).
+const ANNOUNCE_BACKLOG_MAX: usize = 8_192;
+const _: () = assert!(4 * ANNOUNCE_BACKLOG_MAX <= crate::prechecked::PRECHECKED_MAX);
 /// Most transactions in one forwarded batch.
 const FORWARD_TXS_MAX: usize = 4096;
 /// A follower re-sends a pending transaction to the leader after this long.
@@ -183,6 +191,10 @@ pub struct Shared {
     pub counters: Counters,
     /// How long each pipeline stage takes (exported as histograms).
     pub timings: Arc<Timings>,
+    /// Signatures checked ahead of their blocks (as follower), and announcing (as leader).
+    pub prechecked: Arc<Prechecked>,
+    /// The other validators' keys: where a leader announces what it admits.
+    followers: Vec<PublicKey>,
     /// When the node started.
     pub started: Instant,
     /// Flips to true when the node is shutting down.
@@ -259,7 +271,7 @@ impl Validator {
         let (network, inbound) =
             Network::start(&key, &keys, &net_config, stopped(stopping.clone()))?;
 
-        let source = Arc::new(PeerBlockSource::new(network.clone(), others));
+        let source = Arc::new(PeerBlockSource::new(network.clone(), others.clone()));
         let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
             .map_err(|e| StartError::Consensus(e.to_string()))?;
         let recent = sm.recent();
@@ -293,6 +305,7 @@ impl Validator {
             .map(|v| (node_id(&v.public_key), (v.name.clone(), v.public_key)))
             .collect();
         let (tip_tx, tip) = watch::channel(store.tip());
+        let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max);
         let shared = Arc::new(Shared {
             name: me.name.clone(),
             public_key: key.public(),
@@ -312,6 +325,8 @@ impl Validator {
             recent,
             counters: Counters::default(),
             timings,
+            prechecked: prechecked.clone(),
+            followers: others,
             started: Instant::now(),
             stopping: stopping.clone(),
             waiters: Mutex::new(HashMap::new()),
@@ -321,7 +336,7 @@ impl Validator {
             admission_queue: AtomicUsize::new(0),
         });
 
-        let server = RaftServer::new(raft.clone(), log, store, policy);
+        let server = RaftServer::new(raft.clone(), log, store, policy, prechecked.clone());
         let proposer = Proposer {
             shared: shared.clone(),
             key,
@@ -332,6 +347,7 @@ impl Validator {
             tokio::spawn(proposer.run()),
             tokio::spawn(follow_applied(shared.clone(), tip_tx)),
             tokio::spawn(resend_stale(shared.clone())),
+            tokio::spawn(prechecked.run(announced, stopping.clone())),
             tokio::spawn(crate::api::serve(shared.clone(), api_listener)),
         ];
         tracing::info!(
@@ -509,9 +525,9 @@ impl Shared {
         // it appends the block. So a follower does not check here; the leader's verdict on
         // the forwarded transaction comes back to the client.
         let verify = self.is_leader();
-        // A follower keeps copies to forward (the pool takes the originals); a leader
-        // needs none.
-        let copies = (!verify).then(|| txs.clone());
+        // Copies (the pool takes the originals): a follower forwards them, a leader
+        // announces them to its followers.
+        let copies = txs.clone();
         let (ids, admitted) = tokio::task::spawn_blocking(move || this.admit(txs, verify))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -525,10 +541,14 @@ impl Shared {
         }
         if self.is_leader() {
             self.wake_proposer.notify_one();
+            if verify {
+                let raw: Vec<Vec<u8>> = fresh.iter().map(|i| copies[*i].to_bytes()).collect();
+                self.announce(&raw);
+            }
             return (ids, self.count(results));
         }
-        let verdicts = match (copies, self.leader().and_then(|id| self.validator(id))) {
-            (Some(copies), Some((_, leader))) => {
+        let verdicts = match self.leader().and_then(|id| self.validator(id)) {
+            Some((_, leader)) if !verify => {
                 let mut wanted = fresh.iter().peekable();
                 let batch: Vec<SignedTransaction> = copies
                     .into_iter()
@@ -727,7 +747,7 @@ impl Shared {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.wake_proposer.notify_one();
         let mut admitted = admitted.into_iter();
-        verdicts
+        let verdicts: Vec<Verdict> = verdicts
             .into_iter()
             .map(|v| {
                 v.unwrap_or_else(|| match admitted.next() {
@@ -741,7 +761,27 @@ impl Shared {
                     None => Verdict::Refused("internal: missing admission result".into()),
                 })
             })
-            .collect()
+            .collect();
+        let accepted: Vec<Vec<u8>> = raw
+            .into_iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v == Verdict::Accepted)
+            .map(|(bytes, _)| bytes)
+            .collect();
+        self.announce(&accepted);
+        verdicts
+    }
+
+    /// As leader, sends transactions it has just admitted (canonical bytes) to the
+    /// followers, to check ahead of the block that will carry them. Not while a backlog
+    /// waits: the block would come long after, and the followers could have forgotten
+    /// the check by then.
+    fn announce(&self, raw: &[Vec<u8>]) {
+        if self.pool().len() > ANNOUNCE_BACKLOG_MAX {
+            return;
+        }
+        self.prechecked
+            .announce(&self.network, &self.followers, raw);
     }
 
     /// Waits until `id` is committed, for at most `timeout`. `None` on timeout.
@@ -811,7 +851,7 @@ async fn serve_inbound(
 ) {
     let mut stopping = shared.stopping.clone();
     loop {
-        let req = tokio::select! {
+        let mut req = tokio::select! {
             req = inbound.recv() => match req { Some(r) => r, None => return },
             _ = stopping.wait_for(|s| *s) => return,
         };
@@ -826,6 +866,17 @@ async fn serve_inbound(
             }
             Kind::Transactions => {
                 tokio::spawn(shared.clone().serve_forwarded(req));
+            }
+            Kind::Announce => {
+                // Acknowledged at once: checking is best effort, and a leader ignores it.
+                let body = std::mem::take(&mut req.frame.body);
+                req.respond(Frame {
+                    kind: Kind::Announce,
+                    body: Vec::new(),
+                });
+                if !shared.is_leader() {
+                    shared.prechecked.offer(body);
+                }
             }
             Kind::Error => req.respond(Frame {
                 kind: Kind::Error,

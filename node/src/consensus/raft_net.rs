@@ -12,8 +12,8 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::{EntryPayload, OptionalSend};
-use ordo_crypto::PublicKey;
-use ordo_ledger::{ChainTip, Policy, Store, verify_block};
+use ordo_crypto::{PublicKey, Signature};
+use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -21,6 +21,7 @@ use super::{
     encode_internal, encode_internal_sized,
 };
 use crate::network::{Frame, InboundRequest, Kind, Network};
+use crate::prechecked::Prechecked;
 
 /// ordo's Raft instance.
 pub type OrdoRaft = openraft::Raft<TypeConfig, BlockStateMachine>;
@@ -207,21 +208,25 @@ pub struct RaftServer {
     log: LogStore,
     store: Arc<Store>,
     policy: Arc<Policy>,
+    prechecked: Arc<Prechecked>,
 }
 
 impl RaftServer {
-    /// A server feeding `raft`, checking blocks against `store` and `log` under `policy`.
+    /// A server feeding `raft`, checking blocks against `store` and `log` under `policy`,
+    /// leaving out the signatures this node checked ahead (`prechecked`).
     pub fn new(
         raft: OrdoRaft,
         log: LogStore,
         store: Arc<Store>,
         policy: Arc<Policy>,
+        prechecked: Arc<Prechecked>,
     ) -> RaftServer {
         RaftServer {
             raft,
             log,
             store,
             policy,
+            prechecked,
         }
     }
 
@@ -318,8 +323,11 @@ impl RaftServer {
         for e in &mut rpc.entries {
             if let EntryPayload::Normal(entry) = &mut e.payload {
                 let block = entry.block.clone();
-                let ids = verify_block(&parent, &block, &self.policy)
+                let checked = |id: &TxId, sig: &Signature| self.prechecked.contains(id, sig);
+                let ids = verify_block_with(&parent, &block, &self.policy, checked)
                     .map_err(|e| format!("block {}: {e}", block.header.height))?;
+                self.prechecked
+                    .remember(ids.iter().zip(&block.txs).map(|(id, t)| (*id, t.signature)));
                 parent = block.tip();
                 *entry = BlockEntry::with_ids(block, ids.into());
             }

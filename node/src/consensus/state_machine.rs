@@ -1,8 +1,12 @@
 //! The Raft state machine: committed blocks go into the ledger.
 //!
 //! Applying a block appends it to the ledger [`Store`] with the applied log id and
-//! membership written in the same synced `WriteBatch`, so after a crash the ledger and the
-//! applied state agree and no block is applied twice. Blocks were fully verified before they
+//! membership written in the same `WriteBatch`, so after a crash the ledger and the
+//! applied state agree and no block is applied twice. That write is not synced on its own
+//! ([`Durability::WithNextSync`]): the block is already in the synced Raft log of the same
+//! database, so a crash can only take back the latest applies, which Raft makes again from
+//! its log on restart; the next synced write (a log append, a vote, a purge) carries them to
+//! disk in order, so no purge can outlive the applies it depends on. Blocks were fully verified before they
 //! entered the log (the leader before proposing, followers before appending); applying only
 //! checks that a block extends the ledger, which every node decides identically.
 //!
@@ -24,7 +28,7 @@ use openraft::type_config::alias::{
 };
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use ordo_crypto::Hash;
-use ordo_ledger::{Block, ChainTip, Policy, Store, StoreError, TxId, verify_block};
+use ordo_ledger::{Block, ChainTip, Durability, Policy, Store, StoreError, TxId, verify_block};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -185,12 +189,14 @@ impl Inner {
         let applied_bytes = encode_internal(next)?;
         let ids = entry.ids();
         let started = Instant::now();
-        let result = self.store.append_with(block, &ids, |batch, db| {
-            let cf = db
-                .cf_handle(CF_RAFT_STATE)
-                .expect("consensus column families are opened with the store");
-            batch.put_cf(cf, KEY_APPLIED, &applied_bytes);
-        });
+        let result = self
+            .store
+            .append_with(block, &ids, Durability::WithNextSync, |batch, db| {
+                let cf = db
+                    .cf_handle(CF_RAFT_STATE)
+                    .expect("consensus column families are opened with the store");
+                batch.put_cf(cf, KEY_APPLIED, &applied_bytes);
+            });
         self.timings.apply.observe(started.elapsed());
         match result {
             Ok(_) => {
@@ -372,7 +378,7 @@ impl RaftStateMachine<TypeConfig> for BlockStateMachine {
             + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            // A block's synced write runs on a blocking thread, off the async threads.
+            // A block's write (which may wait on RocksDB) runs on a blocking thread.
             let outcome = if matches!(entry.payload, EntryPayload::Normal(_)) {
                 let inner = self.inner.clone();
                 tokio::task::spawn_blocking(move || inner.apply_entry(entry))

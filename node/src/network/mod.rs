@@ -56,6 +56,8 @@ pub enum Kind {
     Transactions = 2,
     /// Block fetches by a node catching up.
     Blocks = 3,
+    /// Transactions the leader admitted, sent to followers to check ahead of their block.
+    Announce = 4,
     /// A request the peer could not serve.
     Error = 255,
 }
@@ -66,6 +68,7 @@ impl Kind {
             1 => Some(Kind::Raft),
             2 => Some(Kind::Transactions),
             3 => Some(Kind::Blocks),
+            4 => Some(Kind::Announce),
             255 => Some(Kind::Error),
             _ => None,
         }
