@@ -37,6 +37,13 @@ fn bench_on_a_devnet_reports_throughput_latency_resources_and_the_bound() {
         lat["max"].as_f64().expect("max"),
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lat}");
+    // Answering a submission is part of its latency, never more.
+    let answer = &r["answer_ms"];
+    let (a50, amax) = (
+        answer["p50"].as_f64().expect("answer p50"),
+        answer["max"].as_f64().expect("answer max"),
+    );
+    assert!(0.0 < a50 && a50 <= amax && a50 <= max, "{answer}");
     let nodes = r["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 3);
     for n in nodes {

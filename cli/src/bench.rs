@@ -150,6 +150,18 @@ pub struct Latency {
     pub(crate) max: f64,
 }
 
+impl Latency {
+    /// Percentiles of `sorted` (ascending milliseconds); zeros when it is empty.
+    pub(crate) fn of_sorted(sorted: &[f64]) -> Latency {
+        Latency {
+            p50: percentile(sorted, 0.5),
+            p95: percentile(sorted, 0.95),
+            p99: percentile(sorted, 0.99),
+            max: sorted.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
 /// One node's resource use during the run (devnet only: its processes are local).
 #[derive(Debug, Serialize)]
 pub struct NodeUse {
@@ -238,6 +250,9 @@ pub struct BenchResult {
     committed_tps: f64,
     steady_tps: f64,
     latency_ms: Latency,
+    /// How long a node took to answer an accepted submission (admission, and forwarding to
+    /// the leader when the node follows): the part of the latency before ordering.
+    answer_ms: Latency,
     nodes: Vec<NodeUse>,
     disk_bytes_per_tx: Option<f64>,
     stages: Vec<Stage>,
@@ -255,6 +270,8 @@ struct Run {
     /// Transactions in each batch.
     sizes: Vec<usize>,
     committed_at: Mutex<Vec<(Instant, Duration)>>,
+    /// Milliseconds each answered submission took, from its send.
+    answered_ms: Mutex<Vec<f64>>,
     rejected: AtomicU64,
     retried: AtomicU64,
     next: AtomicUsize,
@@ -553,6 +570,7 @@ async fn measure(
         batch_of,
         sizes,
         committed_at: Mutex::new(Vec::with_capacity(a.txs)),
+        answered_ms: Mutex::new(Vec::with_capacity(a.txs / a.batch + 1)),
         rejected: AtomicU64::new(0),
         retried: AtomicU64::new(0),
         next: AtomicUsize::new(0),
@@ -629,6 +647,8 @@ async fn measure(
     }
 
     let stages = bench_stages::between(&scrape_before, &Scrape::all(&clients).await);
+    let mut answered = run.answered_ms.lock().expect("lock").clone();
+    answered.sort_by(f64::total_cmp);
     let commits = run.committed_at.lock().expect("lock").clone();
     let seconds = per_second(&commits, start);
     let mut lat: Vec<f64> = commits
@@ -683,12 +703,8 @@ async fn measure(
         elapsed_s: elapsed.as_secs_f64(),
         committed_tps,
         steady_tps,
-        latency_ms: Latency {
-            p50: percentile(&lat, 0.5),
-            p95: percentile(&lat, 0.95),
-            p99: percentile(&lat, 0.99),
-            max: lat.last().copied().unwrap_or(0.0),
-        },
+        latency_ms: Latency::of_sorted(&lat),
+        answer_ms: Latency::of_sorted(&answered),
         nodes,
         disk_bytes_per_tx,
         stages,
@@ -720,11 +736,14 @@ async fn submit_worker(
         *run.sent[b].lock().expect("lock") = Some(due.unwrap_or_else(Instant::now));
         let client = &clients[(b + w) % clients.len()];
         loop {
+            let sent = Instant::now();
             match client
                 .post_raw("/v1/transactions", content_type, bodies[b].clone())
                 .await
             {
                 Ok((_, v)) => {
+                    let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                    run.answered_ms.lock().expect("lock").push(ms);
                     let refused = v["results"]
                         .as_array()
                         .map_or(0, |r| r.iter().filter(|x| x.get("error").is_some()).count());
@@ -813,6 +832,10 @@ fn print(r: &BenchResult) {
     println!(
         "latency       p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
         r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max
+    );
+    println!(
+        "answer        p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms (submission to the node's answer)",
+        r.answer_ms.p50, r.answer_ms.p95, r.answer_ms.p99, r.answer_ms.max
     );
     if r.seconds.len() > 1
         && let Some(worst) = r

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::bench::{Latency, percentile, proc_use, settle, steady_rate};
+use crate::bench::{Latency, proc_use, settle, steady_rate};
 use crate::{CmdResult, Failure};
 
 /// Pause before re-sending a request that etcd refused for load or that could not connect.
@@ -348,12 +348,7 @@ fn summarise(
         elapsed_s: elapsed.as_secs_f64(),
         committed_tps: overall_tps,
         steady_tps,
-        latency_ms: Latency {
-            p50: percentile(&lat, 0.5),
-            p95: percentile(&lat, 0.95),
-            p99: percentile(&lat, 0.99),
-            max: lat.last().copied().unwrap_or(0.0),
-        },
+        latency_ms: Latency::of_sorted(&lat),
         nodes,
     }
 }
