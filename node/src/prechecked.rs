@@ -1,7 +1,9 @@
 //! Signatures a follower checks ahead of the blocks that carry them.
 //!
-//! The leader sends each batch of transactions it admits to the followers as soon as it has
-//! admitted it ([`Kind::Announce`], best effort). A follower batch-verifies the signatures
+//! The leader sends the transactions it admits to the followers as soon as it has admitted
+//! them ([`Kind::Announce`], best effort): one sender per follower, at most a few
+//! announcements in flight; when they are all in flight, what is admitted meanwhile goes out
+//! together in the next. A follower batch-verifies the signatures
 //! off the critical path and remembers each (id, signature) pair that passed. When the
 //! block carrying them arrives, [`crate::consensus::RaftServer`] leaves those signatures
 //! out of the block's batch ([`ordo_ledger::verify_block_with`]): the follower still checks
@@ -14,36 +16,42 @@
 //! verified.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ordo_crypto::{BatchVerifier, PublicKey, Signature};
 use ordo_ledger::{SignedTransaction, TxId};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use crate::consensus::{decode_internal, encode_internal};
 use crate::network::{Frame, Kind, Network};
 
 /// Most (id, signature) pairs a follower remembers; the oldest go first.
 pub const PRECHECKED_MAX: usize = 65_536;
-/// Most announced batches waiting on a follower to be checked; more are dropped.
+/// Most announcements waiting on a follower to be checked; more are dropped.
 pub const ANNOUNCE_QUEUE_MAX: usize = 64;
-/// Most announcements a leader has in flight to one follower at once; more are dropped.
-pub const ANNOUNCES_IN_FLIGHT_MAX: usize = 64;
+/// Most bytes of announcements waiting on a follower to be checked; more are dropped.
+pub const ANNOUNCE_QUEUE_BYTES_MAX: usize = 16 << 20;
+/// Most bytes of transactions waiting on a leader to be announced to one follower; more
+/// are dropped (a follower that is down or slow costs at most this).
+pub const ANNOUNCE_PENDING_BYTES_MAX: usize = 4 << 20;
+/// Most announcements a leader has in flight to one follower; what is admitted meanwhile
+/// waits in the outbox and goes out together.
+pub const ANNOUNCES_IN_FLIGHT_MAX: usize = 4;
 /// Most transactions in one announcement (the forwarding limit).
 pub const ANNOUNCE_TXS_MAX: usize = 4096;
 
 /// Counters exported as metrics.
 #[derive(Debug, Default)]
 pub struct PrecheckStats {
-    /// Transactions this node (leading) announced, counted once per follower sent to.
+    /// Transactions this node (leading) announced, counted once per follower they reached.
     pub announced: AtomicU64,
     /// Transactions whose signatures this node (following) verified ahead of their block.
     pub checked: AtomicU64,
     /// Block signatures left out of a block check because they were checked ahead.
     pub hits: AtomicU64,
-    /// Announcements dropped: a full queue on either side, or one that did not decode or
-    /// verify.
+    /// Announcements dropped: a full queue on either side, one that did not decode or
+    /// verify, or one from a node that does not lead.
     pub dropped: AtomicU64,
 }
 
@@ -54,29 +62,56 @@ struct Seen {
     order: VecDeque<TxId>,
 }
 
-/// One node's signatures checked ahead of their blocks, and the queue of announcements
-/// waiting to be checked.
+/// Transactions waiting on a leader to be announced to one follower.
+#[derive(Default)]
+struct Outbox {
+    txs: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// One follower's outbox and the wake-up of its sender.
+struct Peer {
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+}
+
+/// One node's signatures checked ahead of their blocks, the queue of announcements waiting
+/// to be checked (as follower), and the outboxes of announcements to send (as leader).
 pub struct Prechecked {
     seen: Mutex<Seen>,
     queue: mpsc::Sender<Vec<u8>>,
+    queued_bytes: AtomicUsize,
     tx_bytes_max: u64,
-    /// Announcements in flight, per follower: a follower that is down holds up only its
-    /// own.
-    sending: Mutex<HashMap<PublicKey, Arc<Semaphore>>>,
+    peers: HashMap<PublicKey, Peer>,
     /// Counters.
     pub stats: PrecheckStats,
 }
 
 impl Prechecked {
-    /// An empty set for transactions of at most `tx_bytes_max` bytes, and the receiving
-    /// end of its announcement queue, for [`Prechecked::run`].
-    pub fn new(tx_bytes_max: u64) -> (Arc<Prechecked>, mpsc::Receiver<Vec<u8>>) {
+    /// An empty set for transactions of at most `tx_bytes_max` bytes, with an outbox for
+    /// each of `followers` (the other validators), and the receiving end of its
+    /// announcement queue, for [`Prechecked::run`].
+    pub fn new(
+        tx_bytes_max: u64,
+        followers: &[PublicKey],
+    ) -> (Arc<Prechecked>, mpsc::Receiver<Vec<u8>>) {
         let (queue, rx) = mpsc::channel(ANNOUNCE_QUEUE_MAX);
+        let peers = followers
+            .iter()
+            .map(|k| {
+                let peer = Peer {
+                    outbox: Mutex::new(Outbox::default()),
+                    wake: Notify::new(),
+                };
+                (*k, peer)
+            })
+            .collect();
         let p = Prechecked {
             seen: Mutex::new(Seen::default()),
             queue,
+            queued_bytes: AtomicUsize::new(0),
             tx_bytes_max,
-            sending: Mutex::new(HashMap::new()),
+            peers,
             stats: PrecheckStats::default(),
         };
         (Arc::new(p), rx)
@@ -86,13 +121,9 @@ impl Prechecked {
         self.seen.lock().expect("prechecked lock poisoned")
     }
 
-    /// Whether this node has verified `signature` over `id`. Counts a hit when it has.
+    /// Whether this node has verified `signature` over `id`.
     pub fn contains(&self, id: &TxId, signature: &Signature) -> bool {
-        let hit = self.seen().by_id.get(id) == Some(signature);
-        if hit {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        }
-        hit
+        self.seen().by_id.get(id) == Some(signature)
     }
 
     /// Pairs remembered now.
@@ -123,9 +154,12 @@ impl Prechecked {
     }
 
     /// Takes an announcement (the frame body) for checking, or drops it if the queue is
-    /// full. Never waits.
+    /// full (in count or bytes). Never waits.
     pub fn offer(&self, body: Vec<u8>) {
-        if self.queue.try_send(body).is_err() {
+        let len = body.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if queued + len > ANNOUNCE_QUEUE_BYTES_MAX || self.queue.try_send(body).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -183,6 +217,7 @@ impl Prechecked {
                 body = rx.recv() => match body { Some(b) => b, None => return },
                 _ = stopping.wait_for(|s| *s) => return,
             };
+            self.queued_bytes.fetch_sub(body.len(), Ordering::Relaxed);
             let this = self.clone();
             let checked = tokio::task::spawn_blocking(move || this.check(&body))
                 .await
@@ -194,48 +229,79 @@ impl Prechecked {
         }
     }
 
-    /// Sends `raw` (canonical transaction bytes this node admitted as leader) to each of
-    /// `followers`, without waiting. Dropped, and counted, when too many announcements are
-    /// already in flight.
-    pub fn announce(&self, network: &Network, followers: &[PublicKey], raw: &[Vec<u8>]) {
-        if raw.is_empty() || followers.is_empty() {
+    /// Puts `raw` (canonical bytes of transactions this node has just admitted as leader)
+    /// in every follower's outbox, for [`Prechecked::send_announcements`]. What would take
+    /// an outbox past [`ANNOUNCE_PENDING_BYTES_MAX`] is dropped, and counted. Never waits.
+    pub fn announce(&self, raw: &[Vec<u8>]) {
+        let bytes: usize = raw.iter().map(Vec::len).sum();
+        if raw.is_empty() {
             return;
         }
-        for chunk in raw.chunks(ANNOUNCE_TXS_MAX) {
-            let body = match encode_internal(&chunk) {
+        for peer in self.peers.values() {
+            let mut outbox = peer.outbox.lock().expect("outbox lock poisoned");
+            if outbox.bytes + bytes > ANNOUNCE_PENDING_BYTES_MAX {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            outbox.txs.extend_from_slice(raw);
+            outbox.bytes += bytes;
+            drop(outbox);
+            peer.wake.notify_one();
+        }
+    }
+
+    /// Sends `follower`'s outbox (at most [`ANNOUNCE_TXS_MAX`] transactions an
+    /// announcement, at most [`ANNOUNCES_IN_FLIGHT_MAX`] in flight), until `stopping`.
+    pub async fn send_announcements(
+        self: Arc<Self>,
+        follower: PublicKey,
+        network: Network,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let Some(peer) = self.peers.get(&follower) else {
+            return;
+        };
+        let slots = Arc::new(Semaphore::new(ANNOUNCES_IN_FLIGHT_MAX));
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let txs: Vec<Vec<u8>> = {
+                let mut outbox = peer.outbox.lock().expect("outbox lock poisoned");
+                let n = outbox.txs.len().min(ANNOUNCE_TXS_MAX);
+                let txs: Vec<Vec<u8>> = outbox.txs.drain(..n).collect();
+                outbox.bytes -= txs.iter().map(Vec::len).sum::<usize>();
+                txs
+            };
+            if txs.is_empty() {
+                tokio::select! {
+                    _ = peer.wake.notified() => continue,
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+            let body = match encode_internal(&txs) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode an announcement");
-                    return;
+                    continue;
                 }
             };
-            for peer in followers {
-                let slots = self
-                    .sending
-                    .lock()
-                    .expect("announce lock poisoned")
-                    .entry(*peer)
-                    .or_insert_with(|| Arc::new(Semaphore::new(ANNOUNCES_IN_FLIGHT_MAX)))
-                    .clone();
-                let Ok(permit) = slots.try_acquire_owned() else {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                self.stats
-                    .announced
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                let (network, peer, body) = (network.clone(), *peer, body.clone());
-                tokio::spawn(async move {
-                    let frame = Frame {
-                        kind: Kind::Announce,
-                        body,
-                    };
-                    if let Err(e) = network.request(&peer, frame).await {
+            let frame = Frame {
+                kind: Kind::Announce,
+                body,
+            };
+            let (this, network, n) = (self.clone(), network.clone(), txs.len() as u64);
+            tokio::spawn(async move {
+                match network.request(&follower, frame).await {
+                    Ok(_) => this.stats.announced.fetch_add(n, Ordering::Relaxed),
+                    Err(e) => {
                         tracing::debug!(error = %e, "announcement not delivered");
+                        this.stats.dropped.fetch_add(1, Ordering::Relaxed)
                     }
-                    drop(permit);
-                });
-            }
+                };
+                drop(permit);
+            });
         }
     }
 }
@@ -267,7 +333,7 @@ mod tests {
     #[test]
     fn remembers_exactly_what_it_verified() {
         let key = Keypair::from_label("client");
-        let (p, _rx) = Prechecked::new(1 << 10);
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
         let txs: Vec<_> = (0..5).map(|n| tx(&key, n)).collect();
         assert_eq!(p.check(&body(&txs)), Ok(5));
         for t in &txs {
@@ -276,7 +342,6 @@ mod tests {
         // The same id under another signature was never verified.
         let other = tx(&key, 99).signature;
         assert!(!p.contains(&txs[0].id(), &other));
-        assert_eq!(p.stats.hits.load(Ordering::Relaxed), 5);
         // Already known: nothing to verify again.
         assert_eq!(p.check(&body(&txs)), Ok(0));
     }
@@ -284,7 +349,7 @@ mod tests {
     #[test]
     fn a_bad_signature_drops_the_whole_batch() {
         let key = Keypair::from_label("client");
-        let (p, _rx) = Prechecked::new(1 << 10);
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
         let mut txs: Vec<_> = (0..4).map(|n| tx(&key, n)).collect();
         txs[2].signature.0[7] ^= 1;
         assert!(p.check(&body(&txs)).is_err());
@@ -293,7 +358,7 @@ mod tests {
 
     #[test]
     fn malformed_and_oversize_announcements_are_refused() {
-        let (p, _rx) = Prechecked::new(64);
+        let (p, _rx) = Prechecked::new(64, &[]);
         assert!(p.check(b"\xff\xff\xff").is_err());
         let key = Keypair::from_label("client");
         let big = tx(&key, 1);
@@ -304,7 +369,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_oldest_first() {
-        let (p, _rx) = Prechecked::new(1 << 10);
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
         let sig = Signature([0; 64]);
         let ids: Vec<TxId> = (0..PRECHECKED_MAX as u64 + 10)
             .map(|n| ordo_crypto::Hash::digest(ordo_crypto::Domain::Transaction, &n.to_le_bytes()))
@@ -316,8 +381,38 @@ mod tests {
     }
 
     #[test]
+    fn outboxes_are_bounded_in_bytes() {
+        let followers = [
+            Keypair::from_label("f1").public(),
+            Keypair::from_label("f2").public(),
+        ];
+        let (p, _rx) = Prechecked::new(1 << 10, &followers);
+        let tx = vec![0u8; 1 << 10];
+        let per_follower = ANNOUNCE_PENDING_BYTES_MAX / tx.len();
+        for _ in 0..per_follower + 5 {
+            p.announce(std::slice::from_ref(&tx));
+        }
+        for f in &followers {
+            let outbox = p.peers[f].outbox.lock().expect("lock");
+            assert_eq!(outbox.txs.len(), per_follower);
+            assert!(outbox.bytes <= ANNOUNCE_PENDING_BYTES_MAX);
+        }
+        assert_eq!(p.stats.dropped.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn the_check_queue_is_bounded_in_bytes() {
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
+        p.offer(vec![0; ANNOUNCE_QUEUE_BYTES_MAX - 10]);
+        p.offer(vec![0; 11]);
+        assert_eq!(p.stats.dropped.load(Ordering::Relaxed), 1);
+        p.offer(vec![0; 10]);
+        assert_eq!(p.stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn a_full_queue_drops_instead_of_waiting() {
-        let (p, _rx) = Prechecked::new(1 << 10);
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
         for _ in 0..ANNOUNCE_QUEUE_MAX + 3 {
             p.offer(vec![0]);
         }

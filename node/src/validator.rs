@@ -305,7 +305,7 @@ impl Validator {
             .map(|v| (node_id(&v.public_key), (v.name.clone(), v.public_key)))
             .collect();
         let (tip_tx, tip) = watch::channel(store.tip());
-        let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max);
+        let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max, &others);
         let shared = Arc::new(Shared {
             name: me.name.clone(),
             public_key: key.public(),
@@ -342,14 +342,21 @@ impl Validator {
             key,
             in_flight_max: config.raft.blocks_in_flight_max,
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve_inbound(shared.clone(), server, inbound)),
             tokio::spawn(proposer.run()),
             tokio::spawn(follow_applied(shared.clone(), tip_tx)),
             tokio::spawn(resend_stale(shared.clone())),
-            tokio::spawn(prechecked.run(announced, stopping.clone())),
+            tokio::spawn(prechecked.clone().run(announced, stopping.clone())),
             tokio::spawn(crate::api::serve(shared.clone(), api_listener)),
         ];
+        for follower in &shared.followers {
+            tasks.push(tokio::spawn(prechecked.clone().send_announcements(
+                *follower,
+                shared.network.clone(),
+                stopping.clone(),
+            )));
+        }
         tracing::info!(
             name = %shared.name,
             key = %shared.public_key,
@@ -525,12 +532,17 @@ impl Shared {
         // it appends the block. So a follower does not check here; the leader's verdict on
         // the forwarded transaction comes back to the client.
         let verify = self.is_leader();
-        // Copies (the pool takes the originals): a follower forwards them, a leader
-        // announces them to its followers.
-        let copies = txs.clone();
-        let (ids, admitted) = tokio::task::spawn_blocking(move || this.admit(txs, verify))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        // The pool takes the originals: a follower keeps copies to forward, a leader with
+        // a short backlog keeps their bytes to announce to its followers.
+        let copies = (!verify).then(|| txs.clone());
+        let (ids, admitted, announced) = tokio::task::spawn_blocking(move || {
+            let raw: Option<Vec<Vec<u8>>> = (verify && this.announcing())
+                .then(|| txs.iter().map(SignedTransaction::to_bytes).collect());
+            let (ids, admitted) = this.admit(txs, verify);
+            (ids, admitted, raw)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         let mut results: Vec<Result<TxId, SubmitError>> = admitted
             .into_iter()
             .map(|r| r.map_err(SubmitError::Admit))
@@ -541,14 +553,15 @@ impl Shared {
         }
         if self.is_leader() {
             self.wake_proposer.notify_one();
-            if verify {
-                let raw: Vec<Vec<u8>> = fresh.iter().map(|i| copies[*i].to_bytes()).collect();
-                self.announce(&raw);
+            if let Some(mut raw) = announced {
+                let admitted: Vec<Vec<u8>> =
+                    fresh.iter().map(|i| std::mem::take(&mut raw[*i])).collect();
+                self.announce(&admitted);
             }
             return (ids, self.count(results));
         }
-        let verdicts = match self.leader().and_then(|id| self.validator(id)) {
-            Some((_, leader)) if !verify => {
+        let verdicts = match (copies, self.leader().and_then(|id| self.validator(id))) {
+            (Some(copies), Some((_, leader))) => {
                 let mut wanted = fresh.iter().peekable();
                 let batch: Vec<SignedTransaction> = copies
                     .into_iter()
@@ -742,9 +755,11 @@ impl Shared {
             return vec![Verdict::Busy; raw.len()];
         };
         let this = self.clone();
-        let (_, admitted) = tokio::task::spawn_blocking(move || this.admit(txs, true))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        // The backlog is read before admission, as in `submit`.
+        let (announce, (_, admitted)) =
+            tokio::task::spawn_blocking(move || (this.announcing(), this.admit(txs, true)))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.wake_proposer.notify_one();
         let mut admitted = admitted.into_iter();
         let verdicts: Vec<Verdict> = verdicts
@@ -762,26 +777,29 @@ impl Shared {
                 })
             })
             .collect();
-        let accepted: Vec<Vec<u8>> = raw
-            .into_iter()
-            .zip(&verdicts)
-            .filter(|(_, v)| **v == Verdict::Accepted)
-            .map(|(bytes, _)| bytes)
-            .collect();
-        self.announce(&accepted);
+        if announce {
+            let accepted: Vec<Vec<u8>> = raw
+                .into_iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| **v == Verdict::Accepted)
+                .map(|(bytes, _)| bytes)
+                .collect();
+            self.announce(&accepted);
+        }
         verdicts
     }
 
+    /// Whether a leader announces what it admits now: not while a backlog waits, since
+    /// the block would come long after and the followers could have forgotten the check
+    /// by then.
+    fn announcing(&self) -> bool {
+        self.pool().len() <= ANNOUNCE_BACKLOG_MAX
+    }
+
     /// As leader, sends transactions it has just admitted (canonical bytes) to the
-    /// followers, to check ahead of the block that will carry them. Not while a backlog
-    /// waits: the block would come long after, and the followers could have forgotten
-    /// the check by then.
+    /// followers, to check ahead of the block that will carry them.
     fn announce(&self, raw: &[Vec<u8>]) {
-        if self.pool().len() > ANNOUNCE_BACKLOG_MAX {
-            return;
-        }
-        self.prechecked
-            .announce(&self.network, &self.followers, raw);
+        self.prechecked.announce(raw);
     }
 
     /// Waits until `id` is committed, for at most `timeout`. `None` on timeout.
@@ -870,12 +888,24 @@ async fn serve_inbound(
             Kind::Announce => {
                 // Acknowledged at once: checking is best effort, and a leader ignores it.
                 let body = std::mem::take(&mut req.frame.body);
+                let req_from = req.from;
                 req.respond(Frame {
                     kind: Kind::Announce,
                     body: Vec::new(),
                 });
-                if !shared.is_leader() {
+                // Only the leader's word on what it admitted is worth checking ahead.
+                let from_leader = shared
+                    .leader()
+                    .and_then(|id| shared.validator(id))
+                    .is_some_and(|(_, key)| *key == req_from);
+                if from_leader && !shared.is_leader() {
                     shared.prechecked.offer(body);
+                } else {
+                    shared
+                        .prechecked
+                        .stats
+                        .dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             Kind::Error => req.respond(Frame {

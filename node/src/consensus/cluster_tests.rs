@@ -84,7 +84,7 @@ async fn start(
     )
     .await
     .expect("raft");
-    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max);
+    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max, &[]);
     let server = RaftServer::new(raft.clone(), log.clone(), store.clone(), policy, prechecked);
     tokio::spawn(async move {
         while let Some(req) = inbound.recv().await {

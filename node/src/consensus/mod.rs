@@ -13,7 +13,8 @@
 //! Durability rules (openraft's contract): a vote is synced before `save_vote` returns; log
 //! entries are synced before the append callback fires; the state machine writes the
 //! applied log id in the same `WriteBatch` as the block it applies, so a restart never
-//! applies a block twice or skips one.
+//! applies a block twice or skips one. That batch is not synced on its own: the next synced
+//! write to the database carries it (see `state_machine`).
 
 mod control;
 mod log_store;

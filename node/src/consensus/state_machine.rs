@@ -5,9 +5,11 @@
 //! applied state agree and no block is applied twice. That write is not synced on its own
 //! ([`Durability::WithNextSync`]): the block is already in the synced Raft log of the same
 //! database, so a crash can only take back the latest applies, which Raft makes again from
-//! its log on restart; the next synced write (a log append, a vote, a purge) carries them to
-//! disk in order, so no purge can outlive the applies it depends on. Blocks were fully verified before they
-//! entered the log (the leader before proposing, followers before appending); applying only
+//! its log on restart. RocksDB's one write-ahead log keeps writes in order, and the next
+//! synced write (a log append, a vote) carries every earlier one to disk. Raft purges its
+//! log only up to a snapshot, and the snapshot is saved synced (`save_snapshot`), so the
+//! applies a purge depends on are on disk before it: keep that write synced. Blocks were
+//! fully verified before they entered the log (the leader before proposing, followers before appending); applying only
 //! checks that a block extends the ledger, which every node decides identically.
 //!
 //! A snapshot is small: the applied log id, the membership and the ledger tip. A node that
