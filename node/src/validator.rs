@@ -556,7 +556,7 @@ impl Shared {
             if let Some(mut raw) = announced {
                 let admitted: Vec<Vec<u8>> =
                     fresh.iter().map(|i| std::mem::take(&mut raw[*i])).collect();
-                self.announce(&admitted);
+                self.prechecked.announce(&admitted);
             }
             return (ids, self.count(results));
         }
@@ -784,7 +784,7 @@ impl Shared {
                 .filter(|(_, v)| **v == Verdict::Accepted)
                 .map(|(bytes, _)| bytes)
                 .collect();
-            self.announce(&accepted);
+            self.prechecked.announce(&accepted);
         }
         verdicts
     }
@@ -796,10 +796,28 @@ impl Shared {
         self.pool().len() <= ANNOUNCE_BACKLOG_MAX
     }
 
-    /// As leader, sends transactions it has just admitted (canonical bytes) to the
-    /// followers, to check ahead of the block that will carry them.
-    fn announce(&self, raw: &[Vec<u8>]) {
-        self.prechecked.announce(raw);
+    /// Takes transactions a leader announced (see [`crate::prechecked`]): acknowledged at
+    /// once, since checking them is best effort, and queued for checking only when they
+    /// come from the leader this node follows.
+    fn serve_announcement(&self, mut req: InboundRequest) {
+        let body = std::mem::take(&mut req.frame.body);
+        let from = req.from;
+        req.respond(Frame {
+            kind: Kind::Announce,
+            body: Vec::new(),
+        });
+        let from_leader = self
+            .leader()
+            .and_then(|id| self.validator(id))
+            .is_some_and(|(_, key)| *key == from);
+        if from_leader && !self.is_leader() {
+            self.prechecked.offer(body);
+        } else {
+            self.prechecked
+                .stats
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Waits until `id` is committed, for at most `timeout`. `None` on timeout.
@@ -869,7 +887,7 @@ async fn serve_inbound(
 ) {
     let mut stopping = shared.stopping.clone();
     loop {
-        let mut req = tokio::select! {
+        let req = tokio::select! {
             req = inbound.recv() => match req { Some(r) => r, None => return },
             _ = stopping.wait_for(|s| *s) => return,
         };
@@ -885,29 +903,7 @@ async fn serve_inbound(
             Kind::Transactions => {
                 tokio::spawn(shared.clone().serve_forwarded(req));
             }
-            Kind::Announce => {
-                // Acknowledged at once: checking is best effort, and a leader ignores it.
-                let body = std::mem::take(&mut req.frame.body);
-                let req_from = req.from;
-                req.respond(Frame {
-                    kind: Kind::Announce,
-                    body: Vec::new(),
-                });
-                // Only the leader's word on what it admitted is worth checking ahead.
-                let from_leader = shared
-                    .leader()
-                    .and_then(|id| shared.validator(id))
-                    .is_some_and(|(_, key)| *key == req_from);
-                if from_leader && !shared.is_leader() {
-                    shared.prechecked.offer(body);
-                } else {
-                    shared
-                        .prechecked
-                        .stats
-                        .dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Kind::Announce => shared.serve_announcement(req),
             Kind::Error => req.respond(Frame {
                 kind: Kind::Error,
                 body: b"an error frame is not a request".to_vec(),

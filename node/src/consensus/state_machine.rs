@@ -8,9 +8,11 @@
 //! its log on restart. RocksDB's one write-ahead log keeps writes in order, and the next
 //! synced write (a log append, a vote) carries every earlier one to disk. Raft purges its
 //! log only up to a snapshot, and the snapshot is saved synced (`save_snapshot`), so the
-//! applies a purge depends on are on disk before it: keep that write synced. Blocks were
-//! fully verified before they entered the log (the leader before proposing, followers before appending); applying only
-//! checks that a block extends the ledger, which every node decides identically.
+//! applies a purge depends on are on disk before it: keep that write synced.
+//!
+//! Blocks were fully verified before they entered the log (the leader before proposing,
+//! followers before appending); applying only checks that a block extends the ledger,
+//! which every node decides identically.
 //!
 //! A snapshot is small: the applied log id, the membership and the ledger tip. A node that
 //! installs one while its ledger is behind fetches the missing blocks from a
