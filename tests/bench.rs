@@ -71,6 +71,12 @@ fn bench_on_a_devnet_reports_throughput_latency_resources_and_the_bound() {
         assert!(stage["mean_ms"].as_f64().expect("mean") > 0.0, "{stage}");
     }
     assert!(stdout.contains("stages"), "{stdout}");
+    // Batches go to every node, so followers forwarded some to the leader.
+    let prechecks = &r["prechecks"];
+    assert!(
+        prechecks["forwarded"].as_u64().expect("forwarded") > 0,
+        "{prechecks}"
+    );
     let bound = &r["bound"];
     assert!(
         bound["batch_verify_per_core"].as_f64().expect("rate") > 1000.0,

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bench_etcd;
-use crate::bench_stages::{self, Scrape, Stage};
+use crate::bench_stages::{self, Prechecks, Scrape, Stage};
 use crate::client::{ApiFailure, Client, SseReader};
 use crate::devnet;
 use crate::{CmdResult, Failure};
@@ -256,6 +256,8 @@ pub struct BenchResult {
     nodes: Vec<NodeUse>,
     disk_bytes_per_tx: Option<f64>,
     stages: Vec<Stage>,
+    /// Signatures the followers checked ahead of their blocks.
+    prechecks: Prechecks,
     /// Latency second by second (by commit time): a stall shows as a bad second.
     seconds: Vec<Second>,
     bound: Bound,
@@ -646,7 +648,9 @@ async fn measure(
         w.abort();
     }
 
-    let stages = bench_stages::between(&scrape_before, &Scrape::all(&clients).await);
+    let scrape_after = Scrape::all(&clients).await;
+    let stages = bench_stages::between(&scrape_before, &scrape_after);
+    let prechecks = bench_stages::prechecks_between(&scrape_before, &scrape_after);
     let mut answered = run.answered_ms.lock().expect("lock").clone();
     answered.sort_by(f64::total_cmp);
     let commits = run.committed_at.lock().expect("lock").clone();
@@ -708,6 +712,7 @@ async fn measure(
         nodes,
         disk_bytes_per_tx,
         stages,
+        prechecks,
         seconds,
         bound: Bound::new(0.0, validators, 0.0),
     })
@@ -871,6 +876,10 @@ fn print(r: &BenchResult) {
         println!("disk          {d:.0} bytes per transaction per validator");
     }
     bench_stages::print(&r.stages);
+    bench_stages::print_prechecks(
+        &r.prechecks,
+        r.committed as u64 * r.validators.saturating_sub(1) as u64,
+    );
     println!(
         "bound         {:.0} sig/s per core × {} cores ÷ {} validators = {:.0} tx/s; reached {:.0} %",
         r.bound.batch_verify_per_core,

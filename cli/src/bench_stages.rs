@@ -1,6 +1,7 @@
 //! Where the time goes: per-stage latency from the nodes' own histograms
 //! (`ordo_block_*_seconds` and `ordo_raft_log_append_seconds` on `/metrics`), read before
-//! and after a run and merged over every node that answered.
+//! and after a run and merged over every node that answered; and how many signatures the
+//! followers checked ahead of their blocks (`ordo_txs_*` counters on the same page).
 
 use std::collections::HashMap;
 
@@ -15,6 +16,18 @@ const STAGES: [(&str, &str); 5] = [
     ("log append", "ordo_raft_log_append_seconds"),
     ("commit", "ordo_block_commit_seconds"),
     ("apply", "ordo_block_apply_seconds"),
+];
+
+/// The precheck counters: (JSON name, metric).
+const COUNTERS: [(&str, &str); 5] = [
+    ("forwarded", "ordo_txs_forwarded_total"),
+    ("announced", "ordo_txs_announced_total"),
+    ("checked_ahead", "ordo_txs_prechecked_total"),
+    (
+        "left_out_of_blocks",
+        "ordo_block_signatures_prechecked_total",
+    ),
+    ("announcements_dropped", "ordo_announcements_dropped_total"),
 ];
 
 /// One histogram as exported: cumulative counts by upper bound (seconds), and the sum.
@@ -72,13 +85,22 @@ impl Hist {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scrape {
     hists: HashMap<String, Hist>,
+    counters: HashMap<&'static str, u64>,
 }
 
 impl Scrape {
     /// Reads the stage histograms out of Prometheus' text format; other lines are skipped.
     pub(crate) fn parse(text: &str) -> Scrape {
         let mut hists: HashMap<String, Hist> = HashMap::new();
+        let mut counters = HashMap::new();
         for line in text.lines() {
+            for (name, metric) in COUNTERS {
+                if let Some(value) = line.strip_prefix(metric).and_then(|r| r.strip_prefix(' '))
+                    && let Ok(value) = value.trim().parse::<u64>()
+                {
+                    counters.insert(name, value);
+                }
+            }
             for (_, metric) in STAGES {
                 let Some(rest) = line.strip_prefix(metric) else {
                     continue;
@@ -99,7 +121,7 @@ impl Scrape {
                 }
             }
         }
-        Scrape { hists }
+        Scrape { hists, counters }
     }
 
     /// Reads every node's page; a node that does not answer gives `None`.
@@ -149,6 +171,63 @@ pub(crate) fn between(before: &[Option<Scrape>], after: &[Option<Scrape>]) -> Ve
             })
         })
         .collect()
+}
+
+/// What the followers checked ahead of their blocks during the run, all nodes together
+/// (counters of nodes that answered both scrapes; a restarted node's count from zero).
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Prechecks {
+    /// Transactions forwarded by followers to the leader.
+    forwarded: u64,
+    /// Transactions the leader announced (once per follower).
+    announced: u64,
+    /// Announced signatures the followers verified ahead of their blocks.
+    checked_ahead: u64,
+    /// Block signatures the followers did not verify again: they had checked them ahead.
+    left_out_of_blocks: u64,
+    /// Announcements dropped (a follower's queue full, or from a node it does not know as
+    /// leader).
+    announcements_dropped: u64,
+}
+
+/// The precheck counters' growth between two scrapes of the same nodes.
+pub(crate) fn prechecks_between(before: &[Option<Scrape>], after: &[Option<Scrape>]) -> Prechecks {
+    let mut sum: HashMap<&str, u64> = HashMap::new();
+    for (b, a) in before.iter().zip(after) {
+        let (Some(b), Some(a)) = (b, a) else { continue };
+        for (name, _) in COUNTERS {
+            let now = a.counters.get(name).copied().unwrap_or(0);
+            let then = b.counters.get(name).copied().unwrap_or(0);
+            let grown = if then > now { now } else { now - then };
+            *sum.entry(name).or_default() += grown;
+        }
+    }
+    let get = |name: &str| sum.get(name).copied().unwrap_or(0);
+    Prechecks {
+        forwarded: get("forwarded"),
+        announced: get("announced"),
+        checked_ahead: get("checked_ahead"),
+        left_out_of_blocks: get("left_out_of_blocks"),
+        announcements_dropped: get("announcements_dropped"),
+    }
+}
+
+/// Prints the precheck counters: `block_signatures` is how many block signatures the
+/// followers had to judge (committed transactions × followers).
+pub(crate) fn print_prechecks(p: &Prechecks, block_signatures: u64) {
+    if p.announced == 0 && p.forwarded == 0 {
+        return;
+    }
+    let share = if block_signatures == 0 {
+        0.0
+    } else {
+        p.left_out_of_blocks as f64 * 100.0 / block_signatures as f64
+    };
+    println!(
+        "prechecks     {} forwarded to the leader, {} announced, {} checked ahead, {} dropped announcements; \
+         {} block signatures ({share:.0} % of the followers') not checked again",
+        p.forwarded, p.announced, p.checked_ahead, p.announcements_dropped, p.left_out_of_blocks
+    );
 }
 
 /// Prints the stages as a table.
@@ -214,6 +293,38 @@ mod tests {
         assert_eq!(s.p50_le_ms, Some(5.0));
         assert_eq!(s.p99_le_ms, Some(100.0));
         assert_eq!(s.max_le_ms, None, "two writes above every bound");
+    }
+
+    #[test]
+    fn prechecks_are_the_growth_of_the_counters_summed_over_nodes() {
+        let counters = |announced: u64, hits: u64| {
+            format!(
+                "# TYPE ordo_txs_announced_total counter\n\
+                 ordo_txs_announced_total {announced}\n\
+                 ordo_txs_announced_totally_different 99\n\
+                 ordo_block_signatures_prechecked_total {hits}\n"
+            )
+        };
+        let before = vec![
+            Some(Scrape::parse(&counters(100, 0))),
+            Some(Scrape::parse(&counters(0, 40))),
+            None,
+        ];
+        let after = vec![
+            Some(Scrape::parse(&counters(400, 0))),
+            // Restarted: counts from zero.
+            Some(Scrape::parse(&counters(0, 25))),
+            Some(Scrape::parse(&counters(1000, 1000))),
+        ];
+        let p = prechecks_between(&before, &after);
+        assert_eq!(
+            p,
+            Prechecks {
+                announced: 300,
+                left_out_of_blocks: 25,
+                ..Prechecks::default()
+            }
+        );
     }
 
     #[test]
