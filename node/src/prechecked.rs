@@ -10,6 +10,11 @@
 //! each signature once, under the same ZIP-215 rules, but before the block arrives instead
 //! of between the block's arrival and its acknowledgement, which the commit waits for.
 //!
+//! Each signature is checked once per node even when an announcement and its block meet:
+//! a block check waits for an announcement check already verifying one of its signatures
+//! (at most [`ANNOUNCE_WAIT_MAX`]) instead of verifying it too, and an announcement check
+//! skips the signatures a block check is verifying itself ([`Prechecked::block_check`]).
+//!
 //! Everything here is bounded and lossy. A dropped announcement, a batch that fails, or an
 //! entry evicted before its block arrives only means that the block check verifies that
 //! signature itself. Nothing is trusted from the sender: a follower remembers only what it
@@ -17,7 +22,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use ordo_crypto::{BatchVerifier, PublicKey, Signature};
 use ordo_ledger::{SignedTransaction, TxId};
@@ -40,6 +46,9 @@ pub const ANNOUNCE_PENDING_BYTES_MAX: usize = 4 << 20;
 pub const ANNOUNCES_IN_FLIGHT_MAX: usize = 4;
 /// Most transactions in one announcement (the forwarding limit).
 pub const ANNOUNCE_TXS_MAX: usize = 4096;
+/// Longest a block check waits for announcement checks that are verifying some of its
+/// signatures; then it verifies what is still unsettled itself.
+pub const ANNOUNCE_WAIT_MAX: Duration = Duration::from_millis(200);
 
 /// Counters exported as metrics.
 #[derive(Debug, Default)]
@@ -55,11 +64,31 @@ pub struct PrecheckStats {
     pub dropped: AtomicU64,
 }
 
-/// The pairs a follower has verified, oldest first.
+/// The pairs a follower has verified, oldest first, and the ones being verified now.
 #[derive(Default)]
 struct Seen {
     by_id: HashMap<TxId, Signature>,
     order: VecDeque<TxId>,
+    /// Pairs an announcement check is verifying now (a block check waits for them).
+    checking: HashMap<TxId, Signature>,
+    /// Ids a block check is verifying itself now, with how many block checks hold each
+    /// (an announcement check leaves them out).
+    in_blocks: HashMap<TxId, u32>,
+}
+
+impl Seen {
+    fn remember(&mut self, pairs: impl IntoIterator<Item = (TxId, Signature)>) {
+        for (id, signature) in pairs {
+            if self.by_id.insert(id, signature).is_none() {
+                self.order.push_back(id);
+            }
+            while self.order.len() > PRECHECKED_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_id.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// Transactions waiting on a leader to be announced to one follower.
@@ -79,6 +108,8 @@ struct Peer {
 /// to be checked (as follower), and the outboxes of announcements to send (as leader).
 pub struct Prechecked {
     seen: Mutex<Seen>,
+    /// Signalled when an announcement check settles the pairs it was verifying.
+    settled: Condvar,
     queue: mpsc::Sender<Vec<u8>>,
     queued_bytes: AtomicUsize,
     tx_bytes_max: u64,
@@ -108,6 +139,7 @@ impl Prechecked {
             .collect();
         let p = Prechecked {
             seen: Mutex::new(Seen::default()),
+            settled: Condvar::new(),
             queue,
             queued_bytes: AtomicUsize::new(0),
             tx_bytes_max,
@@ -140,16 +172,19 @@ impl Prechecked {
     /// announcement of them is not checked again), evicting the oldest beyond
     /// [`PRECHECKED_MAX`].
     pub fn remember(&self, pairs: impl IntoIterator<Item = (TxId, Signature)>) {
-        let mut seen = self.seen();
-        for (id, signature) in pairs {
-            if seen.by_id.insert(id, signature).is_none() {
-                seen.order.push_back(id);
-            }
-            while seen.order.len() > PRECHECKED_MAX {
-                if let Some(old) = seen.order.pop_front() {
-                    seen.by_id.remove(&old);
-                }
-            }
+        self.seen().remember(pairs);
+    }
+
+    /// Starts checking one block's signatures: [`BlockCheck::checked`] says which of them
+    /// this node has verified already, and claims the rest for the block check, so that
+    /// an announcement check does not verify them too. Run it on a blocking thread: it
+    /// may wait for announcement checks.
+    pub fn block_check(&self) -> BlockCheck<'_> {
+        BlockCheck {
+            prechecked: self,
+            started: Instant::now(),
+            claimed: std::cell::RefCell::new(Vec::new()),
+            hits: std::cell::Cell::new(0),
         }
     }
 
@@ -183,12 +218,22 @@ impl Prechecked {
                 .map_err(|e| e.to_string())?;
             decoded.push((tx.id(), tx));
         }
+        // Leave out what is verified, being verified by another announcement check, or
+        // being verified by a block check; claim the rest while verifying it.
         let fresh: Vec<(TxId, SignedTransaction)> = {
-            let seen = self.seen();
-            decoded
+            let mut seen = self.seen();
+            let fresh: Vec<_> = decoded
                 .into_iter()
-                .filter(|(id, tx)| seen.by_id.get(id) != Some(&tx.signature))
-                .collect()
+                .filter(|(id, tx)| {
+                    seen.by_id.get(id) != Some(&tx.signature)
+                        && !seen.checking.contains_key(id)
+                        && !seen.in_blocks.contains_key(id)
+                })
+                .collect();
+            for (id, tx) in &fresh {
+                seen.checking.insert(*id, tx.signature);
+            }
+            fresh
         };
         if fresh.is_empty() {
             return Ok(0);
@@ -197,11 +242,19 @@ impl Prechecked {
         for (id, tx) in &fresh {
             batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
         }
-        batch
-            .verify()
-            .map_err(|e| format!("announced transactions: {e}"))?;
+        let verdict = batch.verify();
+        {
+            let mut seen = self.seen();
+            for (id, _) in &fresh {
+                seen.checking.remove(id);
+            }
+            if verdict.is_ok() {
+                seen.remember(fresh.iter().map(|(id, tx)| (*id, tx.signature)));
+            }
+        }
+        self.settled.notify_all();
+        verdict.map_err(|e| format!("announced transactions: {e}"))?;
         let n = fresh.len();
-        self.remember(fresh.into_iter().map(|(id, tx)| (id, tx.signature)));
         self.stats.checked.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -306,6 +359,72 @@ impl Prechecked {
     }
 }
 
+/// One block's signature check on a follower ([`Prechecked::block_check`]). Dropping it
+/// releases its claims; [`BlockCheck::passed`] also remembers the block's pairs.
+pub struct BlockCheck<'a> {
+    prechecked: &'a Prechecked,
+    started: Instant,
+    /// Ids this check claimed (it verifies them itself).
+    claimed: std::cell::RefCell<Vec<TxId>>,
+    hits: std::cell::Cell<u64>,
+}
+
+impl BlockCheck<'_> {
+    /// Whether this node has verified `signature` over `id` already, so the block check
+    /// can leave it out. When an announcement check is verifying that pair now, waits for
+    /// its verdict (all waits of one block together at most [`ANNOUNCE_WAIT_MAX`]).
+    /// Otherwise claims `id` for this block check and returns false.
+    pub fn checked(&self, id: &TxId, signature: &Signature) -> bool {
+        let p = self.prechecked;
+        let mut seen = p.seen();
+        loop {
+            if seen.by_id.get(id) == Some(signature) {
+                self.hits.set(self.hits.get() + 1);
+                return true;
+            }
+            let left = ANNOUNCE_WAIT_MAX.saturating_sub(self.started.elapsed());
+            if seen.checking.get(id) != Some(signature) || left.is_zero() {
+                break;
+            }
+            seen = p
+                .settled
+                .wait_timeout(seen, left)
+                .expect("prechecked lock poisoned")
+                .0;
+        }
+        *seen.in_blocks.entry(*id).or_default() += 1;
+        drop(seen);
+        self.claimed.borrow_mut().push(*id);
+        false
+    }
+
+    /// The block's signatures all passed: remembers its pairs (so a late announcement of
+    /// them is not checked again) and counts the ones left out of its batch.
+    pub fn passed(self, pairs: impl IntoIterator<Item = (TxId, Signature)>) {
+        let p = self.prechecked;
+        p.stats.hits.fetch_add(self.hits.get(), Ordering::Relaxed);
+        p.seen().remember(pairs);
+    }
+}
+
+impl Drop for BlockCheck<'_> {
+    fn drop(&mut self) {
+        let claimed = self.claimed.take();
+        if claimed.is_empty() {
+            return;
+        }
+        let mut seen = self.prechecked.seen();
+        for id in claimed {
+            if let Some(n) = seen.in_blocks.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    seen.in_blocks.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ordo_crypto::Keypair;
@@ -365,6 +484,76 @@ mod tests {
         // 64 bytes is less than one transaction.
         assert!(p.check(&body(&[big])).is_err());
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn an_announcement_leaves_out_what_a_block_check_verifies_itself() {
+        let key = Keypair::from_label("client");
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
+        let txs: Vec<_> = (0..4).map(|n| tx(&key, n)).collect();
+        let check = p.block_check();
+        // The block holds the first two; nothing was checked ahead, so it claims them.
+        for t in &txs[..2] {
+            assert!(!check.checked(&t.id(), &t.signature));
+        }
+        // An announcement of all four arriving meanwhile verifies only the other two.
+        assert_eq!(p.check(&body(&txs)), Ok(2));
+        check.passed(txs[..2].iter().map(|t| (t.id(), t.signature)));
+        assert!(txs.iter().all(|t| p.contains(&t.id(), &t.signature)));
+        assert!(p.seen().in_blocks.is_empty(), "claims released");
+
+        // A block check that fails releases its claims and remembers nothing.
+        let later: Vec<_> = (10..12).map(|n| tx(&key, n)).collect();
+        {
+            let check = p.block_check();
+            assert!(!check.checked(&later[0].id(), &later[0].signature));
+        }
+        assert!(p.seen().in_blocks.is_empty());
+        assert!(!p.contains(&later[0].id(), &later[0].signature));
+        assert_eq!(p.check(&body(&later)), Ok(2), "no longer claimed");
+    }
+
+    #[test]
+    fn a_block_check_waits_for_an_announcement_check_of_its_signatures() {
+        let key = Keypair::from_label("client");
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
+        let t = tx(&key, 1);
+        let (id, sig) = (t.id(), t.signature);
+        // An announcement check is verifying the pair (as `check` marks it).
+        p.seen().checking.insert(id, sig);
+        let check = p.block_check();
+        let hit = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(30));
+                let mut seen = p.seen();
+                seen.checking.remove(&id);
+                seen.remember([(id, sig)]);
+                drop(seen);
+                p.settled.notify_all();
+            });
+            check.checked(&id, &sig)
+        });
+        assert!(
+            hit,
+            "the announcement's verdict is used, not verified again"
+        );
+        check.passed([(id, sig)]);
+        assert_eq!(p.stats.hits.load(Ordering::Relaxed), 1);
+
+        // An announcement check that never settles is waited for at most ANNOUNCE_WAIT_MAX.
+        let u = tx(&key, 2);
+        p.seen().checking.insert(u.id(), u.signature);
+        let started = Instant::now();
+        let check = p.block_check();
+        assert!(!check.checked(&u.id(), &u.signature));
+        assert!(started.elapsed() >= ANNOUNCE_WAIT_MAX);
+        assert!(started.elapsed() < ANNOUNCE_WAIT_MAX * 5);
+        // Once the wait is spent, other pairs of the block do not wait again.
+        let v = tx(&key, 3);
+        p.seen().checking.insert(v.id(), v.signature);
+        let again = Instant::now();
+        assert!(!check.checked(&v.id(), &v.signature));
+        assert!(again.elapsed() < ANNOUNCE_WAIT_MAX);
     }
 
     #[test]

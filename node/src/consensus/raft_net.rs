@@ -323,20 +323,11 @@ impl RaftServer {
         for e in &mut rpc.entries {
             if let EntryPayload::Normal(entry) = &mut e.payload {
                 let block = entry.block.clone();
-                let hits = std::cell::Cell::new(0u64);
-                let checked = |id: &TxId, sig: &Signature| {
-                    let hit = self.prechecked.contains(id, sig);
-                    hits.set(hits.get() + u64::from(hit));
-                    hit
-                };
+                let check = self.prechecked.block_check();
+                let checked = |id: &TxId, sig: &Signature| check.checked(id, sig);
                 let ids = verify_block_with(&parent, &block, &self.policy, checked)
                     .map_err(|e| format!("block {}: {e}", block.header.height))?;
-                self.prechecked
-                    .stats
-                    .hits
-                    .fetch_add(hits.get(), std::sync::atomic::Ordering::Relaxed);
-                self.prechecked
-                    .remember(ids.iter().zip(&block.txs).map(|(id, t)| (*id, t.signature)));
+                check.passed(ids.iter().zip(&block.txs).map(|(id, t)| (*id, t.signature)));
                 parent = block.tip();
                 *entry = BlockEntry::with_ids(block, ids.into());
             }
