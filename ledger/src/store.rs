@@ -190,12 +190,33 @@ fn db_options() -> Options {
     opts
 }
 
-/// Options of one column family. The transaction index is read once per admitted
-/// transaction and once per committed one, and nearly every lookup misses (the id is new):
-/// bloom filters, in the memtable and in the table files, answer those misses without a
-/// search.
+/// Smallest memtable of a column family; each one gets this plus a random part below
+/// [`MEMTABLE_SPREAD_BYTES`].
+const MEMTABLE_MIN_BYTES: usize = 48 << 20;
+/// Range of the random part of a memtable's size.
+const MEMTABLE_SPREAD_BYTES: usize = 32 << 20;
+
+/// The memtable size for one column family, from a random `seed`: between
+/// [`MEMTABLE_MIN_BYTES`] and that plus [`MEMTABLE_SPREAD_BYTES`].
+///
+/// Column families that grow at the same rate (the Raft log and the blocks take every
+/// block) and validators that share a disk and cores (a devnet, or several on one host)
+/// would otherwise fill their memtables at the same moment and flush together: a burst of
+/// hundreds of megabytes that stalls every commit for most of a second. Sizes drawn
+/// apart spread the flushes out. Memtable sizes change nothing about what is stored.
+fn memtable_bytes(seed: u64) -> usize {
+    MEMTABLE_MIN_BYTES + (seed % MEMTABLE_SPREAD_BYTES as u64) as usize
+}
+
+/// Options of one column family: a memtable of its own random size ([`memtable_bytes`]).
+/// The transaction index is read once per admitted transaction and once per committed
+/// one, and nearly every lookup misses (the id is new): bloom filters, in the memtable and
+/// in the table files, answer those misses without a search.
 fn cf_options(name: &str) -> Options {
+    use std::hash::BuildHasher;
     let mut opts = Options::default();
+    let seed = std::collections::hash_map::RandomState::new().hash_one(name);
+    opts.set_write_buffer_size(memtable_bytes(seed));
     if name == CF_TX_INDEX {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
@@ -646,5 +667,32 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memtable_sizes_stay_in_their_range_and_differ() {
+        use std::hash::BuildHasher;
+        let sizes: Vec<usize> = (0..64)
+            .map(|_| memtable_bytes(std::collections::hash_map::RandomState::new().hash_one(1u8)))
+            .collect();
+        for s in &sizes {
+            assert!((MEMTABLE_MIN_BYTES..MEMTABLE_MIN_BYTES + MEMTABLE_SPREAD_BYTES).contains(s));
+        }
+        assert_eq!(memtable_bytes(0), MEMTABLE_MIN_BYTES);
+        assert_eq!(
+            memtable_bytes(u64::MAX),
+            MEMTABLE_MIN_BYTES + (u64::MAX % MEMTABLE_SPREAD_BYTES as u64) as usize
+        );
+        // Drawn apart: 64 draws over 32 MiB are not all within 1 MiB of each other.
+        let (lo, hi) = (
+            sizes.iter().min().expect("64"),
+            sizes.iter().max().expect("64"),
+        );
+        assert!(hi - lo > 1 << 20, "{lo}..{hi}");
     }
 }
