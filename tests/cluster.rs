@@ -475,3 +475,73 @@ fn a_peer_outside_the_genesis_cannot_connect_or_inject() {
     let chain = c.stop_and_check(&HashSet::new());
     assert!(chain.is_empty());
 }
+
+/// A follower whose leader refused its forward with a full mempool refuses client
+/// submissions at the door for a moment (503 busy, nothing forwarded) instead of forwarding
+/// batches the leader would refuse too.
+#[test]
+fn a_follower_refuses_at_the_door_while_its_leader_is_full() {
+    let mut c = Cluster::start(Options {
+        validators: 5,
+        block_txs_max: 5,
+        mempool_txs_max: 20,
+        ..Options::default()
+    });
+    let leader = c.wait_leader(ELECTION);
+    let followers: Vec<usize> = (0..5).filter(|i| *i != leader).collect();
+    let follower = followers[0];
+    // Without a quorum nothing commits: the leader fills its blocks in flight, then its
+    // mempool.
+    for i in &followers[1..] {
+        c.stop(*i);
+    }
+    let txs = c.txs(80, 0);
+    let single =
+        |tx: &ordo_ledger::SignedTransaction| json!({ "transaction": hex::encode(tx.to_bytes()) });
+    let mut next = 0;
+    wait_for(
+        "the leader's mempool to fill",
+        Duration::from_secs(20),
+        || {
+            let (code, v) = c
+                .post(leader, &single(&txs[next]))
+                .expect("the leader answers");
+            next += 1;
+            assert!(next < 60, "the leader took {next} transactions: {v}");
+            (code == 503).then_some(())
+        },
+    );
+    // Through the follower: admitted there, forwarded, refused by the leader.
+    let forwarded = c
+        .metric(follower, "ordo_txs_forwarded_total")
+        .expect("metric");
+    let (code, v) = c
+        .post(follower, &single(&txs[next]))
+        .expect("the follower answers");
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(v["error"]["code"], "busy", "{v}");
+    assert_eq!(
+        c.metric(follower, "ordo_txs_forwarded_total"),
+        Some(forwarded + 1)
+    );
+    // At once again: refused at the door, nothing forwarded.
+    let (code, v) = c
+        .post(follower, &single(&txs[next + 1]))
+        .expect("the follower answers");
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(
+        c.metric(follower, "ordo_txs_forwarded_total"),
+        Some(forwarded + 1)
+    );
+    // After the pause the follower forwards again (and the leader, still full, refuses).
+    std::thread::sleep(Duration::from_millis(1200));
+    let (code, _) = c
+        .post(follower, &single(&txs[next + 2]))
+        .expect("the follower answers");
+    assert_eq!(code, 503);
+    assert_eq!(
+        c.metric(follower, "ordo_txs_forwarded_total"),
+        Some(forwarded + 2)
+    );
+    c.stop_and_check(&HashSet::new());
+}

@@ -558,7 +558,7 @@ async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResul
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
-            "the node is admitting as many submissions as it can (or its mempool is full); retry later",
+            "the node is admitting as many submissions as it can (or its mempool, or its leader's, is full); retry later",
         ));
     };
     let max = api.shared.policy.limits.tx_bytes_max;

@@ -64,6 +64,10 @@ const ANNOUNCE_BACKLOG_MAX: usize = 8_192;
 const _: () = assert!(4 * ANNOUNCE_BACKLOG_MAX <= crate::prechecked::PRECHECKED_MAX);
 /// Most transactions in one forwarded batch.
 const FORWARD_TXS_MAX: usize = 4096;
+/// After the leader refuses forwarded transactions because its mempool is full, a follower
+/// refuses client submissions at the door for this long (what a client told 503 waits
+/// anyway), instead of forwarding batches the leader would refuse too.
+const LEADER_BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// A follower re-sends a pending transaction to the leader after this long.
 const RESEND_AFTER: Duration = Duration::from_secs(3);
 /// How long shutdown waits for tasks to finish.
@@ -208,6 +212,9 @@ pub struct Shared {
     admissions: Arc<tokio::sync::Semaphore>,
     /// Client submissions waiting for an admission turn.
     admission_queue: AtomicUsize,
+    /// Until when a follower refuses client submissions at the door: the leader answered
+    /// its last forward with a full mempool ([`LEADER_BUSY_PAUSE`]).
+    leader_busy_until: Mutex<Option<Instant>>,
 }
 
 /// A running validator.
@@ -334,6 +341,7 @@ impl Validator {
             wake_proposer: Notify::new(),
             admissions: Arc::new(tokio::sync::Semaphore::new(ADMISSIONS_MAX)),
             admission_queue: AtomicUsize::new(0),
+            leader_busy_until: Mutex::new(None),
         });
 
         let server = RaftServer::new(raft.clone(), log, store, policy, prechecked.clone());
@@ -443,14 +451,15 @@ impl Shared {
     /// A turn to admit a client submission. When [`ADMISSIONS_MAX`] are being admitted,
     /// it waits in a queue of at most [`ADMISSION_QUEUE_MAX`] for at most
     /// [`ADMISSION_WAIT_MAX`], so that a burst is absorbed rather than refused. `None`
-    /// (the client should retry later) when the mempool is full, the queue is full, or
-    /// the wait ran out.
+    /// (the client should retry later) when the mempool is full, the queue is full, the
+    /// wait ran out, or (following) the leader refused a forward with a full mempool less
+    /// than [`LEADER_BUSY_PAUSE`] ago.
     pub async fn admission_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let full = {
             let pool = self.pool();
             pool.len() >= self.pool_limit
         };
-        if full {
+        if full || self.leader_busy() {
             return None;
         }
         if let Ok(turn) = self.admissions.clone().try_acquire_owned() {
@@ -518,6 +527,13 @@ impl Shared {
 
     fn committed_height(&self, id: &TxId) -> Option<u64> {
         self.store.tx_location(id).ok().flatten().map(|(h, _)| h)
+    }
+
+    /// Whether this node follows a leader that refused its last forward with a full
+    /// mempool, less than [`LEADER_BUSY_PAUSE`] ago.
+    fn leader_busy(&self) -> bool {
+        let until = *self.leader_busy_until.lock().expect("busy lock poisoned");
+        until.is_some_and(|t| Instant::now() < t) && !self.is_leader()
     }
 
     /// Admits `txs` on this node (all checks, signatures batch-verified off the async
@@ -597,7 +613,11 @@ impl Shared {
                         height,
                     }))
                 }
-                Ok(Verdict::Busy) => Err(SubmitError::LeaderBusy),
+                Ok(Verdict::Busy) => {
+                    *self.leader_busy_until.lock().expect("busy lock poisoned") =
+                        Some(Instant::now() + LEADER_BUSY_PAUSE);
+                    Err(SubmitError::LeaderBusy)
+                }
                 Ok(Verdict::Refused(reason)) => Err(SubmitError::Refused(reason)),
                 Ok(Verdict::NotLeader) => Err(SubmitError::NoLeader),
             };
