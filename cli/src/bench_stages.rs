@@ -185,8 +185,9 @@ pub struct Prechecks {
     checked_ahead: u64,
     /// Block signatures the followers did not verify again: they had checked them ahead.
     left_out_of_blocks: u64,
-    /// Announcements dropped (a follower's queue full, or from a node it does not know as
-    /// leader).
+    /// Announcements dropped on either side: a leader's outbox full (counted per
+    /// follower), not delivered, or on a follower a full queue, one from a node it does
+    /// not know as leader, one that did not decode or did not verify.
     announcements_dropped: u64,
 }
 
@@ -213,7 +214,8 @@ pub(crate) fn prechecks_between(before: &[Option<Scrape>], after: &[Option<Scrap
 }
 
 /// Prints the precheck counters: `block_signatures` is how many block signatures the
-/// followers had to judge (committed transactions × followers).
+/// followers had to judge (committed transactions × followers). The share is approximate:
+/// blocks Raft sends again, and blocks outside the run, count too, so it can pass 100 %.
 pub(crate) fn print_prechecks(p: &Prechecks, block_signatures: u64) {
     if p.announced == 0 && p.forwarded == 0 {
         return;

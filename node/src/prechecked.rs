@@ -12,7 +12,7 @@
 //!
 //! Each signature is checked once per node even when an announcement and its block meet:
 //! a block check waits for an announcement check already verifying one of its signatures
-//! (at most [`ANNOUNCE_WAIT_MAX`]) instead of verifying it too, and an announcement check
+//! (at most [`ANNOUNCE_WAIT_MAX`] per append) instead of verifying it too, and an announcement check
 //! skips the signatures a block check is verifying itself ([`Prechecked::block_check`]).
 //!
 //! Everything here is bounded and lossy. A dropped announcement, a batch that fails, or an
@@ -177,12 +177,14 @@ impl Prechecked {
 
     /// Starts checking one block's signatures: [`BlockCheck::checked`] says which of them
     /// this node has verified already, and claims the rest for the block check, so that
-    /// an announcement check does not verify them too. Run it on a blocking thread: it
-    /// may wait for announcement checks.
-    pub fn block_check(&self) -> BlockCheck<'_> {
+    /// an announcement check does not verify them too. It waits for announcement checks
+    /// until `wait_until` at the latest: give every block of one append the same
+    /// deadline (at most [`ANNOUNCE_WAIT_MAX`] away), so an append of many blocks does not
+    /// wait longer than one. Run it on a blocking thread.
+    pub fn block_check(&self, wait_until: Instant) -> BlockCheck<'_> {
         BlockCheck {
             prechecked: self,
-            started: Instant::now(),
+            wait_until,
             claimed: std::cell::RefCell::new(Vec::new()),
             hits: std::cell::Cell::new(0),
         }
@@ -199,9 +201,9 @@ impl Prechecked {
         }
     }
 
-    /// Checks one announcement: decodes it, batch-verifies the signatures not already
-    /// remembered, and remembers them all if the batch passes. Returns how many it
-    /// verified.
+    /// Checks one announcement: decodes it, batch-verifies the signatures that no check
+    /// has verified or is verifying, and remembers those if the batch passes. Returns how
+    /// many it verified.
     ///
     /// # Errors
     /// Why the announcement was dropped (it did not decode, was too large, or holds a bad
@@ -238,21 +240,20 @@ impl Prechecked {
         if fresh.is_empty() {
             return Ok(0);
         }
+        // Settles the claims however this ends (a panic included): block checks waiting
+        // for them must not wait for nothing.
+        let mut settle = Settle {
+            prechecked: self,
+            fresh: &fresh,
+            passed: false,
+        };
         let mut batch = BatchVerifier::with_capacity(fresh.len());
         for (id, tx) in &fresh {
             batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
         }
         let verdict = batch.verify();
-        {
-            let mut seen = self.seen();
-            for (id, _) in &fresh {
-                seen.checking.remove(id);
-            }
-            if verdict.is_ok() {
-                seen.remember(fresh.iter().map(|(id, tx)| (*id, tx.signature)));
-            }
-        }
-        self.settled.notify_all();
+        settle.passed = verdict.is_ok();
+        drop(settle);
         verdict.map_err(|e| format!("announced transactions: {e}"))?;
         let n = fresh.len();
         self.stats.checked.fetch_add(n as u64, Ordering::Relaxed);
@@ -359,11 +360,38 @@ impl Prechecked {
     }
 }
 
+/// The claims of one announcement check: released when dropped, with the pairs
+/// remembered if they passed, and the block checks waiting for them woken.
+struct Settle<'a> {
+    prechecked: &'a Prechecked,
+    fresh: &'a [(TxId, SignedTransaction)],
+    passed: bool,
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let p = self.prechecked;
+        let mut seen = p
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, _) in self.fresh {
+            seen.checking.remove(id);
+        }
+        if self.passed {
+            seen.remember(self.fresh.iter().map(|(id, tx)| (*id, tx.signature)));
+        }
+        drop(seen);
+        p.settled.notify_all();
+    }
+}
+
 /// One block's signature check on a follower ([`Prechecked::block_check`]). Dropping it
 /// releases its claims; [`BlockCheck::passed`] also remembers the block's pairs.
 pub struct BlockCheck<'a> {
     prechecked: &'a Prechecked,
-    started: Instant,
+    /// When it stops waiting for announcement checks.
+    wait_until: Instant,
     /// Ids this check claimed (it verifies them itself).
     claimed: std::cell::RefCell<Vec<TxId>>,
     hits: std::cell::Cell<u64>,
@@ -372,7 +400,7 @@ pub struct BlockCheck<'a> {
 impl BlockCheck<'_> {
     /// Whether this node has verified `signature` over `id` already, so the block check
     /// can leave it out. When an announcement check is verifying that pair now, waits for
-    /// its verdict (all waits of one block together at most [`ANNOUNCE_WAIT_MAX`]).
+    /// its verdict (until the check's deadline, see [`Prechecked::block_check`]).
     /// Otherwise claims `id` for this block check and returns false.
     pub fn checked(&self, id: &TxId, signature: &Signature) -> bool {
         let p = self.prechecked;
@@ -382,7 +410,7 @@ impl BlockCheck<'_> {
                 self.hits.set(self.hits.get() + 1);
                 return true;
             }
-            let left = ANNOUNCE_WAIT_MAX.saturating_sub(self.started.elapsed());
+            let left = self.wait_until.saturating_duration_since(Instant::now());
             if seen.checking.get(id) != Some(signature) || left.is_zero() {
                 break;
             }
@@ -491,7 +519,7 @@ mod tests {
         let key = Keypair::from_label("client");
         let (p, _rx) = Prechecked::new(1 << 10, &[]);
         let txs: Vec<_> = (0..4).map(|n| tx(&key, n)).collect();
-        let check = p.block_check();
+        let check = p.block_check(Instant::now() + ANNOUNCE_WAIT_MAX);
         // The block holds the first two; nothing was checked ahead, so it claims them.
         for t in &txs[..2] {
             assert!(!check.checked(&t.id(), &t.signature));
@@ -505,7 +533,7 @@ mod tests {
         // A block check that fails releases its claims and remembers nothing.
         let later: Vec<_> = (10..12).map(|n| tx(&key, n)).collect();
         {
-            let check = p.block_check();
+            let check = p.block_check(Instant::now() + ANNOUNCE_WAIT_MAX);
             assert!(!check.checked(&later[0].id(), &later[0].signature));
         }
         assert!(p.seen().in_blocks.is_empty());
@@ -521,7 +549,7 @@ mod tests {
         let (id, sig) = (t.id(), t.signature);
         // An announcement check is verifying the pair (as `check` marks it).
         p.seen().checking.insert(id, sig);
-        let check = p.block_check();
+        let check = p.block_check(Instant::now() + ANNOUNCE_WAIT_MAX);
         let hit = std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(30));
@@ -544,15 +572,21 @@ mod tests {
         let u = tx(&key, 2);
         p.seen().checking.insert(u.id(), u.signature);
         let started = Instant::now();
-        let check = p.block_check();
+        let deadline = started + ANNOUNCE_WAIT_MAX;
+        let check = p.block_check(deadline);
         assert!(!check.checked(&u.id(), &u.signature));
         assert!(started.elapsed() >= ANNOUNCE_WAIT_MAX);
         assert!(started.elapsed() < ANNOUNCE_WAIT_MAX * 5);
-        // Once the wait is spent, other pairs of the block do not wait again.
+        // Once the wait is spent, other pairs of the block, and the next block of the same
+        // append (which shares the deadline), do not wait again.
         let v = tx(&key, 3);
+        let w = tx(&key, 4);
         p.seen().checking.insert(v.id(), v.signature);
+        p.seen().checking.insert(w.id(), w.signature);
         let again = Instant::now();
         assert!(!check.checked(&v.id(), &v.signature));
+        let next_block = p.block_check(deadline);
+        assert!(!next_block.checked(&w.id(), &w.signature));
         assert!(again.elapsed() < ANNOUNCE_WAIT_MAX);
     }
 

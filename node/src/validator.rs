@@ -212,9 +212,9 @@ pub struct Shared {
     admissions: Arc<tokio::sync::Semaphore>,
     /// Client submissions waiting for an admission turn.
     admission_queue: AtomicUsize,
-    /// Until when a follower refuses client submissions at the door: the leader answered
-    /// its last forward with a full mempool ([`LEADER_BUSY_PAUSE`]).
-    leader_busy_until: Mutex<Option<Instant>>,
+    /// Which leader answered a forward with a full mempool, and until when this follower
+    /// refuses client submissions at the door while that node leads ([`LEADER_BUSY_PAUSE`]).
+    leader_busy_until: Mutex<Option<(u64, Instant)>>,
 }
 
 /// A running validator.
@@ -529,11 +529,13 @@ impl Shared {
         self.store.tx_location(id).ok().flatten().map(|(h, _)| h)
     }
 
-    /// Whether this node follows a leader that refused its last forward with a full
-    /// mempool, less than [`LEADER_BUSY_PAUSE`] ago.
+    /// Whether this node follows a leader that refused a forward with a full mempool less
+    /// than [`LEADER_BUSY_PAUSE`] ago (a new leader is not held to it).
     fn leader_busy(&self) -> bool {
-        let until = *self.leader_busy_until.lock().expect("busy lock poisoned");
-        until.is_some_and(|t| Instant::now() < t) && !self.is_leader()
+        let busy = *self.leader_busy_until.lock().expect("busy lock poisoned");
+        busy.is_some_and(|(leader, until)| {
+            Instant::now() < until && self.leader() == Some(leader) && !self.is_leader()
+        })
     }
 
     /// Admits `txs` on this node (all checks, signatures batch-verified off the async
@@ -576,7 +578,8 @@ impl Shared {
             }
             return (ids, self.count(results));
         }
-        let verdicts = match (copies, self.leader().and_then(|id| self.validator(id))) {
+        let leader_id = self.leader();
+        let verdicts = match (copies, leader_id.and_then(|id| self.validator(id))) {
             (Some(copies), Some((_, leader))) => {
                 let mut wanted = fresh.iter().peekable();
                 let batch: Vec<SignedTransaction> = copies
@@ -614,8 +617,10 @@ impl Shared {
                     }))
                 }
                 Ok(Verdict::Busy) => {
-                    *self.leader_busy_until.lock().expect("busy lock poisoned") =
-                        Some(Instant::now() + LEADER_BUSY_PAUSE);
+                    if let Some(leader) = leader_id {
+                        *self.leader_busy_until.lock().expect("busy lock poisoned") =
+                            Some((leader, Instant::now() + LEADER_BUSY_PAUSE));
+                    }
                     Err(SubmitError::LeaderBusy)
                 }
                 Ok(Verdict::Refused(reason)) => Err(SubmitError::Refused(reason)),

@@ -320,10 +320,13 @@ impl RaftServer {
             return Ok(());
         }
         let mut parent = self.parent_of(first_height, rpc.prev_log_id.map(|id| id.index))?;
+        // One deadline for the whole append: waiting for announcement checks never delays
+        // an append by more than this, however many blocks it carries.
+        let wait_until = std::time::Instant::now() + crate::prechecked::ANNOUNCE_WAIT_MAX;
         for e in &mut rpc.entries {
             if let EntryPayload::Normal(entry) = &mut e.payload {
                 let block = entry.block.clone();
-                let check = self.prechecked.block_check();
+                let check = self.prechecked.block_check(wait_until);
                 let checked = |id: &TxId, sig: &Signature| check.checked(id, sig);
                 let ids = verify_block_with(&parent, &block, &self.policy, checked)
                     .map_err(|e| format!("block {}: {e}", block.header.height))?;
