@@ -365,7 +365,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         (
             "ordo_announcements_dropped_total",
             "counter",
-            "Announcements dropped (queue full, or undecodable or failing on arrival).",
+            "Announcements dropped (a full outbox or queue, not delivered, not from the leader, undecodable or failing).",
             pre.dropped.load(Ordering::Relaxed),
         ),
         (

@@ -77,6 +77,10 @@ struct Seen {
 }
 
 impl Seen {
+    /// Remembers pairs this node verified (ahead, or in a block check, so that a late
+    /// announcement of them is not checked again), evicting the oldest beyond
+    /// [`PRECHECKED_MAX`]. Only the checks in this module call it: nothing from outside
+    /// can vouch for a signature.
     fn remember(&mut self, pairs: impl IntoIterator<Item = (TxId, Signature)>) {
         for (id, signature) in pairs {
             if self.by_id.insert(id, signature).is_none() {
@@ -166,13 +170,6 @@ impl Prechecked {
     /// True when nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Remembers pairs this node verified (ahead, or in a block check, so that a late
-    /// announcement of them is not checked again), evicting the oldest beyond
-    /// [`PRECHECKED_MAX`].
-    pub fn remember(&self, pairs: impl IntoIterator<Item = (TxId, Signature)>) {
-        self.seen().remember(pairs);
     }
 
     /// Starts checking one block's signatures: [`BlockCheck::checked`] says which of them
@@ -597,7 +594,7 @@ mod tests {
         let ids: Vec<TxId> = (0..PRECHECKED_MAX as u64 + 10)
             .map(|n| ordo_crypto::Hash::digest(ordo_crypto::Domain::Transaction, &n.to_le_bytes()))
             .collect();
-        p.remember(ids.iter().map(|id| (*id, sig)));
+        p.seen().remember(ids.iter().map(|id| (*id, sig)));
         assert_eq!(p.len(), PRECHECKED_MAX);
         assert!(!p.contains(&ids[0], &sig));
         assert!(p.contains(&ids[PRECHECKED_MAX + 9], &sig));

@@ -197,8 +197,6 @@ pub struct Shared {
     pub timings: Arc<Timings>,
     /// Signatures checked ahead of their blocks (as follower), and announcing (as leader).
     pub prechecked: Arc<Prechecked>,
-    /// The other validators' keys: where a leader announces what it admits.
-    followers: Vec<PublicKey>,
     /// When the node started.
     pub started: Instant,
     /// Flips to true when the node is shutting down.
@@ -333,7 +331,6 @@ impl Validator {
             counters: Counters::default(),
             timings,
             prechecked: prechecked.clone(),
-            followers: others,
             started: Instant::now(),
             stopping: stopping.clone(),
             waiters: Mutex::new(HashMap::new()),
@@ -358,9 +355,9 @@ impl Validator {
             tokio::spawn(prechecked.clone().run(announced, stopping.clone())),
             tokio::spawn(crate::api::serve(shared.clone(), api_listener)),
         ];
-        for follower in &shared.followers {
+        for follower in others {
             tasks.push(tokio::spawn(prechecked.clone().send_announcements(
-                *follower,
+                follower,
                 shared.network.clone(),
                 stopping.clone(),
             )));
