@@ -6,8 +6,17 @@
 //! ordo node, on any platform, accepts exactly the same set of signatures. The rules are
 //! written out in `docs/format.md`.
 
-use ed25519_zebra::batch;
-use ed25519_zebra::{VerificationKey, VerificationKeyBytes};
+use std::collections::HashMap;
+use std::iter::once;
+use std::sync::{OnceLock, PoisonError, RwLock};
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_zebra::VerificationKey;
+use rand::Rng;
+use sha2::{Digest, Sha512};
 
 use crate::keys::{PublicKey, Signature};
 
@@ -40,14 +49,94 @@ pub fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), Signat
         .map_err(|_| SignatureError::Invalid)
 }
 
+/// The most keys [`BatchVerifier`] keeps decoded: 32,768 points, about 7 MiB at most.
+pub const DECODED_KEYS_MAX: usize = 32_768;
+
+/// Curve points of keys already decoded, so a batch decompresses only its signatures' `R`.
+///
+/// Decompressing a point costs about a quarter of a batch check per signature, and
+/// ed25519-zebra's batch verifier decompresses every key in every batch. A node sees the
+/// same client keys again and again (genesis permits a fixed set), so it decodes each once.
+/// Decoding is a pure function of the bytes: this changes speed, never a verdict. Only keys
+/// that decode are kept, at most `max`; past that, new keys are decoded in each batch.
+struct DecodedKeys {
+    points: RwLock<HashMap<[u8; 32], EdwardsPoint>>,
+    max: usize,
+}
+
+impl DecodedKeys {
+    fn new(max: usize) -> DecodedKeys {
+        DecodedKeys {
+            points: RwLock::default(),
+            max,
+        }
+    }
+
+    /// The one a process uses.
+    fn shared() -> &'static DecodedKeys {
+        static SHARED: OnceLock<DecodedKeys> = OnceLock::new();
+        SHARED.get_or_init(|| DecodedKeys::new(DECODED_KEYS_MAX))
+    }
+
+    /// Each key as a point, decoding (and keeping, while there is room) those not seen
+    /// before; `None` when one does not decode.
+    fn points<'a>(
+        &self,
+        keys: impl ExactSizeIterator<Item = &'a [u8; 32]>,
+    ) -> Option<Vec<EdwardsPoint>> {
+        let mut points = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        {
+            let known = self.points.read().unwrap_or_else(PoisonError::into_inner);
+            for key in keys {
+                points.push(known.get(key).copied().unwrap_or_default());
+                if !known.contains_key(key) {
+                    missing.push((points.len() - 1, *key));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Some(points);
+        }
+        for (i, key) in &missing {
+            points[*i] = CompressedEdwardsY(*key).decompress()?;
+        }
+        let mut known = self.points.write().unwrap_or_else(PoisonError::into_inner);
+        for (i, key) in missing {
+            if known.len() >= self.max {
+                break;
+            }
+            known.insert(key, points[i]);
+        }
+        Some(points)
+    }
+}
+
+/// One queued signature: key and signature bytes, where its message sits in
+/// [`BatchVerifier::msgs`], and `k = H(R ‖ A ‖ M)` reduced mod ℓ.
+struct Item {
+    key: [u8; 32],
+    sig: Signature,
+    msg: std::ops::Range<usize>,
+    k: Scalar,
+}
+
 /// Collects signatures and verifies them together.
 ///
-/// The batch equation is checked first (about twice as fast per signature as one by one);
-/// when it fails, each item is checked alone to name the first bad one. Both paths apply
-/// ZIP-215, so the verdict is the same as verifying every item with [`verify`].
+/// The batch equation is checked first (several times as fast per signature as one by
+/// one); when it fails, each item is checked alone with [`verify`] to name the first bad
+/// one. The batch equation is ZIP-215's, as ed25519-zebra checks it:
+/// `[8](−(Σ zᵢsᵢ)B + Σ zᵢRᵢ + Σ (zᵢkᵢ)Aᵢ) = 0` with random 128-bit `zᵢ`, the points
+/// decoded as ed25519-zebra decodes them (curve25519-dalek's decompression, which accepts
+/// non-canonical encodings) and every `s` required canonical. It holds when every item
+/// passes the single check, and fails otherwise but for a 2⁻¹²⁸ chance, so the verdict is
+/// the same as verifying every item with [`verify`]. Keys are decoded once per process
+/// ([`DECODED_KEYS_MAX`]), not once per batch.
 #[derive(Default)]
 pub struct BatchVerifier {
-    items: Vec<batch::Item>,
+    items: Vec<Item>,
+    /// Every queued message, end to end.
+    msgs: Vec<u8>,
 }
 
 impl BatchVerifier {
@@ -55,14 +144,25 @@ impl BatchVerifier {
     pub fn with_capacity(n: usize) -> BatchVerifier {
         BatchVerifier {
             items: Vec::with_capacity(n),
+            msgs: Vec::with_capacity(n * 32),
         }
     }
 
-    /// Adds a (key, message, signature) triple. The message is hashed now and not retained.
+    /// Adds a (key, message, signature) triple. The message is hashed now.
     pub fn queue(&mut self, key: &PublicKey, msg: &[u8], sig: &Signature) {
-        let vk = VerificationKeyBytes::from(*key.as_bytes());
-        self.items
-            .push(batch::Item::from((vk, zebra_signature(sig), msg)));
+        let k = Sha512::new()
+            .chain_update(&sig.as_bytes()[..32])
+            .chain_update(key.as_bytes())
+            .chain_update(msg)
+            .finalize();
+        let start = self.msgs.len();
+        self.msgs.extend_from_slice(msg);
+        self.items.push(Item {
+            key: *key.as_bytes(),
+            sig: *sig,
+            msg: start..self.msgs.len(),
+            k: Scalar::from_bytes_mod_order_wide(&k.into()),
+        });
     }
 
     /// Number of queued items.
@@ -75,57 +175,88 @@ impl BatchVerifier {
         self.items.is_empty()
     }
 
+    /// Checks item `index` alone.
+    fn single(&self, index: usize) -> Result<(), SignatureError> {
+        let item = &self.items[index];
+        verify(
+            &PublicKey(item.key),
+            &self.msgs[item.msg.clone()],
+            &item.sig,
+        )
+    }
+
     /// Verifies every queued signature.
     ///
     /// # Errors
     /// [`SignatureError::InvalidAt`] naming the first invalid item in queue order.
     pub fn verify(self) -> Result<(), SignatureError> {
-        if self.items.is_empty() {
-            return Ok(());
-        }
-        if self.items.len() == 1 {
-            // The batch equation costs more than a single check for one item.
-            let item = self.items.into_iter().next().expect("one item");
-            return item
-                .verify_single()
-                .map_err(|_| SignatureError::InvalidAt { index: 0 });
-        }
-        let mut batch = batch::Verifier::new();
-        for item in &self.items {
-            batch.queue(item.clone());
-        }
-        if batch.verify(rand::rng()).is_ok() {
+        // For one item the batch equation costs more than a single check.
+        if self.items.len() > 1 && self.equation_holds() {
             return Ok(());
         }
         // ZIP-215 batch and single verification agree, so a failed batch has a bad item.
         // Should the random batch coefficients ever reject a valid batch (probability
         // ~2^-128), the per-item verdicts below still decide, and they accept.
-        for (index, item) in self.items.into_iter().enumerate() {
-            if item.verify_single().is_err() {
-                return Err(SignatureError::InvalidAt { index });
-            }
+        match (0..self.items.len()).find(|&i| self.single(i).is_err()) {
+            Some(index) => Err(SignatureError::InvalidAt { index }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Verifies every queued signature and names every invalid one, in queue order (none
     /// when all are valid). One batch check when all are valid; otherwise each is checked
     /// alone, so a batch with many forgeries costs one pass, not one pass per forgery.
     pub fn invalid(self) -> Vec<usize> {
-        if self.items.len() > 1 {
-            let mut batch = batch::Verifier::new();
-            for item in &self.items {
-                batch.queue(item.clone());
-            }
-            if batch.verify(rand::rng()).is_ok() {
-                return Vec::new();
-            }
+        if self.items.len() > 1 && self.equation_holds() {
+            return Vec::new();
         }
-        self.items
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, item)| item.verify_single().is_err().then_some(i))
+        (0..self.items.len())
+            .filter(|&i| self.single(i).is_err())
             .collect()
+    }
+
+    /// The ZIP-215 batch equation over every queued item; false when it fails or when a
+    /// key, an `R` or an `s` does not decode.
+    #[allow(non_snake_case)]
+    fn equation_holds(&self) -> bool {
+        let Some(keys) = DecodedKeys::shared().points(self.items.iter().map(|i| &i.key)) else {
+            return false;
+        };
+        let mut rng = rand::rng();
+        // Terms of the same key are merged, as in ed25519-zebra: one point per key.
+        let mut slot: HashMap<[u8; 32], usize> = HashMap::with_capacity(keys.len());
+        let mut A_coeffs: Vec<Scalar> = Vec::with_capacity(keys.len());
+        let mut As: Vec<EdwardsPoint> = Vec::with_capacity(keys.len());
+        let mut R_coeffs = Vec::with_capacity(self.items.len());
+        let mut Rs = Vec::with_capacity(self.items.len());
+        let mut B_coeff = Scalar::ZERO;
+        for (item, A) in self.items.iter().zip(keys) {
+            let sig = item.sig.as_bytes();
+            let r: [u8; 32] = sig[..32].try_into().expect("32 bytes");
+            let s: [u8; 32] = sig[32..].try_into().expect("32 bytes");
+            let Some(R) = CompressedEdwardsY(r).decompress() else {
+                return false;
+            };
+            let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s)) else {
+                return false;
+            };
+            let z = Scalar::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+            B_coeff -= z * s;
+            Rs.push(R);
+            R_coeffs.push(z);
+            let at = *slot.entry(item.key).or_insert_with(|| {
+                As.push(A);
+                A_coeffs.push(Scalar::ZERO);
+                As.len() - 1
+            });
+            A_coeffs[at] += z * item.k;
+        }
+        EdwardsPoint::vartime_multiscalar_mul(
+            once(&B_coeff).chain(&A_coeffs).chain(&R_coeffs),
+            once(&ED25519_BASEPOINT_POINT).chain(&As).chain(&Rs),
+        )
+        .mul_by_cofactor()
+        .is_identity()
     }
 }
 
@@ -213,5 +344,74 @@ mod tests {
     #[test]
     fn empty_batch_is_ok() {
         assert_eq!(BatchVerifier::default().verify(), Ok(()));
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_point_fails_only_its_item() {
+        let mut items = signed(5);
+        // y = 2 is not the y coordinate of any point on the curve.
+        let mut bytes = [0u8; 32];
+        bytes[0] = 2;
+        assert!(CompressedEdwardsY(bytes).decompress().is_none());
+        items[2].0 = PublicKey(bytes);
+        assert_eq!(batch_of(&items).invalid(), vec![2]);
+        assert_eq!(
+            batch_of(&items).verify(),
+            Err(SignatureError::InvalidAt { index: 2 })
+        );
+    }
+
+    #[test]
+    fn decoded_keys_stay_bounded_and_decode_as_dalek_does() {
+        let cache = DecodedKeys::new(2);
+        let keys: Vec<[u8; 32]> = (0..4)
+            .map(|i| *Keypair::from_label(&format!("d{i}")).public().as_bytes())
+            .collect();
+        let points = cache.points(keys.iter()).expect("all decode");
+        for (key, point) in keys.iter().zip(&points) {
+            assert_eq!(Some(*point), CompressedEdwardsY(*key).decompress());
+        }
+        assert_eq!(cache.points.read().expect("lock").len(), 2);
+        // Known and unknown keys together, twice: the same points, no growth past max.
+        for _ in 0..2 {
+            assert_eq!(
+                cache.points(keys.iter().rev()),
+                Some(points.iter().rev().copied().collect())
+            );
+        }
+        assert_eq!(cache.points.read().expect("lock").len(), 2);
+        let mut bad = keys.clone();
+        bad[1] = [0u8; 32];
+        bad[1][0] = 2;
+        assert_eq!(cache.points(bad.iter()), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever is corrupted, the batch names exactly the items the single check
+        /// rejects.
+        #[test]
+        fn batch_verdicts_are_the_single_verdicts(
+            n in 2usize..24,
+            flips in proptest::collection::vec((0usize..24, 0usize..3, 0usize..64, 0u8..8), 0..4),
+        ) {
+            let mut items = signed(n);
+            for (at, part, byte, bit) in flips {
+                let item = &mut items[at % n];
+                match part {
+                    0 => item.0.0[byte % 32] ^= 1 << bit,
+                    1 => item.2.0[byte] ^= 1 << bit,
+                    _ => item.1.push(byte as u8),
+                }
+            }
+            let single: Vec<usize> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, (k, m, s))| verify(k, m, s).is_err())
+                .map(|(i, _)| i)
+                .collect();
+            proptest::prop_assert_eq!(batch_of(&items).invalid(), single.clone());
+            let first = single.first().map(|&index| SignatureError::InvalidAt { index });
+            proptest::prop_assert_eq!(batch_of(&items).verify().err(), first);
+        }
     }
 }

@@ -108,6 +108,30 @@ fn bench_signatures(c: &mut Criterion) {
             })
         });
     }
+    // Signatures from 1,000 keys: nearly every signature in a batch has its own key, as
+    // with many independent clients.
+    let keys: Vec<Keypair> = (0..1000)
+        .map(|i| Keypair::from_label(&format!("bench-many-{i}")))
+        .collect();
+    for n in [64usize, 256, 1024] {
+        let sigs: Vec<_> = (0..n)
+            .map(|i| {
+                let key = &keys[(i * 7919) % keys.len()];
+                let msg = Hash::digest(Domain::Transaction, &i.to_le_bytes());
+                (key.public(), msg, key.sign(msg.as_bytes()))
+            })
+            .collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("zip215_batch_1000_keys/{n}"), |b| {
+            b.iter(|| {
+                let mut batch = BatchVerifier::with_capacity(n);
+                for (key, msg, sig) in &sigs {
+                    batch.queue(key, msg.as_bytes(), sig);
+                }
+                batch.verify().expect("valid")
+            })
+        });
+    }
     let tx = &f.txs(1, 0, 1, 100)[0];
     let id = tx.id();
     g.throughput(Throughput::Elements(1));
