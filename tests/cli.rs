@@ -333,6 +333,7 @@ fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
         "snapshot_every_blocks",
         "keep_blocks",
         "blocks_in_flight_max",
+        "idle_batch_wait_ms",
     ] {
         assert!(help.contains(field), "--help does not document {field}");
     }

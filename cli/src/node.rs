@@ -35,6 +35,9 @@ pub enum NodeCommand {
     ///   snapshot_every_blocks   snapshot after this many blocks and purge the log (128)
     ///   keep_blocks             log entries kept behind the snapshot (128)
     ///   blocks_in_flight_max    proposed blocks waiting to commit at once (4)
+    ///   idle_batch_wait_ms      with no block in flight, cut a block once the first
+    ///                           pending transaction has waited this long (5); otherwise
+    ///                           the genesis batch timeout applies
     ///
     /// Shutdown is graceful: the API stops accepting and finishes requests in progress,
     /// then Raft, the network and the database close. Killing the process at any instant

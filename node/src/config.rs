@@ -21,6 +21,7 @@
 //! snapshot_every_blocks = 128
 //! keep_blocks = 128
 //! blocks_in_flight_max = 4
+//! idle_batch_wait_ms = 5
 //! ```
 
 use std::net::SocketAddr;
@@ -102,6 +103,17 @@ pub struct RaftSection {
     pub keep_blocks: u64,
     /// Most proposed blocks waiting to commit at once (pipelining).
     pub blocks_in_flight_max: usize,
+    /// When this node leads and no block is in flight, it cuts a block once the first
+    /// pending transaction has waited this long, instead of the genesis batch timeout: at
+    /// light load a transaction then waits milliseconds for its block, not the whole
+    /// timeout. While blocks are in flight the batch timeout applies, so blocks still fill
+    /// under load. A value at or above the batch timeout turns this off.
+    #[serde(default = "default_idle_batch_wait_ms")]
+    pub idle_batch_wait_ms: u64,
+}
+
+fn default_idle_batch_wait_ms() -> u64 {
+    5
 }
 
 impl Default for RaftSection {
@@ -110,6 +122,7 @@ impl Default for RaftSection {
             snapshot_every_blocks: 128,
             keep_blocks: 128,
             blocks_in_flight_max: 4,
+            idle_batch_wait_ms: default_idle_batch_wait_ms(),
         }
     }
 }
@@ -239,6 +252,9 @@ impl NodeConfig {
         }
         if !(1..=64).contains(&self.raft.blocks_in_flight_max) {
             out.push("raft.blocks_in_flight_max must be between 1 and 64".into());
+        }
+        if self.raft.idle_batch_wait_ms > 60_000 {
+            out.push("raft.idle_batch_wait_ms must be at most 60000".into());
         }
         out
     }

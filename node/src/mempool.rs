@@ -518,23 +518,37 @@ impl Mempool {
         self.batch_timeout
     }
 
-    /// When the leader must cut a block even if it is not full, if anything is pending.
-    pub fn cut_deadline(&self) -> Option<Instant> {
+    /// When the leader must cut a block even if it is not full, if anything is pending: once
+    /// the first pending transaction has waited `wait` (the batch timeout, or less: see
+    /// [`Mempool::batch_wait`]).
+    pub fn cut_deadline(&self, wait: Duration) -> Option<Instant> {
         // The front is live: every operation that kills entries tidies the front.
         self.queue
             .iter()
             .find(|p| self.live(p))
-            .map(|p| p.arrived + self.batch_timeout)
+            .map(|p| p.arrived + wait)
     }
 
-    /// Whether a block should be cut now: full by count or bytes, or the batch timeout
-    /// since the first pending transaction has passed.
-    pub fn should_cut(&self, now: Instant) -> bool {
+    /// How long the leader lets the first pending transaction wait for others: the batch
+    /// timeout while blocks are in flight (they commit meanwhile, and the next block
+    /// gathers what arrives), and at most `idle_wait` when none is, since then waiting
+    /// only adds latency.
+    pub fn batch_wait(&self, blocks_in_flight: usize, idle_wait: Duration) -> Duration {
+        if blocks_in_flight == 0 {
+            idle_wait.min(self.batch_timeout)
+        } else {
+            self.batch_timeout
+        }
+    }
+
+    /// Whether a block should be cut now: full by count or bytes, or the first pending
+    /// transaction has waited `wait`.
+    pub fn should_cut(&self, now: Instant, wait: Duration) -> bool {
         let limits = &self.policy.limits;
         !self.ids.is_empty()
             && (self.ids.len() >= limits.block_txs_max as usize
                 || self.bytes + BLOCK_OVERHEAD_BYTES >= limits.block_bytes_max
-                || self.cut_deadline().is_some_and(|d| now >= d))
+                || self.cut_deadline(wait).is_some_and(|d| now >= d))
     }
 
     /// Takes the transactions for the block at `height`, oldest first, within the block

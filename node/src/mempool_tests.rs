@@ -141,9 +141,12 @@ fn cuts_when_full_by_count() {
     let now = Instant::now();
     let mut p = pool(MempoolLimits::default());
     p.admit((0..9).map(tx).collect(), 1, nothing_committed, now);
-    assert!(!p.should_cut(now), "9 of 10 and no timeout yet");
+    assert!(
+        !p.should_cut(now, p.batch_timeout()),
+        "9 of 10 and no timeout yet"
+    );
     p.admit(vec![tx(9), tx(10), tx(11)], 1, nothing_committed, now);
-    assert!(p.should_cut(now));
+    assert!(p.should_cut(now, p.batch_timeout()));
     let (block, ids) = p.cut(1);
     assert_eq!(ids, block.iter().map(|t| t.id()).collect::<Vec<_>>());
     assert_eq!(block.len(), 10);
@@ -161,9 +164,9 @@ fn cuts_when_full_by_bytes() {
         Duration::from_secs(9),
     );
     p.admit((0..2).map(tx).collect(), 1, nothing_committed, now);
-    assert!(!p.should_cut(now));
+    assert!(!p.should_cut(now, p.batch_timeout()));
     p.admit((2..5).map(tx).collect(), 1, nothing_committed, now);
-    assert!(p.should_cut(now));
+    assert!(p.should_cut(now, p.batch_timeout()));
     assert_eq!(p.cut(1).0.len(), 3, "a block never exceeds block_bytes_max");
 }
 
@@ -171,7 +174,7 @@ fn cuts_when_full_by_bytes() {
 fn cuts_after_the_batch_timeout_from_the_first_pending_transaction() {
     let t0 = Instant::now();
     let mut p = pool(MempoolLimits::default());
-    assert_eq!(p.cut_deadline(), None);
+    assert_eq!(p.cut_deadline(p.batch_timeout()), None);
     p.admit(vec![tx(1)], 1, nothing_committed, t0);
     p.admit(
         vec![tx(2)],
@@ -179,14 +182,40 @@ fn cuts_after_the_batch_timeout_from_the_first_pending_transaction() {
         nothing_committed,
         t0 + Duration::from_millis(15),
     );
-    assert_eq!(p.cut_deadline(), Some(t0 + Duration::from_millis(20)));
-    assert!(!p.should_cut(t0 + Duration::from_millis(19)));
-    assert!(p.should_cut(t0 + Duration::from_millis(20)));
+    assert_eq!(
+        p.cut_deadline(p.batch_timeout()),
+        Some(t0 + Duration::from_millis(20))
+    );
+    assert!(!p.should_cut(t0 + Duration::from_millis(19), p.batch_timeout()));
+    assert!(p.should_cut(t0 + Duration::from_millis(20), p.batch_timeout()));
     assert_eq!(p.cut(1).0.len(), 2);
-    assert_eq!(p.cut_deadline(), None);
+    assert_eq!(p.cut_deadline(p.batch_timeout()), None);
     assert!(
-        !p.should_cut(t0 + Duration::from_secs(1)),
+        !p.should_cut(t0 + Duration::from_secs(1), p.batch_timeout()),
         "nothing pending, nothing to cut"
+    );
+}
+
+#[test]
+fn with_no_block_in_flight_the_first_transaction_waits_only_the_idle_wait() {
+    let t0 = Instant::now();
+    let idle = Duration::from_millis(5);
+    let mut p = pool(MempoolLimits::default());
+    assert_eq!(p.batch_wait(0, idle), idle);
+    assert_eq!(p.batch_wait(1, idle), p.batch_timeout());
+    assert_eq!(
+        p.batch_wait(0, Duration::from_secs(1)),
+        p.batch_timeout(),
+        "never longer than the batch timeout"
+    );
+    p.admit(vec![tx(1)], 1, nothing_committed, t0);
+    let wait = p.batch_wait(0, idle);
+    assert_eq!(p.cut_deadline(wait), Some(t0 + idle));
+    assert!(!p.should_cut(t0 + Duration::from_millis(4), wait));
+    assert!(p.should_cut(t0 + idle, wait));
+    assert!(
+        !p.should_cut(t0 + idle, p.batch_wait(2, idle)),
+        "blocks in flight: the batch timeout applies"
     );
 }
 
@@ -234,7 +263,7 @@ fn committed_blocks_remove_pending_transactions() {
     assert!(!p.contains(&tx(1).id()));
     p.remove_committed(&[tx(0).id(), tx(2).id()]);
     assert!(p.is_empty());
-    assert_eq!(p.cut_deadline(), None);
+    assert_eq!(p.cut_deadline(p.batch_timeout()), None);
 }
 
 #[test]

@@ -5,9 +5,10 @@
 //! * **inbound** dispatches peer requests by kind: Raft RPCs to the [`RaftServer`] (which
 //!   verifies blocks before they reach the log), block fetches to [`serve_blocks`],
 //!   forwarded transactions to the leader's mempool, announced ones to the precheck queue.
-//! * **proposer** (acts while this node leads): cuts blocks by the mempool's rules, builds
-//!   and signs them on the last proposed block, and hands them to Raft, at most
-//!   `blocks_in_flight_max` at a time. A block that does not commit gives its transactions
+//! * **proposer** (acts while this node leads): cuts blocks by the mempool's rules (full,
+//!   or the first pending transaction has waited the batch timeout, or only
+//!   `idle_batch_wait_ms` when no block is in flight), builds and signs them on the last
+//!   proposed block, and hands them to Raft, at most `blocks_in_flight_max` at a time. A block that does not commit gives its transactions
 //!   back to the mempool.
 //! * **applied** follows the ledger tip: drops committed and expired transactions from the
 //!   mempool, answers clients waiting for a commit, and publishes the tip to block streams.
@@ -346,6 +347,7 @@ impl Validator {
             shared: shared.clone(),
             key,
             in_flight_max: config.raft.blocks_in_flight_max,
+            idle_wait: Duration::from_millis(config.raft.idle_batch_wait_ms),
         };
         let mut tasks = vec![
             tokio::spawn(serve_inbound(shared.clone(), server, inbound)),
@@ -1053,6 +1055,9 @@ struct Proposer {
     shared: Arc<Shared>,
     key: Keypair,
     in_flight_max: usize,
+    /// How long a block waits for more transactions when none is in flight
+    /// ([`Mempool::batch_wait`]).
+    idle_wait: Duration,
 }
 
 impl Proposer {
@@ -1101,7 +1106,8 @@ impl Proposer {
                 if last.is_some_and(|(t, _)| t != term) {
                     last = None;
                 }
-                if let Some((fut, tip)) = self.propose(term, last.map(|(_, tip)| tip), now).await {
+                let parent = last.map(|(_, tip)| tip);
+                if let Some((fut, tip)) = self.propose(term, parent, in_flight.len(), now).await {
                     in_flight.push_back(fut);
                     last = Some((term, tip));
                     continue;
@@ -1109,7 +1115,8 @@ impl Proposer {
             }
             // With no room, only a finished block (or a wake-up) changes anything.
             let deadline = if room {
-                shared.pool().cut_deadline()
+                let pool = shared.pool();
+                pool.cut_deadline(pool.batch_wait(in_flight.len(), self.idle_wait))
             } else {
                 None
             };
@@ -1136,22 +1143,24 @@ impl Proposer {
         last.unwrap_or_else(|| self.shared.store.tip())
     }
 
-    /// Cuts and proposes one block if the mempool says so. Returns the future of its
-    /// outcome and its tip.
+    /// Cuts and proposes one block if the mempool says so, with `in_flight` blocks already
+    /// proposed and not yet settled. Returns the future of its outcome and its tip.
     async fn propose(
         &self,
         term: u64,
         last: Option<ChainTip>,
+        in_flight: usize,
         now: Instant,
     ) -> Option<(InFlight, ChainTip)> {
         let parent = self.parent(last);
         let (txs, ids) = {
             let mut pool = self.shared.pool();
-            if !pool.should_cut(now) {
+            let wait = pool.batch_wait(in_flight, self.idle_wait);
+            if !pool.should_cut(now, wait) {
                 return None;
             }
-            if let Some(deadline) = pool.cut_deadline() {
-                let waited = (now + pool.batch_timeout()).saturating_duration_since(deadline);
+            if let Some(deadline) = pool.cut_deadline(wait) {
+                let waited = (now + wait).saturating_duration_since(deadline);
                 self.shared.timings.queue.observe(waited);
             }
             pool.cut(parent.height + 1)
