@@ -49,7 +49,8 @@ pub fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), Signat
         .map_err(|_| SignatureError::Invalid)
 }
 
-/// The most keys [`BatchVerifier`] keeps decoded: 32,768 points, about 7 MiB at most.
+/// The most keys [`BatchVerifier`] keeps decoded: 32,768 keys and their points, about
+/// 12 MiB at most.
 pub const DECODED_KEYS_MAX: usize = 32_768;
 
 /// Curve points of keys already decoded, so a batch decompresses only its signatures' `R`.
@@ -58,7 +59,9 @@ pub const DECODED_KEYS_MAX: usize = 32_768;
 /// ed25519-zebra's batch verifier decompresses every key in every batch. A node sees the
 /// same client keys again and again (genesis permits a fixed set), so it decodes each once.
 /// Decoding is a pure function of the bytes: this changes speed, never a verdict. Only keys
-/// that decode are kept, at most `max`; past that, new keys are decoded in each batch.
+/// that decode are kept, at most `max`, and none is evicted (the senders that reach
+/// verification are the genesis's permitted clients and validators, a fixed set); past
+/// `max`, new keys are decoded in each batch.
 struct DecodedKeys {
     points: RwLock<HashMap<[u8; 32], EdwardsPoint>>,
     max: usize,
@@ -86,20 +89,27 @@ impl DecodedKeys {
     ) -> Option<Vec<EdwardsPoint>> {
         let mut points = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
-        {
+        let full = {
             let known = self.points.read().unwrap_or_else(PoisonError::into_inner);
             for key in keys {
-                points.push(known.get(key).copied().unwrap_or_default());
-                if !known.contains_key(key) {
-                    missing.push((points.len() - 1, *key));
+                match known.get(key) {
+                    Some(point) => points.push(*point),
+                    None => {
+                        missing.push((points.len(), *key));
+                        points.push(EdwardsPoint::default());
+                    }
                 }
             }
-        }
+            known.len() >= self.max
+        };
         if missing.is_empty() {
             return Some(points);
         }
         for (i, key) in &missing {
             points[*i] = CompressedEdwardsY(*key).decompress()?;
+        }
+        if full {
+            return Some(points);
         }
         let mut known = self.points.write().unwrap_or_else(PoisonError::into_inner);
         for (i, key) in missing {
@@ -148,7 +158,8 @@ impl BatchVerifier {
         }
     }
 
-    /// Adds a (key, message, signature) triple. The message is hashed now.
+    /// Adds a (key, message, signature) triple. The message is hashed now, and kept for
+    /// the single check should the batch equation fail.
     pub fn queue(&mut self, key: &PublicKey, msg: &[u8], sig: &Signature) {
         let k = Sha512::new()
             .chain_update(&sig.as_bytes()[..32])

@@ -7,7 +7,8 @@
 //!
 //! The leader cuts a block by Fabric's block-cutter rules: as soon as `block_txs_max`
 //! transactions or `block_bytes_max` bytes are pending, or `batch_timeout` after the first
-//! pending transaction. Time is an argument: the pool never reads a clock.
+//! pending transaction — or only the node's idle wait after it when no block is in flight
+//! ([`Mempool::batch_wait`]). Time is an argument: the pool never reads a clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};

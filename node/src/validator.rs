@@ -8,8 +8,8 @@
 //! * **proposer** (acts while this node leads): cuts blocks by the mempool's rules (full,
 //!   or the first pending transaction has waited the batch timeout, or only
 //!   `idle_batch_wait_ms` when no block is in flight), builds and signs them on the last
-//!   proposed block, and hands them to Raft, at most `blocks_in_flight_max` at a time. A block that does not commit gives its transactions
-//!   back to the mempool.
+//!   proposed block, and hands them to Raft, at most `blocks_in_flight_max` at a time. A
+//!   block that does not commit gives its transactions back to the mempool.
 //! * **applied** follows the ledger tip: drops committed and expired transactions from the
 //!   mempool, answers clients waiting for a commit, and publishes the tip to block streams.
 //! * **precheck** (on followers): verifies the signatures of transactions the leader
