@@ -1,8 +1,9 @@
 //! Ledger micro-benchmarks: signature verification, Merkle roots, block build/verify,
 //! encoding, synced store appends and audit throughput.
 //!
-//! Run with `cargo bench -p ordo-ledger` (release profile). Throughputs are reported per
-//! element: signatures, leaves, transactions or blocks per second.
+//! Run with `cargo bench --workspace --bench ledger` (release profile; `--workspace` keeps
+//! dependency features, and so the RocksDB build, the same as the tests'). Throughputs are
+//! reported per element: signatures, leaves, transactions or blocks per second.
 
 #![allow(missing_docs)]
 
