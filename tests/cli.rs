@@ -334,6 +334,7 @@ fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
         "keep_blocks",
         "blocks_in_flight_max",
         "idle_batch_wait_ms",
+        "background_write_mib_per_s",
     ] {
         assert!(help.contains(field), "--help does not document {field}");
     }

@@ -39,6 +39,12 @@ pub enum NodeCommand {
     ///                           pending transaction has waited this long (5); otherwise
     ///                           the genesis batch timeout applies
     ///
+    ///   [storage]
+    ///   background_write_mib_per_s  most MiB/s that memtable flushes and compactions
+    ///                               write, in 5 ms slices, so that the synced writes
+    ///                               commits wait for do not queue behind a flush
+    ///                               (128; 0 for no limit)
+    ///
     /// Shutdown is graceful: the API stops accepting and finishes requests in progress,
     /// then Raft, the network and the database close. Killing the process at any instant
     /// loses nothing that was acknowledged as committed.

@@ -42,7 +42,8 @@ pub use policy::{
     TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
 };
 pub use store::{
-    ChainIdentity, Durability, FORMAT_VERSION, LEDGER_DIR, Store, StoreError, TxInclusion,
+    BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, ChainIdentity, Durability,
+    FORMAT_VERSION, LEDGER_DIR, Store, StoreError, StoreTuning, TxInclusion,
 };
 pub use types::{Block, BlockHeader, ChainTip, SignedTransaction, Transaction, TxId, encode};
 pub use verify::{

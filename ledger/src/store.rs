@@ -177,7 +177,31 @@ fn tx_location_value(height: u64, index: u32) -> [u8; 12] {
     v
 }
 
-fn db_options() -> Options {
+/// How a writable store paces the writes it makes in the background.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreTuning {
+    /// Most bytes per second that memtable flushes and compactions write together; 0 for
+    /// no limit. Foreground writes (the write-ahead log that every synced write waits
+    /// for) are never limited.
+    pub background_write_bytes_per_s: u64,
+}
+
+/// Default for [`StoreTuning::background_write_bytes_per_s`]: 128 MiB/s.
+pub const BACKGROUND_WRITE_BYTES_PER_S_DEFAULT: u64 = 128 << 20;
+
+/// How often the background-write limit hands out its allowance: it grants at most a
+/// rate × this much at a time (0.64 MiB at the default rate).
+pub const BACKGROUND_WRITE_REFILL: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl Default for StoreTuning {
+    fn default() -> StoreTuning {
+        StoreTuning {
+            background_write_bytes_per_s: BACKGROUND_WRITE_BYTES_PER_S_DEFAULT,
+        }
+    }
+}
+
+fn db_options(tuning: &StoreTuning) -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -187,7 +211,24 @@ fn db_options() -> Options {
     // a burst of dirty pages from a memtable flush or a compaction.
     opts.set_bytes_per_sync(1 << 20);
     opts.set_wal_bytes_per_sync(1 << 20);
+    // Without a limit, a memtable flush hands the disk tens of megabytes at once, and the
+    // synced write-ahead-log writes that every commit waits for queue behind them (stalls
+    // of 100-200 ms on a shared disk). Granted in small slices, the same flush goes out
+    // at a steady rate between them.
+    if let Some((rate, refill_us)) = background_write_limit(tuning) {
+        opts.set_ratelimiter(rate, refill_us, 10);
+    }
     opts
+}
+
+/// RocksDB's rate limiter settings for `tuning`: bytes per second and refill period in
+/// microseconds, or none for no limit.
+fn background_write_limit(tuning: &StoreTuning) -> Option<(i64, i64)> {
+    let rate = tuning.background_write_bytes_per_s;
+    (rate > 0).then(|| {
+        let refill_us = i64::try_from(BACKGROUND_WRITE_REFILL.as_micros()).unwrap_or(i64::MAX);
+        (i64::try_from(rate).unwrap_or(i64::MAX), refill_us)
+    })
 }
 
 /// Smallest memtable of a column family; each one gets this plus a random part below
@@ -235,12 +276,13 @@ impl Store {
     /// [`StoreError::ChainMismatch`] when the ledger belongs to another chain,
     /// [`StoreError::FormatVersion`], [`StoreError::Corrupt`] or [`StoreError::Db`].
     pub fn open(data_dir: &Path, identity: &ChainIdentity) -> Result<Store> {
-        Store::open_with_column_families(data_dir, identity, &[])
+        Store::open_with_column_families(data_dir, identity, &[], &StoreTuning::default())
     }
 
     /// As [`Store::open`], also opening (creating if needed) `extra` column families that a
     /// co-located component keeps in the same database, so that it can write to them in the
-    /// same atomic batch as a block (see [`Store::append_with`]).
+    /// same atomic batch as a block (see [`Store::append_with`]), and pacing background
+    /// writes by `tuning`.
     ///
     /// # Errors
     /// As [`Store::open`].
@@ -248,6 +290,7 @@ impl Store {
         data_dir: &Path,
         identity: &ChainIdentity,
         extra: &[&str],
+        tuning: &StoreTuning,
     ) -> Result<Store> {
         let path = data_dir.join(LEDGER_DIR);
         std::fs::create_dir_all(&path).map_err(|e| StoreError::Corrupt {
@@ -258,7 +301,7 @@ impl Store {
             .iter()
             .chain(extra)
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let db = DB::open_cf_descriptors(&db_options(), &path, cfs).map_err(|source| {
+        let db = DB::open_cf_descriptors(&db_options(tuning), &path, cfs).map_err(|source| {
             StoreError::Db {
                 path: path.clone(),
                 source,
@@ -280,12 +323,14 @@ impl Store {
         let cfs = COLUMN_FAMILIES
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
-        let db = DB::open_cf_descriptors_read_only(&db_options(), &path, cfs, false).map_err(
-            |source| StoreError::Db {
+        let unlimited = StoreTuning {
+            background_write_bytes_per_s: 0,
+        };
+        let db = DB::open_cf_descriptors_read_only(&db_options(&unlimited), &path, cfs, false)
+            .map_err(|source| StoreError::Db {
                 path: path.clone(),
                 source,
-            },
-        )?;
+            })?;
         Store::init(db, path, identity, true)
     }
 
@@ -673,6 +718,24 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_writes_are_limited_in_small_slices_unless_turned_off() {
+        let (rate, refill_us) =
+            background_write_limit(&StoreTuning::default()).expect("limited by default");
+        assert_eq!(rate, 128 << 20);
+        assert_eq!(refill_us, 5_000);
+        // One slice: 0.64 MiB, a few milliseconds of a disk's time, not a whole flush.
+        assert_eq!(rate * refill_us / 1_000_000, 671_088);
+        let off = StoreTuning {
+            background_write_bytes_per_s: 0,
+        };
+        assert_eq!(background_write_limit(&off), None);
+        let huge = StoreTuning {
+            background_write_bytes_per_s: u64::MAX,
+        };
+        assert_eq!(background_write_limit(&huge).map(|l| l.0), Some(i64::MAX));
+    }
 
     #[test]
     fn memtable_sizes_stay_in_their_range_and_differ() {

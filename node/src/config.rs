@@ -22,6 +22,9 @@
 //! keep_blocks = 128
 //! blocks_in_flight_max = 4
 //! idle_batch_wait_ms = 5
+//!
+//! [storage]
+//! background_write_mib_per_s = 128
 //! ```
 
 use std::net::SocketAddr;
@@ -60,6 +63,41 @@ pub struct NodeConfig {
     /// Raft log and proposal settings.
     #[serde(default)]
     pub raft: RaftSection,
+    /// How the database uses the disk.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: how the database uses the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Most MiB per second that memtable flushes and compactions write, handed out in
+    /// slices of 5 ms (0: no limit). Unlimited, a flush puts tens of megabytes in the
+    /// disk's queue at once and every commit's synced write waits behind them; paced, it
+    /// goes out between them. Raise it (or set 0) if the node flushes more than this in
+    /// sustained writes, as with large payloads at high rates on a fast disk.
+    pub background_write_mib_per_s: u64,
+}
+
+/// Largest `[storage] background_write_mib_per_s` (1 TiB/s).
+const BACKGROUND_WRITE_MIB_PER_S_MAX: u64 = 1 << 20;
+
+impl Default for StorageSection {
+    fn default() -> StorageSection {
+        StorageSection {
+            background_write_mib_per_s: ordo_ledger::BACKGROUND_WRITE_BYTES_PER_S_DEFAULT >> 20,
+        }
+    }
+}
+
+impl StorageSection {
+    /// As the store's tuning.
+    pub fn tuning(&self) -> ordo_ledger::StoreTuning {
+        ordo_ledger::StoreTuning {
+            background_write_bytes_per_s: self.background_write_mib_per_s << 20,
+        }
+    }
 }
 
 /// `[mempool]`: bounds on pending transactions.
@@ -181,6 +219,7 @@ impl NodeConfig {
             api: default_api(),
             mempool: MempoolSection::default(),
             raft: RaftSection::default(),
+            storage: StorageSection::default(),
         }
     }
 
@@ -256,6 +295,11 @@ impl NodeConfig {
         if self.raft.idle_batch_wait_ms > 60_000 {
             out.push("raft.idle_batch_wait_ms must be at most 60000".into());
         }
+        if self.storage.background_write_mib_per_s > BACKGROUND_WRITE_MIB_PER_S_MAX {
+            out.push(format!(
+                "storage.background_write_mib_per_s must be at most {BACKGROUND_WRITE_MIB_PER_S_MAX}"
+            ));
+        }
         out
     }
 
@@ -283,6 +327,11 @@ mod tests {
         assert_eq!(c.key_file, PathBuf::from("/keys/v.key"));
         assert_eq!(c.data_dir, dir.path().join("data"));
         assert_eq!(c.raft, RaftSection::default());
+        assert_eq!(c.storage.background_write_mib_per_s, 128);
+        assert_eq!(
+            c.storage.tuning().background_write_bytes_per_s,
+            ordo_ledger::BACKGROUND_WRITE_BYTES_PER_S_DEFAULT
+        );
         assert!(c.mdns);
     }
 
@@ -293,7 +342,8 @@ mod tests {
         std::fs::write(
             &path,
             "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\nlisten = [\"tcp:7000\"]\n\
-             [raft]\nsnapshot_every_blocks = 0\nkeep_blocks = 1\nblocks_in_flight_max = 0\n",
+             [raft]\nsnapshot_every_blocks = 0\nkeep_blocks = 1\nblocks_in_flight_max = 0\n\
+             [storage]\nbackground_write_mib_per_s = 2000000\n",
         )
         .expect("write");
         let err = NodeConfig::load(&path).expect_err("invalid").to_string();
@@ -301,6 +351,7 @@ mod tests {
             "'tcp:7000' is not a multiaddr",
             "snapshot_every_blocks",
             "blocks_in_flight_max",
+            "storage.background_write_mib_per_s must be at most 1048576",
         ] {
             assert!(err.contains(needle), "{needle} missing from: {err}");
         }

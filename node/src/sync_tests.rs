@@ -52,7 +52,7 @@ async fn a_node_behind_fetches_verifies_and_stores_blocks_from_a_peer() {
 
     // Peer A holds 12 committed blocks and serves them.
     let dir_a = TempDir::new().expect("tempdir");
-    let store_a = open_store(dir_a.path(), &identity(&policy)).expect("store");
+    let store_a = open_store(dir_a.path(), &identity(&policy), &Default::default()).expect("store");
     for h in 1..=12u64 {
         let tx = Transaction {
             chain_id: CHAIN.into(),
@@ -115,7 +115,7 @@ async fn a_node_behind_fetches_verifies_and_stores_blocks_from_a_peer() {
 
     // End to end: B installs A's snapshot and catches up through the network.
     let dir_b = TempDir::new().expect("tempdir");
-    let store_b = open_store(dir_b.path(), &identity(&policy)).expect("store");
+    let store_b = open_store(dir_b.path(), &identity(&policy), &Default::default()).expect("store");
     let (_log_b, mut sm_b) =
         open_consensus_storage(store_b.clone(), policy.clone(), Arc::new(source)).expect("storage");
     let (_log_a, mut sm_a) = open_consensus_storage(

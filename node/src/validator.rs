@@ -251,7 +251,11 @@ impl Validator {
                 source,
             })?;
         let policy = Arc::new(genesis.policy());
-        let store = open_store(&config.data_dir, &genesis.identity())?;
+        let store = open_store(
+            &config.data_dir,
+            &genesis.identity(),
+            &config.storage.tuning(),
+        )?;
         let (stop, stopping) = watch::channel(false);
 
         let keys: Vec<PublicKey> = genesis.validators.iter().map(|v| v.public_key).collect();

@@ -63,6 +63,7 @@ async fn start(
             chain_id: CHAIN.into(),
             genesis_hash: policy.genesis_hash,
         },
+        &Default::default(),
     )
     .expect("store");
     let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), Arc::new(EmptySource))

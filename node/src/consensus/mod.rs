@@ -35,7 +35,7 @@ pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, no
 use std::path::Path;
 use std::sync::Arc;
 
-use ordo_ledger::{ChainIdentity, Policy, Store, StoreError};
+use ordo_ledger::{ChainIdentity, Policy, Store, StoreError, StoreTuning};
 
 use crate::timings::Timings;
 
@@ -44,12 +44,17 @@ pub const CF_RAFT_LOG: &str = "raft_log";
 /// Column family of Raft's persistent state (vote, applied id, membership, snapshot).
 pub const CF_RAFT_STATE: &str = "raft_state";
 
-/// Opens the node's database: the ledger plus the consensus column families.
+/// Opens the node's database: the ledger plus the consensus column families, with
+/// background writes paced by `tuning`.
 ///
 /// # Errors
 /// As [`Store::open`].
-pub fn open_store(data_dir: &Path, identity: &ChainIdentity) -> Result<Arc<Store>, StoreError> {
-    Store::open_with_column_families(data_dir, identity, &[CF_RAFT_LOG, CF_RAFT_STATE])
+pub fn open_store(
+    data_dir: &Path,
+    identity: &ChainIdentity,
+    tuning: &StoreTuning,
+) -> Result<Arc<Store>, StoreError> {
+    Store::open_with_column_families(data_dir, identity, &[CF_RAFT_LOG, CF_RAFT_STATE], tuning)
         .map(Arc::new)
 }
 

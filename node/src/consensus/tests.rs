@@ -91,7 +91,7 @@ fn open(
     dir: &std::path::Path,
     source: Arc<dyn BlockSource>,
 ) -> (Arc<Store>, LogStore, BlockStateMachine) {
-    let store = open_store(dir, &identity()).expect("open store");
+    let store = open_store(dir, &identity(), &Default::default()).expect("open store");
     let (log, sm) =
         open_consensus_storage(store.clone(), Arc::new(policy()), source).expect("open consensus");
     (store, log, sm)
