@@ -77,7 +77,12 @@ pub struct StorageSection {
     /// disk's queue at once and every commit's synced write waits behind them; paced, it
     /// goes out between them. Raise it (or set 0) if the node flushes more than this in
     /// sustained writes, as with large payloads at high rates on a fast disk.
+    #[serde(default = "default_background_write_mib_per_s")]
     pub background_write_mib_per_s: u64,
+}
+
+fn default_background_write_mib_per_s() -> u64 {
+    ordo_ledger::BACKGROUND_WRITE_BYTES_PER_S_DEFAULT >> 20
 }
 
 /// Largest `[storage] background_write_mib_per_s` (1 TiB/s).
@@ -86,7 +91,7 @@ const BACKGROUND_WRITE_MIB_PER_S_MAX: u64 = 1 << 20;
 impl Default for StorageSection {
     fn default() -> StorageSection {
         StorageSection {
-            background_write_mib_per_s: ordo_ledger::BACKGROUND_WRITE_BYTES_PER_S_DEFAULT >> 20,
+            background_write_mib_per_s: default_background_write_mib_per_s(),
         }
     }
 }
@@ -95,7 +100,7 @@ impl StorageSection {
     /// As the store's tuning.
     pub fn tuning(&self) -> ordo_ledger::StoreTuning {
         ordo_ledger::StoreTuning {
-            background_write_bytes_per_s: self.background_write_mib_per_s << 20,
+            background_write_bytes_per_s: self.background_write_mib_per_s.saturating_mul(1 << 20),
         }
     }
 }
@@ -327,12 +332,30 @@ mod tests {
         assert_eq!(c.key_file, PathBuf::from("/keys/v.key"));
         assert_eq!(c.data_dir, dir.path().join("data"));
         assert_eq!(c.raft, RaftSection::default());
+        assert_eq!(c.storage, StorageSection::default());
         assert_eq!(c.storage.background_write_mib_per_s, 128);
         assert_eq!(
             c.storage.tuning().background_write_bytes_per_s,
             ordo_ledger::BACKGROUND_WRITE_BYTES_PER_S_DEFAULT
         );
         assert!(c.mdns);
+    }
+
+    #[test]
+    fn the_storage_section_takes_defaults_and_zero_turns_the_limit_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        let base = "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\n";
+        std::fs::write(&path, format!("{base}[storage]\n")).expect("write");
+        let c = NodeConfig::load(&path).expect("an empty section is valid");
+        assert_eq!(c.storage, StorageSection::default());
+        std::fs::write(
+            &path,
+            format!("{base}[storage]\nbackground_write_mib_per_s = 0\n"),
+        )
+        .expect("write");
+        let c = NodeConfig::load(&path).expect("0 is valid");
+        assert_eq!(c.storage.tuning().background_write_bytes_per_s, 0);
     }
 
     #[test]
