@@ -29,7 +29,8 @@ use ordo_crypto::{BatchVerifier, PublicKey, Signature};
 use ordo_ledger::{SignedTransaction, TxId};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-use crate::consensus::{decode_internal, encode_internal};
+use crate::consensus::{RawTxs, decode_internal, encode_internal};
+use crate::mempool::IdHashBuilder;
 use crate::network::{Frame, Kind, Network};
 
 /// Most (id, signature) pairs a follower remembers; the oldest go first.
@@ -67,13 +68,13 @@ pub struct PrecheckStats {
 /// The pairs a follower has verified, oldest first, and the ones being verified now.
 #[derive(Default)]
 struct Seen {
-    by_id: HashMap<TxId, Signature>,
+    by_id: HashMap<TxId, Signature, IdHashBuilder>,
     order: VecDeque<TxId>,
     /// Pairs an announcement check is verifying now (a block check waits for them).
-    checking: HashMap<TxId, Signature>,
+    checking: HashMap<TxId, Signature, IdHashBuilder>,
     /// Ids a block check is verifying itself now, with how many block checks hold each
     /// (an announcement check leaves them out).
-    in_blocks: HashMap<TxId, u32>,
+    in_blocks: HashMap<TxId, u32, IdHashBuilder>,
 }
 
 impl Seen {
@@ -206,7 +207,7 @@ impl Prechecked {
     /// Why the announcement was dropped (it did not decode, was too large, or holds a bad
     /// signature).
     pub fn check(&self, body: &[u8]) -> Result<usize, String> {
-        let raw: Vec<Vec<u8>> =
+        let RawTxs(raw) =
             decode_internal(body, "announced transactions").map_err(|e| e.to_string())?;
         if raw.len() > ANNOUNCE_TXS_MAX {
             return Err(format!("more than {ANNOUNCE_TXS_MAX} transactions"));
@@ -331,6 +332,7 @@ impl Prechecked {
                     _ = stopping.wait_for(|s| *s) => return,
                 }
             }
+            let txs = RawTxs(txs);
             let body = match encode_internal(&txs) {
                 Ok(b) => b,
                 Err(e) => {
@@ -342,7 +344,7 @@ impl Prechecked {
                 kind: Kind::Announce,
                 body,
             };
-            let (this, network, n) = (self.clone(), network.clone(), txs.len() as u64);
+            let (this, network, n) = (self.clone(), network.clone(), txs.0.len() as u64);
             tokio::spawn(async move {
                 match network.request(&follower, frame).await {
                     Ok(_) => this.stats.announced.fetch_add(n, Ordering::Relaxed),

@@ -131,6 +131,72 @@ pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// Transactions' canonical bytes in an internal message (forwards to the leader and its
+/// announcements). A plain `Vec<Vec<u8>>` goes through serde one byte at a time; this
+/// sends each transaction as one byte string, copied in one piece. The encoding is the same
+/// bytes either way: a length, then the bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RawTxs(pub Vec<Vec<u8>>);
+
+/// Most transactions a decoded [`RawTxs`] reserves room for up front, whatever count the
+/// sender claims (more are still read, as they arrive).
+const RAW_TXS_RESERVE_MAX: usize = 4096;
+
+impl serde::Serialize for RawTxs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Bytes<'a>(&'a [u8]);
+        impl serde::Serialize for Bytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        s.collect_seq(self.0.iter().map(|t| Bytes(t)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawTxs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawTxs, D::Error> {
+        struct Buf(Vec<u8>);
+        impl<'de> serde::Deserialize<'de> for Buf {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Buf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a transaction's bytes")
+                    }
+                    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Buf, E> {
+                        Ok(Buf(v))
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Buf, E> {
+                        Ok(Buf(v.to_vec()))
+                    }
+                }
+                d.deserialize_byte_buf(V)
+            }
+        }
+        struct Seq;
+        impl<'de> serde::de::Visitor<'de> for Seq {
+            type Value = RawTxs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of transactions")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawTxs, A::Error> {
+                let reserve = seq.size_hint().unwrap_or(0).min(RAW_TXS_RESERVE_MAX);
+                let mut txs = Vec::with_capacity(reserve);
+                while let Some(Buf(tx)) = seq.next_element()? {
+                    txs.push(tx);
+                }
+                Ok(RawTxs(txs))
+            }
+        }
+        d.deserialize_seq(Seq)
+    }
+}
+
 /// Maps a store error to the I/O error openraft expects from storage.
 fn io_err(e: StoreError) -> std::io::Error {
     std::io::Error::other(e)
