@@ -254,9 +254,11 @@ fn memtable_bytes(seed: u64) -> usize {
 
 /// Bytes of a transaction id that pick its hash bucket in the index's memtable.
 const TX_INDEX_BUCKET_PREFIX: usize = 8;
-/// Hash buckets of the index's memtable: a few entries each in a full memtable (about
-/// 80 bytes an entry), 2 MiB of bucket pointers.
-const TX_INDEX_BUCKETS: usize = 1 << 18;
+/// Hash buckets of the index's memtable: ten or so ids each in a full memtable, 512 KiB of
+/// bucket pointers. Each used bucket also holds a skip-list head, so more buckets leave
+/// less of the memtable for ids (2^18 buckets: about 380,000 ids in 62 MiB; 2^16: more
+/// than 500,000, at the same insert cost).
+const TX_INDEX_BUCKETS: usize = 1 << 16;
 
 /// Options of one column family: a memtable of its own random size ([`memtable_bytes`]).
 /// The transaction index is read once per admitted transaction and once per committed
