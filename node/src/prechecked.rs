@@ -29,7 +29,7 @@ use ordo_crypto::{BatchVerifier, PublicKey, Signature};
 use ordo_ledger::{SignedTransaction, TxId};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-use crate::consensus::{RawTxs, decode_internal, encode_internal};
+use crate::consensus::{TxBytes, decode_internal, encode_internal};
 use crate::mempool::IdHashBuilder;
 use crate::network::{Frame, Kind, Network};
 
@@ -207,13 +207,13 @@ impl Prechecked {
     /// Why the announcement was dropped (it did not decode, was too large, or holds a bad
     /// signature).
     pub fn check(&self, body: &[u8]) -> Result<usize, String> {
-        let RawTxs(raw) =
+        let raw: Vec<TxBytes> =
             decode_internal(body, "announced transactions").map_err(|e| e.to_string())?;
         if raw.len() > ANNOUNCE_TXS_MAX {
             return Err(format!("more than {ANNOUNCE_TXS_MAX} transactions"));
         }
         let mut decoded = Vec::with_capacity(raw.len());
-        for bytes in &raw {
+        for TxBytes(bytes) in &raw {
             let tx = SignedTransaction::from_bytes(bytes, self.tx_bytes_max)
                 .map_err(|e| e.to_string())?;
             decoded.push((tx.id(), tx));
@@ -332,7 +332,7 @@ impl Prechecked {
                     _ = stopping.wait_for(|s| *s) => return,
                 }
             }
-            let txs = RawTxs(txs);
+            let txs: Vec<TxBytes> = txs.into_iter().map(TxBytes).collect();
             let body = match encode_internal(&txs) {
                 Ok(b) => b,
                 Err(e) => {
@@ -344,7 +344,7 @@ impl Prechecked {
                 kind: Kind::Announce,
                 body,
             };
-            let (this, network, n) = (self.clone(), network.clone(), txs.0.len() as u64);
+            let (this, network, n) = (self.clone(), network.clone(), txs.len() as u64);
             tokio::spawn(async move {
                 match network.request(&follower, frame).await {
                     Ok(_) => this.stats.announced.fetch_add(n, Ordering::Relaxed),

@@ -39,9 +39,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
 use crate::consensus::{
-    self, AppliedBlock, ApplyOutcome, OrdoRaft, RaftServer, RaftSettings, RawTxs, RecentBlocks,
-    Role, StatusWatch, decode_internal, encode_internal, node_id, node_ids, open_consensus_storage,
-    open_store,
+    self, AppliedBlock, ApplyOutcome, OrdoRaft, RaftServer, RaftSettings, RecentBlocks, Role,
+    StatusWatch, TxBytes, decode_internal, encode_internal, node_id, node_ids,
+    open_consensus_storage, open_store,
 };
 use crate::mempool::{Admission, AdmitError, Mempool};
 use crate::network::{Frame, InboundRequest, Kind, Network, NetworkConfig};
@@ -700,7 +700,7 @@ impl Shared {
         leader: &PublicKey,
         chunk: &[SignedTransaction],
     ) -> Result<Vec<Verdict>, SubmitError> {
-        let raw = RawTxs(chunk.iter().map(SignedTransaction::to_bytes).collect());
+        let raw: Vec<TxBytes> = chunk.iter().map(|t| TxBytes(t.to_bytes())).collect();
         let body = encode_internal(&raw).map_err(|e| SubmitError::Unavailable(e.to_string()))?;
         self.counters
             .txs_forwarded
@@ -736,16 +736,18 @@ impl Shared {
 
     /// Answers transactions forwarded by a follower: admitted here if this node leads.
     async fn serve_forwarded(self: Arc<Self>, req: InboundRequest) {
-        let frame = match decode_internal::<RawTxs>(&req.frame.body, "forwarded transactions") {
+        let frame = match decode_internal::<Vec<TxBytes>>(&req.frame.body, "forwarded transactions")
+        {
             Err(e) => Frame {
                 kind: Kind::Error,
                 body: e.to_string().into_bytes(),
             },
-            Ok(RawTxs(raw)) if raw.len() > FORWARD_TXS_MAX => Frame {
+            Ok(raw) if raw.len() > FORWARD_TXS_MAX => Frame {
                 kind: Kind::Error,
                 body: format!("more than {FORWARD_TXS_MAX} transactions").into_bytes(),
             },
-            Ok(RawTxs(raw)) => {
+            Ok(raw) => {
+                let raw = raw.into_iter().map(|TxBytes(t)| t).collect();
                 let verdicts = self.admit_forwarded(raw).await;
                 match encode_internal(&verdicts) {
                     Ok(body) => Frame {

@@ -131,69 +131,37 @@ pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
-/// Transactions' canonical bytes in an internal message (forwards to the leader and its
-/// announcements). A plain `Vec<Vec<u8>>` goes through serde one byte at a time; this
-/// sends each transaction as one byte string, copied in one piece. The encoding is the same
-/// bytes either way: a length, then the bytes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct RawTxs(pub Vec<Vec<u8>>);
+/// One transaction's canonical bytes in an internal message (forwards to the leader, its
+/// announcements), as a byte string. serde carries a plain `Vec<u8>` one byte at a time;
+/// this is copied in one piece. The encoding is the same bytes either way: a length, then
+/// the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TxBytes(pub Vec<u8>);
 
-/// Most transactions a decoded [`RawTxs`] reserves room for up front, whatever count the
-/// sender claims (more are still read, as they arrive).
-const RAW_TXS_RESERVE_MAX: usize = 4096;
-
-impl serde::Serialize for RawTxs {
+impl serde::Serialize for TxBytes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Bytes<'a>(&'a [u8]);
-        impl serde::Serialize for Bytes<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(self.0)
-            }
-        }
-        s.collect_seq(self.0.iter().map(|t| Bytes(t)))
+        s.serialize_bytes(&self.0)
     }
 }
 
-impl<'de> serde::Deserialize<'de> for RawTxs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawTxs, D::Error> {
-        struct Buf(Vec<u8>);
-        impl<'de> serde::Deserialize<'de> for Buf {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
-                struct V;
-                impl serde::de::Visitor<'_> for V {
-                    type Value = Buf;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a transaction's bytes")
-                    }
-                    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Buf, E> {
-                        Ok(Buf(v))
-                    }
-                    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Buf, E> {
-                        Ok(Buf(v.to_vec()))
-                    }
-                }
-                d.deserialize_byte_buf(V)
-            }
-        }
-        struct Seq;
-        impl<'de> serde::de::Visitor<'de> for Seq {
-            type Value = RawTxs;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a sequence of transactions")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<RawTxs, A::Error> {
-                let reserve = seq.size_hint().unwrap_or(0).min(RAW_TXS_RESERVE_MAX);
-                let mut txs = Vec::with_capacity(reserve);
-                while let Some(Buf(tx)) = seq.next_element()? {
-                    txs.push(tx);
-                }
-                Ok(RawTxs(txs))
-            }
-        }
-        d.deserialize_seq(Seq)
+impl<'de> serde::Deserialize<'de> for TxBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TxBytes, D::Error> {
+        d.deserialize_byte_buf(TxBytesVisitor)
+    }
+}
+
+struct TxBytesVisitor;
+
+impl serde::de::Visitor<'_> for TxBytesVisitor {
+    type Value = TxBytes;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a transaction's bytes")
+    }
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<TxBytes, E> {
+        Ok(TxBytes(v))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<TxBytes, E> {
+        Ok(TxBytes(v.to_vec()))
     }
 }
 

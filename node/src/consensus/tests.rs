@@ -343,18 +343,19 @@ fn node_ids_come_from_keys_and_collisions_are_refused() {
 #[test]
 fn raw_transactions_encode_as_a_list_of_byte_lists_and_refuse_garbage() {
     let txs = vec![vec![1u8, 2, 3], Vec::new(), vec![7u8; 300]];
-    let bytes = encode_internal(&RawTxs(txs.clone())).expect("encode");
+    let wrapped: Vec<TxBytes> = txs.iter().cloned().map(TxBytes).collect();
+    let bytes = encode_internal(&wrapped).expect("encode");
     // The same bytes as the plain nested vectors: a node sending either is understood.
     assert_eq!(bytes, encode_internal(&txs).expect("encode plain"));
-    let back: RawTxs = decode_internal(&bytes, "txs").expect("decode");
-    assert_eq!(back.0, txs);
+    let back: Vec<TxBytes> = decode_internal(&bytes, "txs").expect("decode");
+    assert_eq!(back, wrapped);
     let plain: Vec<Vec<u8>> = decode_internal(&bytes, "txs").expect("decode plain");
     assert_eq!(plain, txs);
-    assert!(decode_internal::<RawTxs>(&bytes[..bytes.len() - 1], "txs").is_err());
+    assert!(decode_internal::<Vec<TxBytes>>(&bytes[..bytes.len() - 1], "txs").is_err());
     let mut trailing = bytes;
     trailing.push(0);
-    assert!(decode_internal::<RawTxs>(&trailing, "txs").is_err());
+    assert!(decode_internal::<Vec<TxBytes>>(&trailing, "txs").is_err());
     // A count far beyond the bytes that follow fails without reserving room for it.
     let huge = encode_internal(&(u32::MAX as u64)).expect("encode count");
-    assert!(decode_internal::<RawTxs>(&huge, "txs").is_err());
+    assert!(decode_internal::<Vec<TxBytes>>(&huge, "txs").is_err());
 }
