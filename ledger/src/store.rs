@@ -254,11 +254,9 @@ fn memtable_bytes(seed: u64) -> usize {
 
 /// Bytes of a transaction id that pick its hash bucket in the index's memtable.
 const TX_INDEX_BUCKET_PREFIX: usize = 8;
-/// Hash buckets of the index's memtable: ten or so ids each in a full memtable, 512 KiB of
-/// bucket pointers. Each used bucket also holds a skip-list head, so more buckets leave
-/// less of the memtable for ids (2^18 buckets: about 380,000 ids in 62 MiB; 2^16: more
-/// than 500,000, at the same insert cost).
-const TX_INDEX_BUCKETS: usize = 1 << 16;
+/// Hash buckets of the index's memtable: one or two ids each in a full memtable (48–80
+/// MiB holds about a million), and 4 MiB of bucket pointers taken from the memtable.
+const TX_INDEX_BUCKETS: usize = 1 << 19;
 
 /// Options of one column family: a memtable of its own random size ([`memtable_bytes`]).
 /// The transaction index is read once per admitted transaction and once per committed
@@ -276,17 +274,17 @@ fn cf_options(name: &str) -> Options {
         opts.set_block_based_table_factory(&table);
         opts.set_memtable_prefix_bloom_ratio(0.1);
         opts.set_memtable_whole_key_filtering(true);
-        // Ids are uniform hashes: bucketed by their first bytes, each insert searches a
-        // skip list of a few entries instead of one of a million (the one skip list was
-        // the largest cost outside signature checks). Only point lookups read this column
-        // family while it is live; a full scan sets `total_order_seek`.
+        // Ids are uniform hashes: bucketed by their first bytes into a hash table of short
+        // sorted lists, each insert and lookup touches a bucket and an entry or two
+        // instead of searching a skip list (one skip list of a million ids was the largest
+        // cost outside signature checks; a hash of small skip lists still cost a few
+        // searches each). Only point lookups read this column family while it is live; a
+        // full scan sets `total_order_seek`.
         opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
             TX_INDEX_BUCKET_PREFIX,
         ));
-        opts.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+        opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList {
             bucket_count: TX_INDEX_BUCKETS,
-            height: 4,
-            branching_factor: 4,
         });
     }
     opts
