@@ -254,8 +254,9 @@ fn memtable_bytes(seed: u64) -> usize {
 
 /// Bytes of a transaction id that pick its hash bucket in the index's memtable.
 const TX_INDEX_BUCKET_PREFIX: usize = 8;
-/// Hash buckets of the index's memtable: one or two ids each in a full memtable (48–80
-/// MiB holds about a million), and 4 MiB of bucket pointers taken from the memtable.
+/// Hash buckets of the index's memtable: by estimate one or two ids each in a full
+/// memtable (48–80 MiB, about a million ids), and 4 MiB of bucket pointers taken from the
+/// memtable.
 const TX_INDEX_BUCKETS: usize = 1 << 19;
 
 /// Options of one column family: a memtable of its own random size ([`memtable_bytes`]).
