@@ -197,14 +197,31 @@ impl From<&SubmitError> for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 async fn health(State(api): State<Api>) -> ApiResult {
-    if *api.shared.stopping.borrow() {
+    let stopping = *api.shared.stopping.borrow();
+    health_of(stopping, &consensus::status(&api.shared.raft))?;
+    Ok(Json(json!({ "status": "ok" })).into_response())
+}
+
+/// The node is healthy while it is not stopping and its Raft runs: a node whose Raft has
+/// stopped (a fatal storage error, such as a full disk) still serves reads, but orders
+/// nothing more.
+fn health_of(stopping: bool, raft: &consensus::RaftStatus) -> Result<(), ApiError> {
+    if stopping {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the node is shutting down",
         ));
     }
-    Ok(Json(json!({ "status": "ok" })).into_response())
+    if raft.failure.is_some() || raft.role == Role::Shutdown {
+        let why = raft.failure.as_deref().unwrap_or("it was shut down");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "consensus_stopped",
+            format!("consensus has stopped: {why}"),
+        ));
+    }
+    Ok(())
 }
 
 async fn status(State(api): State<Api>) -> ApiResult {
@@ -270,7 +287,13 @@ async fn metrics(State(api): State<Api>) -> Response {
     let c = &s.counters;
     let net = s.network.stats();
     let pre = &s.prechecked.stats;
-    let rows: [(&str, &str, &str, u64); 19] = [
+    let rows: [(&str, &str, &str, u64); 20] = [
+        (
+            "ordo_consensus_running",
+            "gauge",
+            "1 while Raft runs; 0 once it has stopped (a fatal storage error, or shutdown).",
+            u64::from(health_of(false, &m).is_ok()),
+        ),
         (
             "ordo_tip_height",
             "gauge",
@@ -902,4 +925,54 @@ async fn stream_blocks(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(role: Role) -> consensus::RaftStatus {
+        consensus::RaftStatus {
+            role,
+            term: 3,
+            leader: Some(1),
+            last_log_index: Some(10),
+            committed: Some(10),
+            applied: Some(10),
+            snapshot: None,
+            purged: None,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn health_fails_once_raft_has_stopped_or_the_node_stops() {
+        for role in [Role::Leader, Role::Follower, Role::Candidate, Role::Learner] {
+            assert!(health_of(false, &running(role)).is_ok(), "{role:?}");
+            let e = health_of(true, &running(role)).expect_err("stopping");
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            );
+        }
+        let e = health_of(false, &running(Role::Shutdown)).expect_err("shut down");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "consensus_stopped")
+        );
+        let failed = consensus::RaftStatus {
+            failure: Some("storage error: No space left on device".into()),
+            ..running(Role::Follower)
+        };
+        let e = health_of(false, &failed).expect_err("failed");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "consensus_stopped")
+        );
+        assert!(
+            e.message.contains("No space left on device"),
+            "{}",
+            e.message
+        );
+    }
 }
