@@ -28,6 +28,7 @@ fn bench_on_a_devnet_reports_throughput_latency_resources_and_the_bound() {
         serde_json::from_str(&std::fs::read_to_string(&out).expect("result file")).expect("JSON");
     assert_eq!(r["committed"], 3000, "{r}");
     assert_eq!(r["rejected"], 0, "{r}");
+    assert_eq!(r["resubmitted"], 0, "{r}");
     assert_eq!(r["validators"], 3);
     assert!(r["committed_tps"].as_f64().expect("tps") > 0.0, "{r}");
     let lat = &r["latency_ms"];

@@ -30,6 +30,10 @@ use crate::{CmdResult, Failure};
 /// Pause before re-sending a batch when the node gave no Retry-After (it was unreachable).
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Pause before re-sending the transactions of an answer that refused them one by one
+/// (busy, no leader): an answer that carries accepted transactions too has no Retry-After.
+const RESUBMIT_PAUSE: Duration = Duration::from_secs(1);
+
 /// Shortest span of commits from which a steady-state rate is computed, in seconds.
 const STEADY_WINDOW_MIN: f64 = 1.0;
 
@@ -121,11 +125,11 @@ impl Api {
     }
 
     /// The request body for a batch of encoded transactions.
-    fn body(self, txs: &[(TxId, Vec<u8>)]) -> Vec<u8> {
+    fn body<'a>(self, txs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
         match self {
             Api::Binary => {
-                let mut body = Vec::with_capacity(txs.iter().map(|(_, t)| t.len() + 4).sum());
-                for (_, tx) in txs {
+                let mut body = Vec::new();
+                for tx in txs {
                     let len = u32::try_from(tx.len()).expect("a transaction is under 4 GiB");
                     body.extend_from_slice(&len.to_le_bytes());
                     body.extend_from_slice(tx);
@@ -133,12 +137,71 @@ impl Api {
                 body
             }
             Api::Json => {
-                let hexes: Vec<String> = txs.iter().map(|(_, t)| hex::encode(t)).collect();
+                let hexes: Vec<String> = txs.into_iter().map(hex::encode).collect();
                 serde_json::to_vec(&serde_json::json!({ "transactions": hexes }))
                     .expect("JSON of strings")
             }
         }
     }
+
+    /// The encoded transactions of a body [`Api::body`] made, in order; `None` when it is
+    /// not one.
+    fn split(self, body: &[u8]) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Api::Binary => {
+                let mut txs = Vec::new();
+                let mut rest = body;
+                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+                    let (tx, tail) = tail.split_at_checked(len)?;
+                    txs.push(tx.to_vec());
+                    rest = tail;
+                }
+                rest.is_empty().then_some(txs)
+            }
+            Api::Json => {
+                let v: Value = serde_json::from_slice(body).ok()?;
+                v["transactions"]
+                    .as_array()?
+                    .iter()
+                    .map(|h| hex::decode(h.as_str()?).ok())
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Per-transaction error codes that ask the client to come back later (the node was busy,
+/// or had no leader to forward to): `ordo bench` submits those transactions again.
+const RETRYABLE: [&str; 3] = ["busy", "no_leader", "unavailable"];
+
+/// Per-transaction error codes that say the cluster already holds the transaction: it
+/// will be (or was) committed, so it is not counted as rejected.
+const ALREADY_HELD: [&str; 2] = ["already_pending", "already_committed"];
+
+/// Which results of a submission to send again, and how many were rejected for good.
+fn triage(answer: &Value) -> (Vec<usize>, u64) {
+    let mut again = Vec::new();
+    let mut rejected = 0;
+    for (i, r) in answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(code) = r
+            .get("error")
+            .map(|e| e["code"].as_str().unwrap_or_default())
+        else {
+            continue;
+        };
+        if RETRYABLE.contains(&code) {
+            again.push(i);
+        } else if !ALREADY_HELD.contains(&code) {
+            rejected += 1;
+        }
+    }
+    (again, rejected)
 }
 
 /// Latency percentiles in milliseconds.
@@ -174,7 +237,10 @@ pub struct NodeUse {
 /// The verification bound: what signature checking allows on this machine.
 #[derive(Debug, Serialize)]
 pub struct Bound {
+    /// Signatures per second per core, every core checking at once: the bound's rate.
     batch_verify_per_core: f64,
+    /// Signatures per second of one core checking alone.
+    batch_verify_one_core: f64,
     cores: usize,
     validators: usize,
     bound_tps: f64,
@@ -182,11 +248,12 @@ pub struct Bound {
 }
 
 impl Bound {
-    fn new(per_core: f64, validators: usize, reached_tps: f64) -> Bound {
+    fn new(alone: f64, per_core: f64, validators: usize, reached_tps: f64) -> Bound {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let bound_tps = per_core * cores as f64 / validators.max(1) as f64;
         Bound {
             batch_verify_per_core: per_core,
+            batch_verify_one_core: alone,
             cores,
             validators,
             bound_tps,
@@ -245,7 +312,10 @@ pub struct BenchResult {
     offered_tps: Option<u64>,
     committed: usize,
     rejected: u64,
+    /// Requests refused as a whole with 503 and sent again.
     retried: u64,
+    /// Transactions refused one by one as retryable (busy, no leader) and sent again.
+    resubmitted: u64,
     elapsed_s: f64,
     committed_tps: f64,
     steady_tps: f64,
@@ -276,6 +346,7 @@ struct Run {
     answered_ms: Mutex<Vec<f64>>,
     rejected: AtomicU64,
     retried: AtomicU64,
+    resubmitted: AtomicU64,
     next: AtomicUsize,
 }
 
@@ -322,10 +393,10 @@ fn sign_all(
     })
 }
 
-/// Batch-verify rate of one core, for signatures from `keys.len()` signers: the median of
-/// five half-second rounds of 1,024-signature batches (one round can be disturbed by
-/// whatever else the machine is doing).
-fn batch_verify_rate(keys: &[Keypair]) -> f64 {
+/// Batch-verify rates for signatures from `keys.len()` signers, in signatures per second
+/// per core: one core checking alone, and each core while every core checks at once (the
+/// machine's real capacity when cores share caches, memory bandwidth or a clock budget).
+fn batch_verify_rates(keys: &[Keypair]) -> (f64, f64) {
     let msgs: Vec<[u8; 32]> = (0..1024u32)
         .map(|i| {
             let mut m = [0u8; 32];
@@ -338,13 +409,32 @@ fn batch_verify_rate(keys: &[Keypair]) -> f64 {
         .enumerate()
         .map(|(i, m)| (keys[i % keys.len()].public(), keys[i % keys.len()].sign(m)))
         .collect();
+    let rate = || batch_verify_rate(&sigs, &msgs);
+    let alone = rate();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let together: f64 = std::thread::scope(|s| {
+        let all: Vec<_> = (0..cores).map(|_| s.spawn(rate)).collect();
+        all.into_iter()
+            .map(|t| t.join().expect("a verify thread"))
+            .sum()
+    });
+    (alone, together / cores as f64)
+}
+
+/// One thread's batch-verify rate over `sigs`: the median of five half-second rounds of
+/// 1,024-signature batches (one round can be disturbed by whatever else the machine is
+/// doing).
+fn batch_verify_rate(
+    sigs: &[(ordo_crypto::PublicKey, ordo_crypto::Signature)],
+    msgs: &[[u8; 32]],
+) -> f64 {
     let mut rounds: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
             let mut checked = 0usize;
             while start.elapsed() < Duration::from_millis(500) {
                 let mut b = BatchVerifier::with_capacity(sigs.len());
-                for ((pk, sig), m) in sigs.iter().zip(&msgs) {
+                for ((pk, sig), m) in sigs.iter().zip(msgs) {
                     b.queue(pk, m, sig);
                 }
                 b.verify().expect("valid signatures");
@@ -499,8 +589,9 @@ pub fn run(a: BenchArgs) -> CmdResult {
         devnet::stop_all(&mut devnet_nodes).await;
         let mut result = result?;
         // Measured with the cluster stopped (on a shared machine, that is every core).
-        let per_core = batch_verify_rate(&keys);
+        let (alone, per_core) = batch_verify_rates(&keys);
         result.bound = Bound::new(
+            alone,
             per_core,
             result.validators,
             result.steady_tps.max(result.committed_tps),
@@ -564,7 +655,7 @@ async fn measure(
         for (id, _) in chunk {
             batch_of.insert(*id, b);
         }
-        bodies.push(a.api.body(chunk));
+        bodies.push(a.api.body(chunk.iter().map(|(_, tx)| tx.as_slice())));
     }
     drop(signed);
     let run = Arc::new(Run {
@@ -575,6 +666,7 @@ async fn measure(
         answered_ms: Mutex::new(Vec::with_capacity(a.txs / a.batch + 1)),
         rejected: AtomicU64::new(0),
         retried: AtomicU64::new(0),
+        resubmitted: AtomicU64::new(0),
         next: AtomicUsize::new(0),
     });
     let bodies = Arc::new(bodies);
@@ -608,12 +700,12 @@ async fn measure(
             let run = run.clone();
             let bodies = bodies.clone();
             let clients = clients.clone();
-            let content_type = a.api.content_type();
+            let api = a.api;
             let schedule = a
                 .rate
                 .map(|r| Duration::from_secs_f64(a.batch as f64 / r as f64));
             tokio::spawn(async move {
-                submit_worker(w, run, bodies, clients, content_type, start, schedule).await
+                submit_worker(w, run, bodies, clients, api, start, schedule).await
             })
         })
         .collect();
@@ -625,9 +717,10 @@ async fn measure(
         let done = run.committed_at.lock().expect("lock").len();
         bar.set_position(done as u64);
         bar.set_message(format!(
-            "rejected {}  retried {}",
+            "rejected {}  retried {}  resubmitted {}",
             run.rejected.load(Ordering::Relaxed),
-            run.retried.load(Ordering::Relaxed)
+            run.retried.load(Ordering::Relaxed),
+            run.resubmitted.load(Ordering::Relaxed)
         ));
         let submitted_all = workers.iter().all(tokio::task::JoinHandle::is_finished);
         let expected = a.txs - run.rejected.load(Ordering::Relaxed) as usize;
@@ -704,6 +797,7 @@ async fn measure(
         committed: commits.len(),
         rejected: run.rejected.load(Ordering::Relaxed),
         retried: run.retried.load(Ordering::Relaxed),
+        resubmitted: run.resubmitted.load(Ordering::Relaxed),
         elapsed_s: elapsed.as_secs_f64(),
         committed_tps,
         steady_tps,
@@ -714,7 +808,7 @@ async fn measure(
         stages,
         prechecks,
         seconds,
-        bound: Bound::new(0.0, validators, 0.0),
+        bound: Bound::new(0.0, 0.0, validators, 0.0),
     })
 }
 
@@ -725,7 +819,7 @@ async fn submit_worker(
     run: Arc<Run>,
     bodies: Arc<Vec<Vec<u8>>>,
     clients: Vec<Client>,
-    content_type: &'static str,
+    api: Api,
     start: Instant,
     schedule: Option<Duration>,
 ) {
@@ -740,41 +834,57 @@ async fn submit_worker(
         }
         *run.sent[b].lock().expect("lock") = Some(due.unwrap_or_else(Instant::now));
         let client = &clients[(b + w) % clients.len()];
+        // The whole batch first; then only the transactions refused for a while.
+        let mut resend: Option<Vec<u8>> = None;
         loop {
             let sent = Instant::now();
-            match client
-                .post_raw("/v1/transactions", content_type, bodies[b].clone())
+            let body = resend.clone().unwrap_or_else(|| bodies[b].clone());
+            let pause = match client
+                .post_raw("/v1/transactions", api.content_type(), body)
                 .await
             {
                 Ok((_, v)) => {
                     let ms = sent.elapsed().as_secs_f64() * 1000.0;
                     run.answered_ms.lock().expect("lock").push(ms);
-                    let refused = v["results"]
-                        .as_array()
-                        .map_or(0, |r| r.iter().filter(|x| x.get("error").is_some()).count());
-                    run.rejected.fetch_add(refused as u64, Ordering::Relaxed);
-                    break;
+                    let (again, rejected) = triage(&v);
+                    run.rejected.fetch_add(rejected, Ordering::Relaxed);
+                    if again.is_empty() {
+                        break;
+                    }
+                    let Some(txs) = api.split(resend.as_ref().unwrap_or(&bodies[b])) else {
+                        run.rejected
+                            .fetch_add(again.len() as u64, Ordering::Relaxed);
+                        break;
+                    };
+                    run.resubmitted
+                        .fetch_add(again.len() as u64, Ordering::Relaxed);
+                    resend =
+                        Some(api.body(again.iter().filter_map(|&i| txs.get(i)).map(Vec::as_slice)));
+                    RESUBMIT_PAUSE
                 }
                 Err(e @ (ApiFailure::Api { status: 503, .. } | ApiFailure::Transport(_))) => {
                     run.retried.fetch_add(1, Ordering::Relaxed);
-                    // As the node asks (Retry-After), with jitter so that refused workers
-                    // do not all come back at once.
-                    let pause = match e {
+                    match e {
                         ApiFailure::Api {
                             retry_after: Some(d),
                             ..
                         } => d,
                         _ => RETRY_PAUSE,
-                    };
-                    tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "batch refused");
-                    run.rejected
-                        .fetch_add(run.sizes[b] as u64, Ordering::Relaxed);
+                    let refused = resend
+                        .as_ref()
+                        .and_then(|body| api.split(body))
+                        .map_or(run.sizes[b], |txs| txs.len());
+                    run.rejected.fetch_add(refused as u64, Ordering::Relaxed);
                     break;
                 }
-            }
+            };
+            // As the node asks (Retry-After), with jitter so that refused workers do not
+            // all come back at once.
+            tokio::time::sleep(pause.mul_f64(0.5 + rand::random::<f64>())).await;
         }
     }
 }
@@ -827,8 +937,8 @@ fn print(r: &BenchResult) {
             .map_or(String::new(), |t| format!(", offered {t} tx/s"))
     );
     println!(
-        "committed     {} in {:.2} s ({} rejected, {} retried requests)",
-        r.committed, r.elapsed_s, r.rejected, r.retried
+        "committed     {} in {:.2} s ({} rejected, {} retried requests, {} resubmitted txs)",
+        r.committed, r.elapsed_s, r.rejected, r.retried, r.resubmitted
     );
     println!(
         "throughput    {:.0} tx/s overall, {:.0} tx/s steady (middle 80 % of commits over ≥ 1 s)",
@@ -888,4 +998,53 @@ fn print(r: &BenchResult) {
         r.bound.bound_tps,
         r.bound.fraction * 100.0
     );
+    println!(
+        "              (per core with every core checking; one core alone: {:.0} sig/s)",
+        r.bound.batch_verify_one_core
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txs() -> Vec<Vec<u8>> {
+        vec![vec![1, 2, 3], Vec::new(), vec![0xff; 300]]
+    }
+
+    #[test]
+    fn bodies_split_back_into_their_transactions() {
+        for api in [Api::Binary, Api::Json] {
+            let body = api.body(txs().iter().map(Vec::as_slice));
+            assert_eq!(api.split(&body), Some(txs()), "{api:?}");
+            let none = api.body(std::iter::empty());
+            assert_eq!(api.split(&none), Some(Vec::new()), "{api:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_one_does_not_split() {
+        let mut cut = Api::Binary.body(txs().iter().map(Vec::as_slice));
+        cut.pop();
+        assert_eq!(Api::Binary.split(&cut), None);
+        assert_eq!(Api::Binary.split(&[1, 0]), None);
+        assert_eq!(Api::Json.split(br#"{"transactions": ["zz"]}"#), None);
+        assert_eq!(Api::Json.split(b"not json"), None);
+    }
+
+    #[test]
+    fn busy_and_leaderless_refusals_are_sent_again_others_rejected() {
+        let answer = serde_json::json!({ "results": [
+            { "id": "a", "status": "pending" },
+            { "id": "b", "error": { "code": "busy", "message": "" } },
+            { "id": "c", "error": { "code": "bad_signature", "message": "" } },
+            { "id": "d", "error": { "code": "no_leader", "message": "" } },
+            { "id": "e", "error": { "code": "already_pending", "message": "" } },
+            { "id": "f", "error": { "code": "unavailable", "message": "" } },
+            { "id": "g", "error": { "code": "already_committed", "message": "" } },
+            { "id": "h", "error": { "code": "expired", "message": "" } },
+        ]});
+        assert_eq!(triage(&answer), (vec![1, 3, 5], 2));
+        assert_eq!(triage(&serde_json::json!({})), (Vec::new(), 0));
+    }
 }
