@@ -206,6 +206,9 @@ fn db_options(tuning: &StoreTuning) -> Options {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_open_files(512);
+    // The transaction index's hash memtable takes one writer at a time; ordo's writes
+    // are few and large (one batch per block), so this costs nothing.
+    opts.set_allow_concurrent_memtable_write(false);
     opts.set_keep_log_file_num(4);
     // Write files back to disk as they grow, so that a synced write never has to wait for
     // a burst of dirty pages from a memtable flush or a compaction.
@@ -249,21 +252,14 @@ fn memtable_bytes(seed: u64) -> usize {
     MEMTABLE_MIN_BYTES + (seed % MEMTABLE_SPREAD_BYTES as u64) as usize
 }
 
-/// Bytes of a transaction id the index's filters are also built on (data directories
-/// written since carry table filters made with this prefix extractor, so it stays).
-const TX_INDEX_PREFIX: usize = 8;
-/// Memtable of the transaction index: 8 MiB, about 100,000 ids.
-///
-/// Every committed transaction inserts a uniformly random 32-byte id. In a memtable of a
-/// million ids each insert (or, with a hash memtable, the sort before each flush) costs
-/// cache misses all the way down a skip list; a memtable that fits in the caches costs a
-/// fraction of that, and the flushes it makes more often are small, sorted and cheap to
-/// merge. Over 1,000,000-transaction runs this took 5 µs of CPU off each transaction
-/// (across three validators) against a 48–80 MiB hash memtable.
-const TX_INDEX_MEMTABLE_BYTES: usize = 8 << 20;
+/// Bytes of a transaction id that pick its hash bucket in the index's memtable.
+const TX_INDEX_BUCKET_PREFIX: usize = 8;
+/// Hash buckets of the index's memtable: by estimate one or two ids each in a full
+/// memtable (48–80 MiB, about a million ids), and 4 MiB of bucket pointers taken from the
+/// memtable.
+const TX_INDEX_BUCKETS: usize = 1 << 19;
 
-/// Options of one column family: a memtable of its own random size ([`memtable_bytes`]),
-/// or [`TX_INDEX_MEMTABLE_BYTES`] for the transaction index.
+/// Options of one column family: a memtable of its own random size ([`memtable_bytes`]).
 /// The transaction index is read once per admitted transaction and once per committed
 /// one, and nearly every lookup misses (the id is new): bloom filters, in the memtable and
 /// in the table files, answer those misses without a search.
@@ -271,21 +267,26 @@ fn cf_options(name: &str) -> Options {
     use std::hash::BuildHasher;
     let mut opts = Options::default();
     let seed = std::collections::hash_map::RandomState::new().hash_one(name);
+    opts.set_write_buffer_size(memtable_bytes(seed));
     if name == CF_TX_INDEX {
-        opts.set_write_buffer_size(TX_INDEX_MEMTABLE_BYTES);
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         table.set_whole_key_filtering(true);
         opts.set_block_based_table_factory(&table);
         opts.set_memtable_prefix_bloom_ratio(0.1);
         opts.set_memtable_whole_key_filtering(true);
-        // With a prefix extractor, an iterator sees one prefix unless it asks for total
-        // order: the index's only scan (`count_entries`) does.
+        // Ids are uniform hashes: bucketed by their first bytes into a hash table of short
+        // sorted lists, each insert and lookup touches a bucket and an entry or two
+        // instead of searching a skip list (one skip list of a million ids was the largest
+        // cost outside signature checks; a hash of small skip lists still cost a few
+        // searches each). Only point lookups read this column family while it is live; a
+        // full scan sets `total_order_seek`.
         opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
-            TX_INDEX_PREFIX,
+            TX_INDEX_BUCKET_PREFIX,
         ));
-    } else {
-        opts.set_write_buffer_size(memtable_bytes(seed));
+        opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList {
+            bucket_count: TX_INDEX_BUCKETS,
+        });
     }
     opts
 }
