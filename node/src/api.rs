@@ -213,7 +213,7 @@ fn health_of(stopping: bool, raft: &consensus::RaftStatus) -> Result<(), ApiErro
             "the node is shutting down",
         ));
     }
-    if raft.failure.is_some() || raft.role == Role::Shutdown {
+    if consensus_stopped(raft) {
         let why = raft.failure.as_deref().unwrap_or("it was shut down");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -222,6 +222,11 @@ fn health_of(stopping: bool, raft: &consensus::RaftStatus) -> Result<(), ApiErro
         ));
     }
     Ok(())
+}
+
+/// Raft has stopped: on a fatal error, or shut down.
+fn consensus_stopped(raft: &consensus::RaftStatus) -> bool {
+    raft.failure.is_some() || raft.role == Role::Shutdown
 }
 
 async fn status(State(api): State<Api>) -> ApiResult {
@@ -292,7 +297,7 @@ async fn metrics(State(api): State<Api>) -> Response {
             "ordo_consensus_running",
             "gauge",
             "1 while Raft runs; 0 once it has stopped (a fatal storage error, or shutdown).",
-            u64::from(health_of(false, &m).is_ok()),
+            u64::from(!consensus_stopped(&m)),
         ),
         (
             "ordo_tip_height",
