@@ -335,6 +335,8 @@ fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
         "blocks_in_flight_max",
         "idle_batch_wait_ms",
         "background_write_mib_per_s",
+        "[verify]",
+        "threads",
     ] {
         assert!(help.contains(field), "--help does not document {field}");
     }

@@ -60,6 +60,19 @@ fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
     wait_for("a leader", Duration::from_secs(30), || {
         leader_known(&url).then_some(())
     });
+    // The three validators share this machine: each checks signatures on its share of
+    // the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 0..3 {
+        let text = std::fs::read_to_string(dir.join(format!("validator-{i}/node.toml")))
+            .expect("node.toml");
+        let config: toml::Value = toml::from_str(&text).expect("toml");
+        assert_eq!(
+            config["verify"]["threads"].as_integer(),
+            Some((cores / 3).max(1) as i64),
+            "{text}"
+        );
+    }
 
     let key = dir.join("keys/client.key");
     let (code, out, err) = ordo(&[

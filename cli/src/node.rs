@@ -45,6 +45,11 @@ pub enum NodeCommand {
     ///                               commits wait for do not queue behind a flush
     ///                               (128; 0 for no limit)
     ///
+    ///   [verify]
+    ///   threads       most threads checking one batch of signatures (an admission, the
+    ///                 announcements checked ahead, a block before it is appended), each
+    ///                 taking at least 128 of them (0: every core, the default)
+    ///
     /// Shutdown is graceful: the API stops accepting and finishes requests in progress,
     /// then Raft, the network and the database close. Killing the process at any instant
     /// loses nothing that was acknowledged as committed.

@@ -29,4 +29,6 @@ mod verify;
 pub use hash::{Domain, Hash, Hasher};
 pub use keyfile::{KeyFileError, load_key_file, write_key_file};
 pub use keys::{KeyError, Keypair, PublicKey, Signature};
-pub use verify::{BatchVerifier, SignatureError, verify};
+pub use verify::{
+    BatchVerifier, SPREAD_PART_MIN, SignatureError, batch_threads, set_batch_threads, verify,
+};

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::iter::once;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
@@ -131,6 +132,23 @@ struct Item {
     k: Scalar,
 }
 
+/// Threads each new [`BatchVerifier`] may spread its batch equation over (see
+/// [`BatchVerifier::spread`]): 1 until [`set_batch_threads`] says otherwise.
+static BATCH_THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Lets every [`BatchVerifier`] created from now on in this process check its batch
+/// equation on up to `threads` threads (at least 1). A validator sets this once at start,
+/// from its configuration; other processes (audit, which already checks blocks on every
+/// core, and the tools) keep one thread per batch.
+pub fn set_batch_threads(threads: usize) {
+    BATCH_THREADS.store(threads.max(1), Ordering::Relaxed);
+}
+
+/// The threads each new [`BatchVerifier`] may use (see [`set_batch_threads`]).
+pub fn batch_threads() -> usize {
+    BATCH_THREADS.load(Ordering::Relaxed)
+}
+
 /// Collects signatures and verifies them together.
 ///
 /// The batch equation is checked first (several times as fast per signature as one by
@@ -142,12 +160,23 @@ struct Item {
 /// passes the single check, and fails otherwise but for a 2⁻¹²⁸ chance, so the verdict is
 /// the same as verifying every item with [`verify`]. Keys are decoded once per process
 /// ([`DECODED_KEYS_MAX`]), not once per batch.
-#[derive(Default)]
 pub struct BatchVerifier {
     items: Vec<Item>,
     /// Every queued message, end to end.
     msgs: Vec<u8>,
+    /// At most how many threads check the batch equation (see [`BatchVerifier::spread`]).
+    threads: usize,
 }
+
+impl Default for BatchVerifier {
+    fn default() -> BatchVerifier {
+        BatchVerifier::with_capacity(0)
+    }
+}
+
+/// The fewest signatures [`BatchVerifier::spread`] gives one thread: below this, a part's
+/// multiscalar multiplication loses more to its smaller size than the thread gains.
+pub const SPREAD_PART_MIN: usize = 128;
 
 impl BatchVerifier {
     /// An empty batch with room for `n` items.
@@ -155,7 +184,19 @@ impl BatchVerifier {
         BatchVerifier {
             items: Vec::with_capacity(n),
             msgs: Vec::with_capacity(n * 32),
+            threads: batch_threads(),
         }
+    }
+
+    /// Lets the batch equation be checked in up to `threads` parts at once, each on its
+    /// own thread and each at least [`SPREAD_PART_MIN`] signatures: the batch holds when
+    /// every part does. Same verdict, sooner when cores are free, for a little more work
+    /// in all (smaller multiscalar multiplications). With one thread the caller's thread
+    /// checks the whole batch. A new batch starts with [`batch_threads`].
+    #[must_use]
+    pub fn spread(mut self, threads: usize) -> BatchVerifier {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Adds a (key, message, signature) triple. The message is hashed now, and kept for
@@ -226,49 +267,84 @@ impl BatchVerifier {
             .collect()
     }
 
-    /// The ZIP-215 batch equation over every queued item; false when it fails or when a
-    /// key, an `R` or an `s` does not decode.
-    #[allow(non_snake_case)]
+    /// In how many parts the batch equation is checked: as many as allowed, each of at
+    /// least [`SPREAD_PART_MIN`] items.
+    fn parts(&self) -> usize {
+        self.threads.min(self.items.len() / SPREAD_PART_MIN).max(1)
+    }
+
+    /// The ZIP-215 batch equation over every queued item, in parts on several threads when
+    /// [`BatchVerifier::spread`] allows; false when it fails or when a key, an `R` or an
+    /// `s` does not decode.
     fn equation_holds(&self) -> bool {
-        let Some(keys) = DecodedKeys::shared().points(self.items.iter().map(|i| &i.key)) else {
+        let parts = self.parts();
+        if parts == 1 {
+            return equation_holds(&self.items);
+        }
+        let part = self.items.len().div_ceil(parts);
+        std::thread::scope(|scope| {
+            // A part whose thread cannot be started is checked here, after the first.
+            let (others, here): (Vec<_>, Vec<_>) = self.items[part..]
+                .chunks(part)
+                .map(|items| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || equation_holds(items))
+                        .map_err(|_| items)
+                })
+                .partition(Result::is_ok);
+            let holds = equation_holds(&self.items[..part])
+                && here.into_iter().flat_map(Result::err).all(equation_holds);
+            // A part whose thread panicked did not hold: the single checks then decide.
+            others
+                .into_iter()
+                .flat_map(Result::ok)
+                .fold(holds, |all, h| h.join().unwrap_or(false) && all)
+        })
+    }
+}
+
+/// The ZIP-215 batch equation over `items`; false when it fails or when a key, an `R` or
+/// an `s` does not decode.
+#[allow(non_snake_case)]
+fn equation_holds(items: &[Item]) -> bool {
+    let Some(keys) = DecodedKeys::shared().points(items.iter().map(|i| &i.key)) else {
+        return false;
+    };
+    let mut rng = rand::rng();
+    // Terms of the same key are merged, as in ed25519-zebra: one point per key.
+    let mut slot: HashMap<[u8; 32], usize> = HashMap::with_capacity(keys.len());
+    let mut A_coeffs: Vec<Scalar> = Vec::with_capacity(keys.len());
+    let mut As: Vec<EdwardsPoint> = Vec::with_capacity(keys.len());
+    let mut R_coeffs = Vec::with_capacity(items.len());
+    let mut Rs = Vec::with_capacity(items.len());
+    let mut B_coeff = Scalar::ZERO;
+    for (item, A) in items.iter().zip(keys) {
+        let sig = item.sig.as_bytes();
+        let r: [u8; 32] = sig[..32].try_into().expect("32 bytes");
+        let s: [u8; 32] = sig[32..].try_into().expect("32 bytes");
+        let Some(R) = CompressedEdwardsY(r).decompress() else {
             return false;
         };
-        let mut rng = rand::rng();
-        // Terms of the same key are merged, as in ed25519-zebra: one point per key.
-        let mut slot: HashMap<[u8; 32], usize> = HashMap::with_capacity(keys.len());
-        let mut A_coeffs: Vec<Scalar> = Vec::with_capacity(keys.len());
-        let mut As: Vec<EdwardsPoint> = Vec::with_capacity(keys.len());
-        let mut R_coeffs = Vec::with_capacity(self.items.len());
-        let mut Rs = Vec::with_capacity(self.items.len());
-        let mut B_coeff = Scalar::ZERO;
-        for (item, A) in self.items.iter().zip(keys) {
-            let sig = item.sig.as_bytes();
-            let r: [u8; 32] = sig[..32].try_into().expect("32 bytes");
-            let s: [u8; 32] = sig[32..].try_into().expect("32 bytes");
-            let Some(R) = CompressedEdwardsY(r).decompress() else {
-                return false;
-            };
-            let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s)) else {
-                return false;
-            };
-            let z = Scalar::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
-            B_coeff -= z * s;
-            Rs.push(R);
-            R_coeffs.push(z);
-            let at = *slot.entry(item.key).or_insert_with(|| {
-                As.push(A);
-                A_coeffs.push(Scalar::ZERO);
-                As.len() - 1
-            });
-            A_coeffs[at] += z * item.k;
-        }
-        EdwardsPoint::vartime_multiscalar_mul(
-            once(&B_coeff).chain(&A_coeffs).chain(&R_coeffs),
-            once(&ED25519_BASEPOINT_POINT).chain(&As).chain(&Rs),
-        )
-        .mul_by_cofactor()
-        .is_identity()
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s)) else {
+            return false;
+        };
+        let z = Scalar::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+        B_coeff -= z * s;
+        Rs.push(R);
+        R_coeffs.push(z);
+        let at = *slot.entry(item.key).or_insert_with(|| {
+            As.push(A);
+            A_coeffs.push(Scalar::ZERO);
+            As.len() - 1
+        });
+        A_coeffs[at] += z * item.k;
     }
+    EdwardsPoint::vartime_multiscalar_mul(
+        once(&B_coeff).chain(&A_coeffs).chain(&R_coeffs),
+        once(&ED25519_BASEPOINT_POINT).chain(&As).chain(&Rs),
+    )
+    .mul_by_cofactor()
+    .is_identity()
 }
 
 #[cfg(test)]
@@ -325,6 +401,33 @@ mod tests {
         assert_eq!(batch_of(&items).invalid(), vec![3, 17, 49]);
         assert_eq!(batch_of(&items[3..4]).invalid(), vec![0]);
         assert!(BatchVerifier::default().invalid().is_empty());
+    }
+
+    #[test]
+    fn a_spread_batch_gives_the_same_verdicts() {
+        let n = 3 * SPREAD_PART_MIN + 5;
+        let mut items = signed(n);
+        assert_eq!(batch_of(&items).spread(4).verify(), Ok(()));
+        assert!(batch_of(&items).spread(4).invalid().is_empty());
+        // A forgery in the last part, and one in the first: both named, as unspread.
+        items[n - 1].2.0[7] ^= 1;
+        items[2].1.push(0);
+        for threads in [1, 2, 3, 8] {
+            assert_eq!(batch_of(&items).spread(threads).invalid(), vec![2, n - 1]);
+            assert_eq!(
+                batch_of(&items).spread(threads).verify(),
+                Err(SignatureError::InvalidAt { index: 2 })
+            );
+        }
+    }
+
+    #[test]
+    fn parts_are_never_smaller_than_the_minimum() {
+        let b = batch_of(&signed(2 * SPREAD_PART_MIN - 1)).spread(8);
+        assert_eq!(b.parts(), 1);
+        let b = batch_of(&signed(2 * SPREAD_PART_MIN)).spread(8);
+        assert_eq!(b.parts(), 2);
+        assert_eq!(BatchVerifier::default().spread(0).parts(), 1);
     }
 
     #[test]

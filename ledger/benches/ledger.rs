@@ -114,7 +114,7 @@ fn bench_signatures(c: &mut Criterion) {
     let keys: Vec<Keypair> = (0..1000)
         .map(|i| Keypair::from_label(&format!("bench-many-{i}")))
         .collect();
-    for n in [64usize, 256, 1024] {
+    for n in [64usize, 256, 512, 1024] {
         let sigs: Vec<_> = (0..n)
             .map(|i| {
                 let key = &keys[(i * 7919) % keys.len()];
@@ -132,6 +132,20 @@ fn bench_signatures(c: &mut Criterion) {
                 batch.verify().expect("valid")
             })
         });
+        // The same batch spread over every core ([verify] threads = 0): how much sooner
+        // one batch's verdict comes when the cores are free.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        if cores > 1 && n >= 2 * ordo_crypto::SPREAD_PART_MIN {
+            g.bench_function(format!("zip215_batch_1000_keys_spread_{cores}/{n}"), |b| {
+                b.iter(|| {
+                    let mut batch = BatchVerifier::with_capacity(n).spread(cores);
+                    for (key, msg, sig) in &sigs {
+                        batch.queue(key, msg.as_bytes(), sig);
+                    }
+                    batch.verify().expect("valid")
+                })
+            });
+        }
     }
     let tx = &f.txs(1, 0, 1, 100)[0];
     let id = tx.id();

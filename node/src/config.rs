@@ -25,6 +25,9 @@
 //!
 //! [storage]
 //! background_write_mib_per_s = 128
+//!
+//! [verify]
+//! threads = 0
 //! ```
 
 use std::net::SocketAddr;
@@ -66,6 +69,35 @@ pub struct NodeConfig {
     /// How the database uses the disk.
     #[serde(default)]
     pub storage: StorageSection,
+    /// How signatures are checked.
+    #[serde(default)]
+    pub verify: VerifySection,
+}
+
+/// `[verify]`: how signatures are checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    /// Most threads that check one batch of signatures together — an admission, the
+    /// announcements a follower checks ahead, a block a follower checks before appending —
+    /// each thread taking a part of at least [`ordo_crypto::SPREAD_PART_MIN`] signatures.
+    /// 0 (the default): every core. Validators sharing a machine (a devnet) do better
+    /// with their share of the cores, since they check the same transactions.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+/// Largest `[verify] threads`.
+const VERIFY_THREADS_MAX: usize = 1024;
+
+impl VerifySection {
+    /// Threads per batch: `threads`, or every core when it is 0.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// `[storage]`: how the database uses the disk.
@@ -225,6 +257,7 @@ impl NodeConfig {
             mempool: MempoolSection::default(),
             raft: RaftSection::default(),
             storage: StorageSection::default(),
+            verify: VerifySection::default(),
         }
     }
 
@@ -305,6 +338,11 @@ impl NodeConfig {
                 "storage.background_write_mib_per_s must be at most {BACKGROUND_WRITE_MIB_PER_S_MAX}"
             ));
         }
+        if self.verify.threads > VERIFY_THREADS_MAX {
+            out.push(format!(
+                "verify.threads must be at most {VERIFY_THREADS_MAX} (0: every core)"
+            ));
+        }
         out
     }
 
@@ -359,6 +397,20 @@ mod tests {
     }
 
     #[test]
+    fn verify_threads_default_to_every_core() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        let base = "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\n";
+        std::fs::write(&path, base).expect("write");
+        let c = NodeConfig::load(&path).expect("valid");
+        assert_eq!(c.verify.threads, 0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.verify.threads(), cores);
+        std::fs::write(&path, format!("{base}[verify]\nthreads = 3\n")).expect("write");
+        assert_eq!(NodeConfig::load(&path).expect("valid").verify.threads(), 3);
+    }
+
+    #[test]
     fn every_problem_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("node.toml");
@@ -366,7 +418,7 @@ mod tests {
             &path,
             "genesis = \"g\"\nkey_file = \"k\"\ndata_dir = \"d\"\nlisten = [\"tcp:7000\"]\n\
              [raft]\nsnapshot_every_blocks = 0\nkeep_blocks = 1\nblocks_in_flight_max = 0\n\
-             [storage]\nbackground_write_mib_per_s = 2000000\n",
+             [storage]\nbackground_write_mib_per_s = 2000000\n[verify]\nthreads = 5000\n",
         )
         .expect("write");
         let err = NodeConfig::load(&path).expect_err("invalid").to_string();
@@ -375,6 +427,7 @@ mod tests {
             "snapshot_every_blocks",
             "blocks_in_flight_max",
             "storage.background_write_mib_per_s must be at most 1048576",
+            "verify.threads must be at most 1024",
         ] {
             assert!(err.contains(needle), "{needle} missing from: {err}");
         }

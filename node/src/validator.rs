@@ -251,6 +251,8 @@ impl Validator {
                 source,
             })?;
         let policy = Arc::new(genesis.policy());
+        // Process-wide: validators started in one process (tests) share the last setting.
+        ordo_crypto::set_batch_threads(config.verify.threads());
         let store = open_store(
             &config.data_dir,
             &genesis.identity(),
@@ -374,6 +376,7 @@ impl Validator {
             api = %api_addr,
             chain = %shared.policy.chain_id,
             tip = shared.store.tip().height,
+            verify_threads = ordo_crypto::batch_threads(),
             "validator started"
         );
         Ok(Validator {
