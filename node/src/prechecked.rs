@@ -15,6 +15,11 @@
 //! (at most [`ANNOUNCE_WAIT_MAX`] per append) instead of verifying it too, and an announcement check
 //! skips the signatures a block check is verifying itself ([`Prechecked::block_check`]).
 //!
+//! A follower also checks here the submissions it forwards to the leader
+//! ([`Prechecked::check_forwarded`]), while the leader checks them at admission: the
+//! announcement of those transactions then finds them verified, and the block need not
+//! wait for a check that starts only once the leader has admitted them.
+//!
 //! Everything here is bounded and lossy. A dropped announcement, a batch that fails, or an
 //! entry evicted before its block arrives only means that the block check verifies that
 //! signature itself. Nothing is trusted from the sender: a follower remembers only what it
@@ -234,6 +239,33 @@ impl Prechecked {
                 Err(reason) => dropped.push(reason),
             }
         }
+        match self.check_decoded(decoded) {
+            Ok(n) => (n, dropped),
+            Err(e) => {
+                let reason = format!("announced transactions: {e}");
+                dropped.extend(std::iter::repeat_n(reason, decoded_bodies));
+                (0, dropped)
+            }
+        }
+    }
+
+    /// Checks the signatures of transactions a client submitted to this node (following),
+    /// which it forwards to the leader: the leader checks them at admission meanwhile, so
+    /// this node's own check is done by the time their block arrives, instead of starting
+    /// when the leader announces them. What passes is remembered as an announcement check
+    /// would remember it. Returns how many signatures it verified (0 when a signature in
+    /// the batch is bad: the leader refuses that one, and the block check decides the
+    /// rest). Run it on a blocking thread.
+    pub fn check_forwarded(&self, txs: Vec<(TxId, SignedTransaction)>) -> usize {
+        self.check_decoded(txs).unwrap_or(0)
+    }
+
+    /// Batch-verifies the signatures of `decoded` that no check has verified or is
+    /// verifying, and remembers them if the batch passes; returns how many it verified.
+    fn check_decoded(
+        &self,
+        decoded: Vec<(TxId, SignedTransaction)>,
+    ) -> Result<usize, ordo_crypto::SignatureError> {
         // Leave out what is verified, being verified by another announcement check, or
         // being verified by a block check; claim the rest while verifying it.
         let fresh: Vec<(TxId, SignedTransaction)> = {
@@ -253,7 +285,7 @@ impl Prechecked {
             fresh
         };
         if fresh.is_empty() {
-            return (0, dropped);
+            return Ok(0);
         }
         // Settles the claims however this ends (a panic included): block checks waiting
         // for them must not wait for nothing.
@@ -269,14 +301,10 @@ impl Prechecked {
         let verdict = batch.verify();
         settle.passed = verdict.is_ok();
         drop(settle);
-        if let Err(e) = verdict {
-            let reason = format!("announced transactions: {e}");
-            dropped.extend(std::iter::repeat_n(reason, decoded_bodies));
-            return (0, dropped);
-        }
+        verdict?;
         let n = fresh.len();
         self.stats.checked.fetch_add(n as u64, Ordering::Relaxed);
-        (n, dropped)
+        Ok(n)
     }
 
     /// One announcement's transactions with their ids.
@@ -542,6 +570,28 @@ mod tests {
         assert!(!p.contains(&txs[0].id(), &other));
         // Already known: nothing to verify again.
         assert_eq!(p.check(&body(&txs)), Ok(0));
+    }
+
+    #[test]
+    fn forwarded_submissions_checked_here_are_not_checked_again() {
+        let key = Keypair::from_label("client");
+        let (p, _rx) = Prechecked::new(1 << 10, &[]);
+        let txs: Vec<_> = (0..6).map(|n| tx(&key, n)).collect();
+        let with_ids = |txs: &[SignedTransaction]| -> Vec<(TxId, SignedTransaction)> {
+            txs.iter().map(|t| (t.id(), t.clone())).collect()
+        };
+        assert_eq!(p.check_forwarded(with_ids(&txs[..4])), 4);
+        for t in &txs[..4] {
+            assert!(p.contains(&t.id(), &t.signature));
+        }
+        // The leader's announcement of all six: only the two not checked yet are verified.
+        assert_eq!(p.check(&body(&txs)), Ok(2));
+        // A batch with a bad signature is remembered not at all.
+        let mut bad: Vec<_> = (10..13).map(|n| tx(&key, n)).collect();
+        bad[1].signature.0[3] ^= 1;
+        assert_eq!(p.check_forwarded(with_ids(&bad)), 0);
+        assert!(bad.iter().all(|t| !p.contains(&t.id(), &t.signature)));
+        assert_eq!(p.len(), 6);
     }
 
     #[test]

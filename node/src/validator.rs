@@ -69,6 +69,10 @@ const FORWARD_TXS_MAX: usize = 4096;
 /// refuses client submissions at the door for this long (what a client told 503 waits
 /// anyway), instead of forwarding batches the leader would refuse too.
 const LEADER_BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// Most checks of forwarded submissions a follower runs at once (see
+/// [`Prechecked::check_forwarded`]); a submission that finds them all busy is left to the
+/// announcement or block check.
+const FORWARD_CHECKS_MAX: usize = 2;
 /// A follower re-sends a pending transaction to the leader after this long.
 const RESEND_AFTER: Duration = Duration::from_secs(3);
 /// How long shutdown waits for tasks to finish.
@@ -214,6 +218,8 @@ pub struct Shared {
     /// Which leader answered a forward with a full mempool, and until when this follower
     /// refuses client submissions at the door while that node leads ([`LEADER_BUSY_PAUSE`]).
     leader_busy_until: Mutex<Option<(u64, Instant)>>,
+    /// Turns for checking forwarded submissions ([`FORWARD_CHECKS_MAX`]).
+    forward_checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running validator.
@@ -346,6 +352,7 @@ impl Validator {
             admissions: Arc::new(tokio::sync::Semaphore::new(ADMISSIONS_MAX)),
             admission_queue: AtomicUsize::new(0),
             leader_busy_until: Mutex::new(None),
+            forward_checks: Arc::new(tokio::sync::Semaphore::new(FORWARD_CHECKS_MAX)),
         });
 
         let server = RaftServer::new(raft.clone(), log, store, policy, prechecked.clone());
@@ -594,6 +601,7 @@ impl Shared {
                     .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
                     .map(|(_, tx)| tx)
                     .collect();
+                self.check_while_forwarding(&batch, fresh.iter().map(|i| &results[*i]));
                 self.forward(leader, &batch).await
             }
             // No leader known, or this node led when it admitted them and has lost office
@@ -644,6 +652,34 @@ impl Shared {
         }
         drop(pool);
         (ids, self.count(results))
+    }
+
+    /// Following, checks the signatures of `batch` (with the ids in `ids`) on a blocking
+    /// thread while the leader checks them at admission: this node verifies them before
+    /// their block comes either way, and checked now, its acknowledgement of the block
+    /// need not wait for the check of the leader's announcement, which only starts once
+    /// the leader has admitted them. Only while the backlog is short (as for
+    /// announcements: under overload most forwards are refused) and a turn is free.
+    fn check_while_forwarding<'a>(
+        &self,
+        batch: &[SignedTransaction],
+        ids: impl Iterator<Item = &'a Result<TxId, SubmitError>>,
+    ) {
+        if !self.announcing() {
+            return;
+        }
+        let Ok(turn) = self.forward_checks.clone().try_acquire_owned() else {
+            return;
+        };
+        let txs: Vec<(TxId, SignedTransaction)> = ids
+            .zip(batch)
+            .filter_map(|(id, tx)| Some((*id.as_ref().ok()?, tx.clone())))
+            .collect();
+        let prechecked = self.prechecked.clone();
+        tokio::task::spawn_blocking(move || {
+            prechecked.check_forwarded(txs);
+            drop(turn);
+        });
     }
 
     fn count(&self, results: Vec<Result<TxId, SubmitError>>) -> Vec<Result<TxId, SubmitError>> {
