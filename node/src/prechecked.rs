@@ -239,11 +239,11 @@ impl Prechecked {
                 Err(reason) => dropped.push(reason),
             }
         }
-        match self.check_decoded(decoded) {
-            Ok(n) => (n, dropped),
-            Err(e) => {
-                let reason = format!("announced transactions: {e}");
-                dropped.extend(std::iter::repeat_n(reason, decoded_bodies));
+        match self.check_decoded(decoded.iter().map(|(id, tx)| (*id, tx))) {
+            Some(n) => (n, dropped),
+            None => {
+                let reason = "announced transactions: a signature does not verify";
+                dropped.extend(std::iter::repeat_n(reason.to_owned(), decoded_bodies));
                 (0, dropped)
             }
         }
@@ -255,20 +255,23 @@ impl Prechecked {
     /// when the leader announces them. What passes is remembered as an announcement check
     /// would remember it. Returns how many signatures it verified (0 when a signature in
     /// the batch is bad: the leader refuses that one, and the block check decides the
-    /// rest). Run it on a blocking thread.
-    pub fn check_forwarded(&self, txs: Vec<(TxId, SignedTransaction)>) -> usize {
-        self.check_decoded(txs).unwrap_or(0)
+    /// rest). `ids` are the transactions' ids, in order. Run it on a blocking thread.
+    pub fn check_forwarded(&self, ids: &[TxId], txs: &[SignedTransaction]) -> usize {
+        self.check_decoded(ids.iter().copied().zip(txs))
+            .unwrap_or(0)
     }
 
     /// Batch-verifies the signatures of `decoded` that no check has verified or is
-    /// verifying, and remembers them if the batch passes; returns how many it verified.
-    fn check_decoded(
+    /// verifying, and remembers them if the batch passes; returns how many it verified,
+    /// `None` when a signature does not verify (the batch is then dropped as a whole,
+    /// without checking each signature alone: nothing here is a verdict).
+    fn check_decoded<'t>(
         &self,
-        decoded: Vec<(TxId, SignedTransaction)>,
-    ) -> Result<usize, ordo_crypto::SignatureError> {
+        decoded: impl ExactSizeIterator<Item = (TxId, &'t SignedTransaction)>,
+    ) -> Option<usize> {
         // Leave out what is verified, being verified by another announcement check, or
         // being verified by a block check; claim the rest while verifying it.
-        let fresh: Vec<(TxId, SignedTransaction)> = {
+        let fresh: Vec<(TxId, &SignedTransaction)> = {
             let mut seen = self.seen();
             let mut fresh = Vec::with_capacity(decoded.len());
             for (id, tx) in decoded {
@@ -285,7 +288,7 @@ impl Prechecked {
             fresh
         };
         if fresh.is_empty() {
-            return Ok(0);
+            return Some(0);
         }
         // Settles the claims however this ends (a panic included): block checks waiting
         // for them must not wait for nothing.
@@ -298,13 +301,15 @@ impl Prechecked {
         for (id, tx) in &fresh {
             batch.queue(&tx.tx.sender, id.as_bytes(), &tx.signature);
         }
-        let verdict = batch.verify();
-        settle.passed = verdict.is_ok();
+        settle.passed = batch.holds();
+        let passed = settle.passed;
         drop(settle);
-        verdict?;
+        if !passed {
+            return None;
+        }
         let n = fresh.len();
         self.stats.checked.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        Some(n)
     }
 
     /// One announcement's transactions with their ids.
@@ -443,7 +448,7 @@ impl Prechecked {
 /// remembered if they passed, and the block checks waiting for them woken.
 struct Settle<'a> {
     prechecked: &'a Prechecked,
-    fresh: &'a [(TxId, SignedTransaction)],
+    fresh: &'a [(TxId, &'a SignedTransaction)],
     passed: bool,
 }
 
@@ -577,10 +582,8 @@ mod tests {
         let key = Keypair::from_label("client");
         let (p, _rx) = Prechecked::new(1 << 10, &[]);
         let txs: Vec<_> = (0..6).map(|n| tx(&key, n)).collect();
-        let with_ids = |txs: &[SignedTransaction]| -> Vec<(TxId, SignedTransaction)> {
-            txs.iter().map(|t| (t.id(), t.clone())).collect()
-        };
-        assert_eq!(p.check_forwarded(with_ids(&txs[..4])), 4);
+        let ids = |txs: &[SignedTransaction]| -> Vec<TxId> { txs.iter().map(|t| t.id()).collect() };
+        assert_eq!(p.check_forwarded(&ids(&txs[..4]), &txs[..4]), 4);
         for t in &txs[..4] {
             assert!(p.contains(&t.id(), &t.signature));
         }
@@ -589,7 +592,7 @@ mod tests {
         // A batch with a bad signature is remembered not at all.
         let mut bad: Vec<_> = (10..13).map(|n| tx(&key, n)).collect();
         bad[1].signature.0[3] ^= 1;
-        assert_eq!(p.check_forwarded(with_ids(&bad)), 0);
+        assert_eq!(p.check_forwarded(&ids(&bad), &bad), 0);
         assert!(bad.iter().all(|t| !p.contains(&t.id(), &t.signature)));
         assert_eq!(p.len(), 6);
     }

@@ -595,13 +595,18 @@ impl Shared {
         let verdicts = match (copies, leader_id.and_then(|id| self.validator(id))) {
             (Some(copies), Some((_, leader))) => {
                 let mut wanted = fresh.iter().peekable();
-                let batch: Vec<SignedTransaction> = copies
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
-                    .map(|(_, tx)| tx)
-                    .collect();
-                self.check_while_forwarding(&batch, fresh.iter().map(|i| &results[*i]));
+                let batch: Arc<Vec<SignedTransaction>> = Arc::new(
+                    copies
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
+                        .map(|(_, tx)| tx)
+                        .collect(),
+                );
+                let ids = fresh
+                    .iter()
+                    .filter_map(|i| results[*i].as_ref().ok().copied());
+                self.check_while_forwarding(&batch, ids);
                 self.forward(leader, &batch).await
             }
             // No leader known, or this node led when it admitted them and has lost office
@@ -660,10 +665,10 @@ impl Shared {
     /// need not wait for the check of the leader's announcement, which only starts once
     /// the leader has admitted them. Only while the backlog is short (as for
     /// announcements: under overload most forwards are refused) and a turn is free.
-    fn check_while_forwarding<'a>(
+    fn check_while_forwarding(
         &self,
-        batch: &[SignedTransaction],
-        ids: impl Iterator<Item = &'a Result<TxId, SubmitError>>,
+        batch: &Arc<Vec<SignedTransaction>>,
+        ids: impl Iterator<Item = TxId>,
     ) {
         if !self.announcing() {
             return;
@@ -671,13 +676,10 @@ impl Shared {
         let Ok(turn) = self.forward_checks.clone().try_acquire_owned() else {
             return;
         };
-        let txs: Vec<(TxId, SignedTransaction)> = ids
-            .zip(batch)
-            .filter_map(|(id, tx)| Some((*id.as_ref().ok()?, tx.clone())))
-            .collect();
-        let prechecked = self.prechecked.clone();
+        let ids: Vec<TxId> = ids.collect();
+        let (batch, prechecked) = (batch.clone(), self.prechecked.clone());
         tokio::task::spawn_blocking(move || {
-            prechecked.check_forwarded(txs);
+            prechecked.check_forwarded(&ids, &batch);
             drop(turn);
         });
     }
