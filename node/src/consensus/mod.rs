@@ -26,6 +26,8 @@ pub use control::{
     RaftSettings, RaftStatus, Role, StatusWatch, initialize, propose, start, status,
 };
 pub use log_store::LogStore;
+#[cfg(test)]
+use raft_net::AppendCheck;
 pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
 pub use state_machine::{
     AppliedBlock, BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, RecentBlocks, SnapshotBuilder,

@@ -12,7 +12,7 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::{EntryPayload, OptionalSend};
-use ordo_crypto::{PublicKey, Signature};
+use ordo_crypto::{Hash, PublicKey, Signature};
 use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
 use serde::{Deserialize, Serialize};
 
@@ -205,10 +205,7 @@ fn carries_blocks(rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
 #[derive(Clone)]
 pub struct RaftServer {
     raft: OrdoRaft,
-    log: LogStore,
-    store: Arc<Store>,
-    policy: Arc<Policy>,
-    prechecked: Arc<Prechecked>,
+    check: AppendCheck,
 }
 
 impl RaftServer {
@@ -223,10 +220,12 @@ impl RaftServer {
     ) -> RaftServer {
         RaftServer {
             raft,
-            log,
-            store,
-            policy,
-            prechecked,
+            check: AppendCheck {
+                log,
+                store,
+                policy,
+                prechecked,
+            },
         }
     }
 
@@ -250,12 +249,12 @@ impl RaftServer {
             RaftRequest::Append(rpc) => {
                 let rpc = if carries_blocks(&rpc) {
                     // Signature checks take milliseconds: keep them off the async threads.
-                    let this = self.clone();
+                    let check = self.check.clone();
                     let checked = tokio::task::spawn_blocking(move || {
                         let mut rpc = rpc;
                         let started = Instant::now();
-                        let checked = this.verify_append(&mut rpc);
-                        this.log.timings().verify.observe(started.elapsed());
+                        let checked = check.verify_append(&mut rpc);
+                        check.log.timings().verify.observe(started.elapsed());
                         checked.map(|()| rpc)
                     })
                     .await
@@ -300,18 +299,51 @@ impl RaftServer {
             }
         }
     }
+}
+
+/// Checks the blocks of an incoming append against their parents, before Raft sees them.
+#[derive(Clone)]
+pub(crate) struct AppendCheck {
+    log: LogStore,
+    store: Arc<Store>,
+    policy: Arc<Policy>,
+    prechecked: Arc<Prechecked>,
+}
+
+impl AppendCheck {
+    /// Checks blocks against `log` and `store` under `policy`, leaving out the signatures
+    /// this node checked ahead (`prechecked`).
+    #[cfg(test)]
+    pub(crate) fn new(
+        log: LogStore,
+        store: Arc<Store>,
+        policy: Arc<Policy>,
+        prechecked: Arc<Prechecked>,
+    ) -> AppendCheck {
+        AppendCheck {
+            log,
+            store,
+            policy,
+            prechecked,
+        }
+    }
 
     /// Verifies every block in `rpc` against its parent, and attaches to each entry the
     /// transaction ids the check computed. When this node's log does not hold
     /// `prev_log_id`, Raft will answer with a conflict and append nothing, so there is
     /// nothing to verify yet.
-    fn verify_append(&self, rpc: &mut AppendEntriesRequest<TypeConfig>) -> Result<(), String> {
-        let Some(first_height) = rpc.entries.iter().find_map(|e| match &e.payload {
-            EntryPayload::Normal(b) => Some(b.block.header.height),
-            _ => None,
-        }) else {
+    ///
+    /// A block's parent is the block its header links to: one earlier in this append, the
+    /// last block of the log up to `prev_log_id`, or a block of the ledger. It is not
+    /// always the block just before it: a block that every node skips at apply (it did
+    /// not extend the chain) is followed by one the leader built on its ledger tip.
+    pub(crate) fn verify_append(
+        &self,
+        rpc: &mut AppendEntriesRequest<TypeConfig>,
+    ) -> Result<(), String> {
+        if !carries_blocks(rpc) {
             return Ok(());
-        };
+        }
         if !self
             .log
             .holds(rpc.prev_log_id.as_ref())
@@ -319,27 +351,43 @@ impl RaftServer {
         {
             return Ok(());
         }
-        let mut parent = self.parent_of(first_height, rpc.prev_log_id.map(|id| id.index))?;
+        let prev_index = rpc.prev_log_id.map(|id| id.index);
+        // Tips of the blocks of this append checked so far, bounded by the append's length.
+        let mut checked_tips: Vec<ChainTip> = Vec::new();
         // One deadline for the whole append: waiting for announcement checks never delays
         // an append by more than this, however many blocks it carries.
         let wait_until = std::time::Instant::now() + crate::prechecked::ANNOUNCE_WAIT_MAX;
         for e in &mut rpc.entries {
             if let EntryPayload::Normal(entry) = &mut e.payload {
                 let block = entry.block.clone();
+                let header = &block.header;
+                let parent = match checked_tips.iter().rev().find(|t| {
+                    t.hash == header.prev_hash && t.height.checked_add(1) == Some(header.height)
+                }) {
+                    Some(tip) => *tip,
+                    None => self.parent_of(header.height, &header.prev_hash, prev_index)?,
+                };
                 let check = self.prechecked.block_check(wait_until);
                 let checked = |id: &TxId, sig: &Signature| check.checked(id, sig);
                 let ids = verify_block_with(&parent, &block, &self.policy, checked)
                     .map_err(|e| format!("block {}: {e}", block.header.height))?;
                 check.passed(ids.iter().zip(&block.txs).map(|(id, t)| (*id, t.signature)));
-                parent = block.tip();
+                checked_tips.push(block.tip());
                 *entry = BlockEntry::with_ids(block, ids.into());
             }
         }
         Ok(())
     }
 
-    /// The tip a block at `height` must extend: from the log up to `prev_index`, or the ledger.
-    fn parent_of(&self, height: u64, prev_index: Option<u64>) -> Result<ChainTip, String> {
+    /// The tip a block at `height` linking to `prev_hash` must extend, from outside the
+    /// append: the log's last block up to `prev_index` when it is that block, else the
+    /// ledger's block below `height` (whose hash the block check then compares).
+    fn parent_of(
+        &self,
+        height: u64,
+        prev_hash: &Hash,
+        prev_index: Option<u64>,
+    ) -> Result<ChainTip, String> {
         let want = height
             .checked_sub(1)
             .ok_or("a block cannot have height 0")?;
@@ -348,14 +396,17 @@ impl RaftServer {
                 .log
                 .last_block_through(index)
                 .map_err(|e| e.to_string())?
-            && block.header.height == want
         {
-            return Ok(block.tip());
+            let tip = block.tip();
+            if tip.height == want && tip.hash == *prev_hash {
+                return Ok(tip);
+            }
         }
         // Otherwise the parent is in the ledger. That includes a block proposed after log
-        // blocks that every node skips at apply (they did not extend the chain): the leader
-        // then builds on its ledger tip. If this node has not applied that far yet, the
-        // append is refused and Raft sends it again.
+        // blocks that every node skips at apply: the leader then builds on its ledger tip.
+        // If this node has not applied that far yet, the append is refused; heartbeats
+        // carry the commit index, so this node applies what is committed and accepts the
+        // append when Raft sends it again.
         let tip = self.store.tip();
         if want == 0 {
             return Ok(self.policy.genesis_tip());

@@ -294,6 +294,89 @@ async fn snapshot_install_fetches_and_verifies_missing_blocks() {
     assert_eq!(log.get_log_state().await.expect("state").last_log_id, None);
 }
 
+/// An append from the leader of term 1 (node 1) after `prev`, carrying `blocks`.
+fn append_of(prev: u64, blocks: &[&Block]) -> openraft::raft::AppendEntriesRequest<TypeConfig> {
+    openraft::raft::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(1, 1),
+        prev_log_id: Some(log_id(1, prev)),
+        leader_commit: None,
+        entries: blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| block_entry(1, prev + 1 + i as u64, b))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
+    use openraft::storage::RaftLogStorageExt;
+    let dir = TempDir::new().expect("tempdir");
+    let (leader, client) = (Keypair::from_label("leader"), Keypair::from_label("client"));
+    let tx = |nonce: u64| {
+        Transaction {
+            chain_id: CHAIN.into(),
+            sender: client.public(),
+            nonce,
+            expires_at: 100,
+            payload: vec![nonce as u8],
+        }
+        .sign(&client)
+    };
+    let block1 = build_block(
+        &policy().genesis_tip(),
+        CHAIN,
+        vec![tx(1)],
+        &leader,
+        1_001,
+        1,
+    );
+    let block2 = build_block(&block1.tip(), CHAIN, vec![tx(2)], &leader, 1_002, 1);
+    let blocks = [block1, block2];
+    let (store, mut log, mut sm) = open(dir.path(), empty_source());
+    let policy = Arc::new(policy());
+    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max, &[]);
+    let check = AppendCheck::new(log.clone(), store.clone(), policy, prechecked);
+    // Blocks 1 and 2 are in the log, not yet applied.
+    log.blocking_append(entries_for(&blocks))
+        .await
+        .expect("append");
+    let tip = blocks[1].tip();
+    // A block repeating block 2's transaction: it commits, and every node skips it at apply.
+    let skipped = build_block(&tip, CHAIN, blocks[1].txs.clone(), &leader, 1_010, 1);
+    // The leader's next block builds on its ledger tip, block 2, at the same height.
+    let next = build_block(&tip, CHAIN, vec![tx(3)], &leader, 1_011, 1);
+    // Both in one append: the second block's parent is block 2, not the block before it.
+    check
+        .verify_append(&mut append_of(2, &[&skipped, &next]))
+        .expect("a block after a skipped one is checked against its own parent");
+    // A block linking to nothing this node holds is still refused.
+    let mut elsewhere = tip;
+    elsewhere.hash = Hash::digest(Domain::Genesis, b"elsewhere");
+    let stray = build_block(&elsewhere, CHAIN, vec![tx(3)], &leader, 1_011, 1);
+    let err = check
+        .verify_append(&mut append_of(2, &[&skipped, &stray]))
+        .expect_err("a block with an unknown parent");
+    assert!(err.contains("block 3"), "{err}");
+
+    // The same block sent alone after the skipped one: its parent is in the ledger, which
+    // has not applied block 2 yet, so it is refused until it has.
+    log.blocking_append(vec![block_entry(1, 3, &skipped)])
+        .await
+        .expect("append");
+    let err = check
+        .verify_append(&mut append_of(3, &[&next]))
+        .expect_err("parent not applied yet");
+    assert!(err.contains("unknown"), "{err}");
+    let mut committed = entries_for(&blocks);
+    committed.push(block_entry(1, 3, &skipped));
+    apply(&mut sm, committed).await;
+    assert_eq!(store.tip(), tip);
+    check
+        .verify_append(&mut append_of(3, &[&next]))
+        .expect("parent applied");
+}
+
 #[tokio::test]
 async fn the_ledger_of_a_node_still_audits_read_only() {
     let dir = TempDir::new().expect("tempdir");
