@@ -307,3 +307,144 @@ async fn after_a_skipped_block_the_next_one_builds_on_the_ledger_and_commits() {
         assert_eq!(report.blocks_verified, 3);
     }
 }
+
+/// A follower that refuses an append because its ledger has not reached a block's parent
+/// still takes the commit index the append carries: it applies what is committed and
+/// accepts the same append when it comes again, whatever the leader knows of its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_still_delivers_the_commit_index() {
+    let keys: Vec<Keypair> = (0..2).map(|_| Keypair::generate()).collect();
+    let client = Keypair::generate();
+    let publics: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
+    let policy = Arc::new(policy(&keys, &client));
+    let (leader, follower) = (&keys[0], &keys[1]);
+
+    // The follower: its own ledger, log and Raft (which never starts an election), fed
+    // by the test as if by the leader of term 1.
+    let dir = TempDir::new().expect("tempdir");
+    let store = open_store(
+        dir.path(),
+        &ordo_ledger::ChainIdentity {
+            chain_id: CHAIN.into(),
+            genesis_hash: policy.genesis_hash,
+        },
+        &Default::default(),
+    )
+    .expect("store");
+    let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), Arc::new(EmptySource))
+        .expect("storage");
+    let net_config = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        bootstrap: vec![],
+        mdns: false,
+        request_timeout: Duration::from_secs(5),
+    };
+    let (network, _inbound) =
+        Network::start(follower, &publics, &net_config, std::future::pending()).expect("network");
+    let config = Config {
+        enable_elect: false,
+        ..Default::default()
+    };
+    let raft = OrdoRaft::new(
+        node_id(&follower.public()),
+        Arc::new(config.validate().expect("valid raft config")),
+        RaftNet::new(network),
+        log.clone(),
+        sm,
+    )
+    .await
+    .expect("raft");
+    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max, &[]);
+    let server = RaftServer::new(raft, log, store.clone(), policy.clone(), prechecked);
+
+    let leader_id = node_id(&leader.public());
+    let vote = openraft::Vote::new_committed(1, leader_id);
+    let log_id = |index: u64| {
+        openraft::LogId::new(
+            openraft::impls::leader_id_adv::LeaderId {
+                term: 1,
+                node_id: leader_id,
+            },
+            index,
+        )
+    };
+    let entry = |index: u64, block: &Block| EntryOf {
+        log_id: log_id(index),
+        payload: openraft::EntryPayload::Normal(BlockEntry::new(Arc::new(block.clone()))),
+    };
+    let tx = |nonce: u64| {
+        Transaction {
+            chain_id: CHAIN.into(),
+            sender: client.public(),
+            nonce,
+            expires_at: 100,
+            payload: nonce.to_le_bytes().to_vec(),
+        }
+        .sign(&client)
+    };
+    let at = |n: u64| 1_700_000_000_000 + n;
+    let block1 = build_block(&policy.genesis_tip(), CHAIN, vec![tx(1)], leader, at(1), 1);
+    let block2 = build_block(&block1.tip(), CHAIN, vec![tx(2)], leader, at(2), 1);
+    // Repeats block 2's transaction: committed, and skipped at apply on every node.
+    let skipped = build_block(&block2.tip(), CHAIN, block2.txs.clone(), leader, at(3), 1);
+    // The leader's next block, built on its ledger tip (block 2).
+    let next = build_block(&block2.tip(), CHAIN, vec![tx(3)], leader, at(4), 1);
+
+    let members: BTreeMap<u64, ValidatorNode> = publics
+        .iter()
+        .map(|k| (node_id(k), ValidatorNode { public_key: *k }))
+        .collect();
+    let membership = openraft::Membership::new(vec![members.keys().copied().collect()], members)
+        .expect("membership");
+    let first = AppendEntriesRequestOf {
+        vote,
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![
+            EntryOf {
+                log_id: log_id(1),
+                payload: openraft::EntryPayload::Membership(membership),
+            },
+            entry(2, &block1),
+            entry(3, &block2),
+            entry(4, &skipped),
+        ],
+    };
+    let answer = server.append(first).await.expect("first append");
+    assert!(
+        matches!(answer, AppendEntriesResponseOf::Success),
+        "{answer:?}"
+    );
+    assert_eq!(store.tip().height, 0, "nothing is committed yet");
+
+    // The next block, with the news that everything up to the skipped block is committed.
+    let resend = || AppendEntriesRequestOf {
+        vote,
+        prev_log_id: Some(log_id(4)),
+        leader_commit: Some(log_id(4)),
+        entries: vec![entry(5, &next)],
+    };
+    let refused = server
+        .append(resend())
+        .await
+        .expect_err("parent not applied yet");
+    assert!(refused.contains("unknown"), "{refused}");
+    eventually(
+        "the follower applies what the refused append said is committed",
+        Duration::from_secs(10),
+        || store.tip() == block2.tip(),
+    )
+    .await;
+    let answer = server
+        .append(resend())
+        .await
+        .expect("the same append again");
+    assert!(
+        matches!(answer, AppendEntriesResponseOf::Success),
+        "{answer:?}"
+    );
+}
+
+type EntryOf = openraft::type_config::alias::EntryOf<TypeConfig>;
+type AppendEntriesRequestOf = openraft::raft::AppendEntriesRequest<TypeConfig>;
+type AppendEntriesResponseOf = openraft::raft::AppendEntriesResponse<TypeConfig>;

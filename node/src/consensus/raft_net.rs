@@ -246,34 +246,10 @@ impl RaftServer {
 
     async fn handle(&self, request: RaftRequest) -> RaftResponse {
         match request {
-            RaftRequest::Append(rpc) => {
-                let rpc = if carries_blocks(&rpc) {
-                    // Signature checks take milliseconds: keep them off the async threads.
-                    let check = self.check.clone();
-                    let checked = tokio::task::spawn_blocking(move || {
-                        let mut rpc = rpc;
-                        let started = Instant::now();
-                        let checked = check.verify_append(&mut rpc);
-                        check.log.timings().verify.observe(started.elapsed());
-                        checked.map(|()| rpc)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("block verification failed: {e}")));
-                    match checked {
-                        Ok(rpc) => rpc,
-                        Err(reason) => {
-                            tracing::warn!(%reason, "refused an append with an invalid block");
-                            return RaftResponse::Refused(reason);
-                        }
-                    }
-                } else {
-                    rpc
-                };
-                self.raft.append_entries(rpc).await.map_or_else(
-                    |e| RaftResponse::Refused(e.to_string()),
-                    RaftResponse::Append,
-                )
-            }
+            RaftRequest::Append(rpc) => match self.append(rpc).await {
+                Ok(response) => RaftResponse::Append(response),
+                Err(reason) => RaftResponse::Refused(reason),
+            },
             RaftRequest::Vote(rpc) => self
                 .raft
                 .vote(rpc)
@@ -298,6 +274,54 @@ impl RaftServer {
                     )
             }
         }
+    }
+
+    /// Hands `rpc` to Raft once every block in it has passed the check.
+    ///
+    /// A refused append still carries the leader's commit index. Raft is handed the same
+    /// request without its entries (what a heartbeat is: it appends and truncates
+    /// nothing), so this node applies what is committed up to `prev_log_id`. A block
+    /// whose parent this node's ledger has not reached yet is refused only until then,
+    /// whatever the leader knows of this node's log.
+    pub(crate) async fn append(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
+        let rpc = if carries_blocks(&rpc) {
+            let without_entries = AppendEntriesRequest {
+                vote: rpc.vote,
+                prev_log_id: rpc.prev_log_id,
+                leader_commit: rpc.leader_commit,
+                entries: Vec::new(),
+            };
+            // Signature checks take milliseconds: keep them off the async threads.
+            let check = self.check.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut rpc = rpc;
+                let started = Instant::now();
+                let checked = check.verify_append(&mut rpc);
+                check.log.timings().verify.observe(started.elapsed());
+                checked.map(|()| rpc)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("block verification failed: {e}")));
+            match checked {
+                Ok(rpc) => rpc,
+                Err(reason) => {
+                    tracing::warn!(%reason, "refused an append with a block that failed its check");
+                    if let Err(e) = self.raft.append_entries(without_entries).await {
+                        tracing::debug!(error = %e, "the refused append's commit index was not taken");
+                    }
+                    return Err(reason);
+                }
+            }
+        } else {
+            rpc
+        };
+        self.raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -404,9 +428,9 @@ impl AppendCheck {
         }
         // Otherwise the parent is in the ledger. That includes a block proposed after log
         // blocks that every node skips at apply: the leader then builds on its ledger tip.
-        // If this node has not applied that far yet, the append is refused; heartbeats
-        // carry the commit index, so this node applies what is committed and accepts the
-        // append when Raft sends it again.
+        // If this node has not applied that far yet, the append is refused; the refusal
+        // still hands Raft the append's commit index (`RaftServer::append`), so this node
+        // applies what is committed and accepts the append when Raft sends it again.
         let tip = self.store.tip();
         if want == 0 {
             return Ok(self.policy.genesis_tip());
