@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use openraft::Config;
 use openraft::async_runtime::WatchReceiver;
 use ordo_crypto::{Domain, Hash, Keypair, PublicKey};
-use ordo_ledger::{Block, Limits, Policy, Store, Transaction, build_block};
+use ordo_ledger::{Block, Limits, Policy, Store, build_block};
 use tempfile::TempDir;
 
-use super::tests_support::EmptySource;
+use super::tests_support::{EmptySource, signed_tx};
 use super::*;
 use crate::network::{Network, NetworkConfig};
 
@@ -50,12 +50,8 @@ fn raft_config() -> Arc<Config> {
     Arc::new(config.validate().expect("valid raft config"))
 }
 
-async fn start(
-    key: Keypair,
-    keys: &[PublicKey],
-    policy: Arc<Policy>,
-    bootstrap: Vec<String>,
-) -> (Validator, Network) {
+/// A fresh ledger and consensus storage for `policy`'s chain, in a directory of its own.
+fn open_storage(policy: &Arc<Policy>) -> (TempDir, Arc<Store>, LogStore, BlockStateMachine) {
     let dir = TempDir::new().expect("tempdir");
     let store = open_store(
         dir.path(),
@@ -68,14 +64,28 @@ async fn start(
     .expect("store");
     let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), Arc::new(EmptySource))
         .expect("storage");
-    let net_config = NetworkConfig {
+    (dir, store, log, sm)
+}
+
+/// Network settings for one node on loopback, dialing `bootstrap`.
+fn loopback(bootstrap: Vec<String>) -> NetworkConfig {
+    NetworkConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         bootstrap,
         mdns: false,
         request_timeout: Duration::from_secs(5),
-    };
+    }
+}
+
+async fn start(
+    key: Keypair,
+    keys: &[PublicKey],
+    policy: Arc<Policy>,
+    bootstrap: Vec<String>,
+) -> (Validator, Network) {
+    let (dir, store, log, sm) = open_storage(&policy);
     let (network, mut inbound) =
-        Network::start(&key, keys, &net_config, std::future::pending()).expect("network");
+        Network::start(&key, keys, &loopback(bootstrap), std::future::pending()).expect("network");
     let raft = OrdoRaft::new(
         node_id(&key.public()),
         raft_config(),
@@ -114,14 +124,7 @@ async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bo
 
 fn next_block(leader: &Validator, client: &Keypair, nonce: u64, term: u64) -> Block {
     let parent = leader.store.tip();
-    let tx = Transaction {
-        chain_id: CHAIN.into(),
-        sender: client.public(),
-        nonce,
-        expires_at: parent.height + 5,
-        payload: nonce.to_le_bytes().to_vec(),
-    }
-    .sign(client);
+    let tx = signed_tx(CHAIN, client, nonce, parent.height + 5);
     build_block(
         &parent,
         CHAIN,
@@ -321,26 +324,14 @@ async fn a_refused_append_still_delivers_the_commit_index() {
 
     // The follower: its own ledger, log and Raft (which never starts an election), fed
     // by the test as if by the leader of term 1.
-    let dir = TempDir::new().expect("tempdir");
-    let store = open_store(
-        dir.path(),
-        &ordo_ledger::ChainIdentity {
-            chain_id: CHAIN.into(),
-            genesis_hash: policy.genesis_hash,
-        },
-        &Default::default(),
+    let (_dir, store, log, sm) = open_storage(&policy);
+    let (network, _inbound) = Network::start(
+        follower,
+        &publics,
+        &loopback(vec![]),
+        std::future::pending(),
     )
-    .expect("store");
-    let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), Arc::new(EmptySource))
-        .expect("storage");
-    let net_config = NetworkConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap: vec![],
-        mdns: false,
-        request_timeout: Duration::from_secs(5),
-    };
-    let (network, _inbound) =
-        Network::start(follower, &publics, &net_config, std::future::pending()).expect("network");
+    .expect("network");
     let config = Config {
         enable_elect: false,
         ..Default::default()
@@ -372,16 +363,7 @@ async fn a_refused_append_still_delivers_the_commit_index() {
         log_id: log_id(index),
         payload: openraft::EntryPayload::Normal(BlockEntry::new(Arc::new(block.clone()))),
     };
-    let tx = |nonce: u64| {
-        Transaction {
-            chain_id: CHAIN.into(),
-            sender: client.public(),
-            nonce,
-            expires_at: 100,
-            payload: nonce.to_le_bytes().to_vec(),
-        }
-        .sign(&client)
-    };
+    let tx = |nonce: u64| signed_tx(CHAIN, &client, nonce, 100);
     let at = |n: u64| 1_700_000_000_000 + n;
     let block1 = build_block(&policy.genesis_tip(), CHAIN, vec![tx(1)], leader, at(1), 1);
     let block2 = build_block(&block1.tip(), CHAIN, vec![tx(2)], leader, at(2), 1);

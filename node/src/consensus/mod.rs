@@ -180,10 +180,28 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod tests_support {
     use futures::future::BoxFuture;
-    use ordo_ledger::Block;
+    use ordo_crypto::Keypair;
+    use ordo_ledger::{Block, SignedTransaction, Transaction};
 
     /// A block source with nothing to give.
     pub struct EmptySource;
+
+    /// A transaction on `chain` from `client`, its nonce as its payload.
+    pub fn signed_tx(
+        chain: &str,
+        client: &Keypair,
+        nonce: u64,
+        expires_at: u64,
+    ) -> SignedTransaction {
+        Transaction {
+            chain_id: chain.into(),
+            sender: client.public(),
+            nonce,
+            expires_at,
+            payload: nonce.to_le_bytes().to_vec(),
+        }
+        .sign(client)
+    }
 
     impl super::BlockSource for EmptySource {
         fn fetch(&self, _from: u64, _max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>> {

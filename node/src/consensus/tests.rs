@@ -313,16 +313,7 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     use openraft::storage::RaftLogStorageExt;
     let dir = TempDir::new().expect("tempdir");
     let (leader, client) = (Keypair::from_label("leader"), Keypair::from_label("client"));
-    let tx = |nonce: u64| {
-        Transaction {
-            chain_id: CHAIN.into(),
-            sender: client.public(),
-            nonce,
-            expires_at: 100,
-            payload: vec![nonce as u8],
-        }
-        .sign(&client)
-    };
+    let tx = |nonce: u64| super::tests_support::signed_tx(CHAIN, &client, nonce, 100);
     let block1 = build_block(
         &policy().genesis_tip(),
         CHAIN,
