@@ -62,7 +62,7 @@ fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
     });
     // The three validators share this machine: each checks signatures on its share of
     // the cores.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = ordo_crypto::cores();
     for i in 0..3 {
         let text = std::fs::read_to_string(dir.join(format!("validator-{i}/node.toml")))
             .expect("node.toml");

@@ -249,7 +249,7 @@ pub struct Bound {
 
 impl Bound {
     fn new(alone: f64, per_core: f64, validators: usize, reached_tps: f64) -> Bound {
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let cores = ordo_crypto::cores();
         let bound_tps = per_core * cores as f64 / validators.max(1) as f64;
         Bound {
             batch_verify_per_core: per_core,
@@ -357,7 +357,7 @@ fn sign_all(
     payload_bytes: usize,
     expires_at: u64,
 ) -> Vec<(TxId, Vec<u8>)> {
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cores = ordo_crypto::cores();
     let per = n.div_ceil(cores).max(1);
     let base: u64 = rand::random::<u64>() >> 1;
     std::thread::scope(|s| {
@@ -411,7 +411,7 @@ fn batch_verify_rates(keys: &[Keypair]) -> (f64, f64) {
         .collect();
     let rate = || batch_verify_rate(&sigs, &msgs);
     let alone = rate();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cores = ordo_crypto::cores();
     let together: f64 = std::thread::scope(|s| {
         let all: Vec<_> = (0..cores).map(|_| s.spawn(rate)).collect();
         all.into_iter()

@@ -127,8 +127,7 @@ pub(crate) fn create(
         config.api = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
         // The validators share this machine and check the same signatures: each spreads
         // a batch over its share of the cores, not over all of them.
-        config.verify.threads =
-            (std::thread::available_parallelism().map_or(1, |c| c.get()) / n).max(1);
+        config.verify.threads = (ordo_crypto::cores() / n).max(1);
         std::fs::write(layout.node_config(i), config.to_toml())
             .with_context(|| format!("cannot write {}", layout.node_config(i).display()))?;
     }

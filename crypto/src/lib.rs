@@ -30,5 +30,5 @@ pub use hash::{Domain, Hash, Hasher};
 pub use keyfile::{KeyFileError, load_key_file, write_key_file};
 pub use keys::{KeyError, Keypair, PublicKey, Signature};
 pub use verify::{
-    BatchVerifier, SPREAD_PART_MIN, SignatureError, batch_threads, set_batch_threads, verify,
+    BatchVerifier, SPREAD_PART_MIN, SignatureError, batch_threads, cores, set_batch_threads, verify,
 };

@@ -144,6 +144,12 @@ pub fn set_batch_threads(threads: usize) {
     BATCH_THREADS.store(threads.max(1), Ordering::Relaxed);
 }
 
+/// The cores this process may run on (1 when the system does not say): what "every core"
+/// means for `[verify] threads = 0`, and for the tools that spread work over cores.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// The threads each new [`BatchVerifier`] may use (see [`set_batch_threads`]).
 pub fn batch_threads() -> usize {
     BATCH_THREADS.load(Ordering::Relaxed)

@@ -134,7 +134,7 @@ fn bench_signatures(c: &mut Criterion) {
         });
         // The same batch spread over every core ([verify] threads = 0): how much sooner
         // one batch's verdict comes when the cores are free.
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let cores = ordo_crypto::cores();
         if cores > 1 && n >= 2 * ordo_crypto::SPREAD_PART_MIN {
             g.bench_function(format!("zip215_batch_1000_keys_spread_{cores}/{n}"), |b| {
                 b.iter(|| {

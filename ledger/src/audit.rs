@@ -7,8 +7,6 @@
 //! streams: memory is bounded by one chunk of blocks, whatever the chain's length.
 //! Signature checks for a chunk run on all cores.
 
-use std::num::NonZeroUsize;
-
 use serde::Serialize;
 
 use crate::Policy;
@@ -283,9 +281,7 @@ fn verify_chunk(
         parents.push(p);
         p = b.tip();
     }
-    let workers = std::thread::available_parallelism()
-        .map_or(1, NonZeroUsize::get)
-        .min(blocks.len().max(1));
+    let workers = ordo_crypto::cores().min(blocks.len().max(1));
     let mut results: Vec<Option<Result<Vec<TxId>, VerifyError>>> = vec![None; blocks.len()];
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)

@@ -94,7 +94,7 @@ impl VerifySection {
     /// Threads per batch: `threads`, or every core when it is 0.
     pub fn threads(&self) -> usize {
         match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => ordo_crypto::cores(),
             n => n,
         }
     }
@@ -404,8 +404,7 @@ mod tests {
         std::fs::write(&path, base).expect("write");
         let c = NodeConfig::load(&path).expect("valid");
         assert_eq!(c.verify.threads, 0);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(c.verify.threads(), cores);
+        assert_eq!(c.verify.threads(), ordo_crypto::cores());
         std::fs::write(&path, format!("{base}[verify]\nthreads = 3\n")).expect("write");
         assert_eq!(NodeConfig::load(&path).expect("valid").verify.threads(), 3);
     }

@@ -603,10 +603,7 @@ impl Shared {
                         .map(|(_, tx)| tx)
                         .collect(),
                 );
-                let ids = fresh
-                    .iter()
-                    .filter_map(|i| results[*i].as_ref().ok().copied());
-                self.check_while_forwarding(&batch, ids);
+                self.check_while_forwarding(&batch, fresh.iter().map(|&i| ids[i]));
                 self.forward(leader, &batch).await
             }
             // No leader known, or this node led when it admitted them and has lost office
