@@ -27,7 +27,7 @@ pub use control::{
 };
 pub use log_store::LogStore;
 #[cfg(test)]
-use raft_net::AppendCheck;
+use raft_net::{AppendCheck, Refusal};
 pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
 pub use state_machine::{
     AppliedBlock, BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, RecentBlocks, SnapshotBuilder,

@@ -304,15 +304,23 @@ impl RaftServer {
                 checked.map(|()| rpc)
             })
             .await
-            .unwrap_or_else(|e| Err(format!("block verification failed: {e}")));
+            .unwrap_or_else(|e| Err(format!("block verification failed: {e}").into()));
             match checked {
                 Ok(rpc) => rpc,
-                Err(reason) => {
-                    tracing::warn!(%reason, "refused an append with a block that failed its check");
+                Err(refusal) => {
+                    match &refusal {
+                        // Ordinary while this node catches up: it applies, then accepts.
+                        Refusal::Behind(reason) => {
+                            tracing::debug!(%reason, "refused an append until the ledger catches up");
+                        }
+                        Refusal::Failed(reason) => {
+                            tracing::warn!(%reason, "refused an append with a block that failed its check");
+                        }
+                    }
                     if let Err(e) = self.raft.append_entries(without_entries).await {
                         tracing::debug!(error = %e, "the refused append's commit index was not taken");
                     }
-                    return Err(reason);
+                    return Err(refusal.to_string());
                 }
             }
         } else {
@@ -322,6 +330,36 @@ impl RaftServer {
             .append_entries(rpc)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Why a follower refused an append.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A block's parent is in the ledger, which has not applied that far yet: refused
+    /// until it has (an ordinary state while this node catches up).
+    Behind(String),
+    /// A block failed its check, or could not be checked.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Behind(reason) | Refusal::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Refusal {
+        Refusal::Failed(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Refusal {
+        Refusal::Failed(reason.to_owned())
     }
 }
 
@@ -364,7 +402,7 @@ impl AppendCheck {
     pub(crate) fn verify_append(
         &self,
         rpc: &mut AppendEntriesRequest<TypeConfig>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if !carries_blocks(rpc) {
             return Ok(());
         }
@@ -411,7 +449,7 @@ impl AppendCheck {
         height: u64,
         prev_hash: &Hash,
         prev_index: Option<u64>,
-    ) -> Result<ChainTip, String> {
+    ) -> Result<ChainTip, Refusal> {
         let want = height
             .checked_sub(1)
             .ok_or("a block cannot have height 0")?;
@@ -436,10 +474,10 @@ impl AppendCheck {
             return Ok(self.policy.genesis_tip());
         }
         if want > tip.height {
-            return Err(format!(
+            return Err(Refusal::Behind(format!(
                 "parent of block {height} is unknown (ledger tip {})",
                 tip.height
-            ));
+            )));
         }
         let parent = self
             .store

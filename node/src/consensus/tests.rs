@@ -341,6 +341,16 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     check
         .verify_append(&mut append_of(2, &[&skipped, &next]))
         .expect("a block after a skipped one is checked against its own parent");
+    // A forged block is refused as a failed check, not as a node catching up.
+    let mut forged = next.clone();
+    forged.txs[0].signature.0[5] ^= 1;
+    let err = check
+        .verify_append(&mut append_of(2, &[&skipped, &forged]))
+        .expect_err("a forged block");
+    assert!(
+        matches!(&err, Refusal::Failed(r) if r.contains("block 3")),
+        "{err}"
+    );
     // A block linking to nothing this node holds is still refused.
     let mut elsewhere = tip;
     elsewhere.hash = Hash::digest(Domain::Genesis, b"elsewhere");
@@ -348,7 +358,7 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     let err = check
         .verify_append(&mut append_of(2, &[&skipped, &stray]))
         .expect_err("a block with an unknown parent");
-    assert!(err.contains("block 3"), "{err}");
+    assert!(err.to_string().contains("block 3"), "{err}");
 
     // The same block sent alone after the skipped one: its parent is in the ledger, which
     // has not applied block 2 yet, so it is refused until it has.
@@ -358,7 +368,10 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     let err = check
         .verify_append(&mut append_of(3, &[&next]))
         .expect_err("parent not applied yet");
-    assert!(err.contains("unknown"), "{err}");
+    assert!(
+        matches!(&err, Refusal::Behind(r) if r.contains("unknown")),
+        "{err}"
+    );
     let mut committed = entries_for(&blocks);
     committed.push(block_entry(1, 3, &skipped));
     apply(&mut sm, committed).await;
