@@ -116,6 +116,30 @@ fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
             .iter()
             .any(|t| t == id.as_str())
     );
+    // The binary stream carries the same block: height, hash, then its ids.
+    let mut stream = reqwest::blocking::Client::new()
+        .get(format!("{url}/v1/blocks/stream?from={height}"))
+        .header(reqwest::header::ACCEPT, "application/octet-stream")
+        .send()
+        .expect("binary stream");
+    assert_eq!(
+        stream.headers()[reqwest::header::CONTENT_TYPE],
+        "application/octet-stream"
+    );
+    let mut head = [0u8; 44];
+    std::io::Read::read_exact(&mut stream, &mut head).expect("frame head");
+    assert_eq!(u64::from_le_bytes(head[..8].try_into().expect("8")), height);
+    assert_eq!(
+        hex::encode(&head[8..40]),
+        event["hash"].as_str().expect("hash")
+    );
+    let n = u32::from_le_bytes(head[40..].try_into().expect("4")) as usize;
+    let mut ids = vec![0u8; 32 * n];
+    std::io::Read::read_exact(&mut stream, &mut ids).expect("frame ids");
+    let ids: Vec<String> = ids.chunks(32).map(hex::encode).collect();
+    assert_eq!(serde_json::json!(ids), event["tx_ids"]);
+    drop(stream);
+
     let (code, out, _) = ordo(&["status", "--node", &url, "--json"]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");

@@ -18,12 +18,13 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use ordo_crypto::{BatchVerifier, Keypair, load_key_file};
 use ordo_ledger::{Transaction, TxId};
+use ordo_node::api;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::bench_etcd;
 use crate::bench_stages::{self, Prechecks, Scrape, Stage};
-use crate::client::{ApiFailure, Client, SseReader};
+use crate::client::{ApiFailure, Client};
 use crate::devnet;
 use crate::{CmdResult, Failure};
 
@@ -890,26 +891,26 @@ async fn submit_worker(
 }
 
 /// Reads the block stream and records each benchmark transaction's commit.
+/// Follows the binary block stream at `url` (`docs/api.md`), recording when each of the
+/// run's transactions is seen committed.
 async fn follow(url: String, run: Arc<Run>) -> anyhow::Result<()> {
     let resp = reqwest::Client::new()
         .get(&url)
+        .header(reqwest::header::ACCEPT, api::BINARY_STREAM)
         .send()
         .await
+        .context("block stream")?
+        .error_for_status()
         .context("block stream")?;
     let mut body = resp.bytes_stream();
-    let mut events = SseReader::default();
+    let mut frames = StreamFrames::default();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("block stream")?;
         let now = Instant::now();
-        for data in events.feed(&chunk) {
-            let Ok(v) = serde_json::from_str::<Value>(&data) else {
-                continue;
-            };
-            let mut done = Vec::new();
-            for id in v["tx_ids"].as_array().into_iter().flatten() {
-                let Some(id) = id.as_str().and_then(|s| s.parse::<TxId>().ok()) else {
-                    continue;
-                };
+        let mut done = Vec::new();
+        frames.feed(&chunk, |ids| {
+            for id in ids.chunks_exact(32) {
+                let id = ordo_crypto::Hash(id.try_into().expect("32 bytes"));
                 let Some(b) = run.batch_of.get(&id) else {
                     continue;
                 };
@@ -917,10 +918,42 @@ async fn follow(url: String, run: Arc<Run>) -> anyhow::Result<()> {
                     done.push((now, now.saturating_duration_since(sent)));
                 }
             }
-            run.committed_at.lock().expect("lock").extend(done);
-        }
+        })?;
+        run.committed_at.lock().expect("lock").extend(done);
     }
     Ok(())
+}
+
+/// Splits the binary block stream into frames as its bytes arrive in chunks.
+#[derive(Default)]
+struct StreamFrames {
+    buf: Vec<u8>,
+}
+
+impl StreamFrames {
+    /// Most transaction ids a frame may claim: far above any block's limit, and a bound
+    /// on what a bad stream can make this buffer.
+    const IDS_MAX: usize = 1 << 20;
+
+    /// Adds `chunk` and hands each complete frame's ids (32 bytes each) to `ids`.
+    fn feed(&mut self, chunk: &[u8], mut ids: impl FnMut(&[u8])) -> anyhow::Result<()> {
+        self.buf.extend_from_slice(chunk);
+        let mut at = 0;
+        while let Some(head) = self.buf.get(at..at + api::STREAM_FRAME_HEAD) {
+            let n = u32::from_le_bytes(head[40..44].try_into().expect("4 bytes")) as usize;
+            if n > Self::IDS_MAX {
+                bail!("block stream frame claims {n} transactions");
+            }
+            let end = at + api::STREAM_FRAME_HEAD + 32 * n;
+            let Some(frame) = self.buf.get(at + api::STREAM_FRAME_HEAD..end) else {
+                break;
+            };
+            ids(frame);
+            at = end;
+        }
+        self.buf.drain(..at);
+        Ok(())
+    }
 }
 
 fn print(r: &BenchResult) {
@@ -1007,6 +1040,31 @@ fn print(r: &BenchResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_stream_frames_split_across_chunks() {
+        let id = |n: u8| ordo_crypto::Hash([n; 32]);
+        let mut bytes = api::stream_frame(7, &id(0), &[id(1), id(2)]);
+        bytes.extend(api::stream_frame(8, &id(3), &[]));
+        bytes.extend(api::stream_frame(9, &id(4), &[id(5)]));
+        // Any split of the bytes into two chunks gives the same frames.
+        for cut in 0..=bytes.len() {
+            let mut frames = StreamFrames::default();
+            let mut seen = Vec::new();
+            for chunk in [&bytes[..cut], &bytes[cut..]] {
+                frames
+                    .feed(chunk, |ids| seen.push(ids.to_vec()))
+                    .expect("well-formed");
+            }
+            let want: Vec<Vec<u8>> = vec![[[1; 32], [2; 32]].concat(), Vec::new(), vec![5; 32]];
+            assert_eq!(seen, want, "cut at {cut}");
+            assert!(frames.buf.is_empty());
+        }
+        // A frame that claims more ids than any block holds ends the stream.
+        let mut bad = api::stream_frame(1, &id(0), &[]);
+        bad[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(StreamFrames::default().feed(&bad, |_| {}).is_err());
+    }
 
     fn txs() -> Vec<Vec<u8>> {
         vec![vec![1, 2, 3], Vec::new(), vec![0xff; 300]]

@@ -4,9 +4,17 @@
 /// Implements `Display`, `Debug`, `FromStr` and serde (as hex) for a newtype over `[u8; N]`.
 macro_rules! hex_bytes_type {
     ($ty:ident, $len:expr, $what:expr) => {
+        impl $ty {
+            /// Writes the lowercase hex form into `buf` (no allocation) and returns it.
+            fn hex_in<'b>(&self, buf: &'b mut [u8; 2 * $len]) -> &'b str {
+                hex::encode_to_slice(self.0, buf).expect("the buffer is twice the length");
+                std::str::from_utf8(buf).expect("hex digits are ASCII")
+            }
+        }
+
         impl std::fmt::Display for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&hex::encode(self.0))
+                f.write_str(self.hex_in(&mut [0; 2 * $len]))
             }
         }
 
@@ -34,7 +42,7 @@ macro_rules! hex_bytes_type {
 
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&hex::encode(self.0))
+                s.serialize_str(self.hex_in(&mut [0; 2 * $len]))
             }
         }
 

@@ -539,8 +539,11 @@ impl Store {
         }
         self.check_not_committed(ids)?;
         let new_tip = block.tip();
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_BLOCKS), height_key(h.height), block.to_bytes());
+        let bytes = block.to_bytes();
+        // Sized once for everything below (each record adds a tag, column family and
+        // lengths), so a large block is not copied again each time the batch grows.
+        let mut batch = WriteBatch::with_capacity_bytes(bytes.len() + ids.len() * 56 + 512);
+        batch.put_cf(self.cf(CF_BLOCKS), height_key(h.height), &bytes);
         batch.put_cf(
             self.cf(CF_BLOCK_HASHES),
             new_tip.hash.as_bytes(),

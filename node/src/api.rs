@@ -16,13 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use futures::StreamExt;
 use ordo_crypto::Hash;
 use ordo_ledger::{Block, SignedTransaction, TxError, TxId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::consensus::{self, Role};
+use crate::consensus::{self, AppliedBlock, Role};
 use crate::mempool::AdmitError;
 use crate::validator::{Committed, Shared, SubmitError};
 
@@ -447,7 +448,7 @@ struct SubmitRequest {
 #[derive(Debug, Serialize)]
 struct TxResult {
     #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
+    id: Option<TxId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'static str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -459,7 +460,7 @@ struct TxResult {
 impl TxResult {
     fn error(id: Option<TxId>, e: &ApiError) -> TxResult {
         TxResult {
-            id: id.map(|i| i.to_string()),
+            id,
             status: None,
             committed: None,
             error: Some(e.json()),
@@ -681,7 +682,7 @@ async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResul
             Ok(_) => {
                 accepted.push(slot);
                 TxResult {
-                    id: Some(id.to_string()),
+                    id: Some(*id),
                     status: Some("pending"),
                     committed: None,
                     error: None,
@@ -709,11 +710,7 @@ async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResul
     }
     if wait {
         let waits = accepted.iter().map(|slot| {
-            let id: TxId = results[*slot]
-                .id
-                .as_deref()
-                .and_then(|s| s.parse().ok())
-                .expect("accepted results carry their id");
+            let id = results[*slot].id.expect("accepted results carry their id");
             let shared = api.shared.clone();
             async move { (*slot, shared.wait_committed(id, timeout).await) }
         });
@@ -743,7 +740,13 @@ async fn submit(State(api): State<Api>, req: axum::extract::Request) -> ApiResul
     if single {
         return Ok(Json(&results[0]).into_response());
     }
-    Ok(Json(json!({ "results": results })).into_response())
+    Ok(Json(Results { results: &results }).into_response())
+}
+
+/// A batch submission's answer.
+#[derive(Serialize)]
+struct Results<'a> {
+    results: &'a [TxResult],
 }
 
 fn parse_id(text: &str) -> Result<Hash, ApiError> {
@@ -867,11 +870,54 @@ struct StreamQuery {
     txs: Option<bool>,
 }
 
+/// Media type of the binary block stream: committed transaction ids, block by block.
+pub const BINARY_STREAM: &str = "application/octet-stream";
+
+/// Bytes of one block's frame in the binary stream before its ids: height (`u64`), block
+/// hash (32 bytes), number of ids (`u32`).
+pub const STREAM_FRAME_HEAD: usize = 8 + 32 + 4;
+
+/// One block's frame in the binary stream: little-endian height, the block hash, the
+/// little-endian number of transactions, then each transaction id, in block order.
+pub fn stream_frame(height: u64, hash: &Hash, ids: &[TxId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STREAM_FRAME_HEAD + 32 * ids.len());
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(hash.as_bytes());
+    // verify_block bounds the count far below u32::MAX.
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+fn accepts_binary(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .filter_map(|m| m.split(';').next())
+                .any(|m| m.trim().eq_ignore_ascii_case(BINARY_STREAM))
+        })
+}
+
+/// `GET /v1/blocks/stream`: server-sent events of JSON blocks, or with
+/// `Accept: application/octet-stream` a binary stream of each block's transaction ids.
 async fn stream_blocks(
     State(api): State<Api>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query?;
+    let binary = accepts_binary(&headers);
+    let with_txs = q.txs.unwrap_or(false);
+    if binary && with_txs {
+        return Err(ApiError::bad(
+            "malformed",
+            "the binary block stream carries transaction ids only; ask for JSON to get `txs=true`",
+        ));
+    }
     let permit = api.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -884,7 +930,38 @@ async fn stream_blocks(
         .from
         .unwrap_or_else(|| shared.tip.borrow().height + 1)
         .max(1);
-    let with_txs = q.txs.unwrap_or(false);
+    let blocks = applied_blocks(shared, from, permit);
+    if binary {
+        let frames = blocks.map(|(height, b)| {
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(stream_frame(
+                height, &b.hash, &b.ids,
+            )))
+        });
+        let mut resp = axum::body::Body::from_stream(frames).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(BINARY_STREAM),
+        );
+        return Ok(resp);
+    }
+    let events = blocks.map(move |(height, b)| {
+        Event::default()
+            .event("block")
+            .id(height.to_string())
+            .json_data(block_json_with(&b.block, &b.hash, &b.ids, with_txs))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The applied blocks from height `from` on, as they are applied, until the node stops
+/// (holding a stream permit while it runs).
+fn applied_blocks(
+    shared: Arc<Shared>,
+    from: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures::Stream<Item = (u64, AppliedBlock)> {
     let state = (
         from,
         shared.tip.clone(),
@@ -892,9 +969,9 @@ async fn stream_blocks(
         shared,
         permit,
     );
-    let stream = futures::stream::unfold(
+    futures::stream::unfold(
         state,
-        move |(next, mut tip, mut stopping, shared, permit)| async move {
+        |(next, mut tip, mut stopping, shared, permit)| async move {
             loop {
                 if *stopping.borrow() {
                     return None;
@@ -911,14 +988,7 @@ async fn stream_blocks(
                                 .flatten()
                         }
                     };
-                    let event = match applied {
-                        Some(b) => Event::default()
-                            .event("block")
-                            .id(next.to_string())
-                            .json_data(block_json_with(&b.block, &b.hash, &b.ids, with_txs)),
-                        None => return None,
-                    };
-                    return Some((event, (next + 1, tip, stopping, shared, permit)));
+                    return applied.map(|b| ((next, b), (next + 1, tip, stopping, shared, permit)));
                 }
                 tokio::select! {
                     changed = tip.changed() => if changed.is_err() { return None },
@@ -926,10 +996,7 @@ async fn stream_blocks(
                 }
             }
         },
-    );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    )
 }
 
 #[cfg(test)]
@@ -948,6 +1015,32 @@ mod tests {
             purged: None,
             failure: None,
         }
+    }
+
+    #[test]
+    fn the_binary_stream_is_chosen_by_accept_and_frames_a_block_as_documented() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert!(!accepts_binary(&headers));
+        for accept in [
+            "application/octet-stream",
+            "text/event-stream, Application/Octet-Stream;q=0.9",
+        ] {
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            assert!(accepts_binary(&headers), "{accept}");
+        }
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        assert!(!accepts_binary(&headers));
+
+        let frame = stream_frame(0x0102, &Hash([9; 32]), &[Hash([1; 32]), Hash([2; 32])]);
+        assert_eq!(frame.len(), STREAM_FRAME_HEAD + 64);
+        assert_eq!(frame[..8], [2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(frame[8..40], [9; 32]);
+        assert_eq!(frame[40..44], [2, 0, 0, 0]);
+        assert_eq!(frame[44..76], [1; 32]);
+        assert_eq!(frame[76..], [2; 32]);
     }
 
     #[test]

@@ -214,7 +214,14 @@ impl LogStore {
 
     /// Writes `entries` in one synced batch, then keeps them in memory.
     fn write_entries(&self, entries: Vec<EntryOf<TypeConfig>>) -> io::Result<()> {
-        let mut batch = WriteBatch::default();
+        // Sized once, so a batch of large blocks is not copied again as it grows.
+        let mut batch = WriteBatch::with_capacity_bytes(
+            entries
+                .iter()
+                .map(|e| entry_bytes(e) as usize + 160)
+                .sum::<usize>()
+                + 64,
+        );
         let cf = self.cf(CF_RAFT_LOG);
         for entry in &entries {
             let bytes = encode_internal_sized(entry, entry_bytes(entry) as usize + 128)?;
