@@ -890,7 +890,6 @@ async fn submit_worker(
     }
 }
 
-/// Reads the block stream and records each benchmark transaction's commit.
 /// Follows the binary block stream at `url` (`docs/api.md`), recording when each of the
 /// run's transactions is seen committed.
 async fn follow(url: String, run: Arc<Run>) -> anyhow::Result<()> {
