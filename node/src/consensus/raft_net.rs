@@ -220,12 +220,7 @@ impl RaftServer {
     ) -> RaftServer {
         RaftServer {
             raft,
-            check: AppendCheck {
-                log,
-                store,
-                policy,
-                prechecked,
-            },
+            check: AppendCheck::new(log, store, policy, prechecked),
         }
     }
 
@@ -375,7 +370,6 @@ pub(crate) struct AppendCheck {
 impl AppendCheck {
     /// Checks blocks against `log` and `store` under `policy`, leaving out the signatures
     /// this node checked ahead (`prechecked`).
-    #[cfg(test)]
     pub(crate) fn new(
         log: LogStore,
         store: Arc<Store>,
