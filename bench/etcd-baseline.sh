@@ -11,13 +11,15 @@
 # missing, builds ordo (release, in the shared target directory), and writes each run's
 # JSON result and a summary to OUT (default ./bench-results/etcd-baseline-<time>).
 #
-# Runs, each on a fresh cluster:
+# Runs, each on a fresh cluster, etcd's through its native gRPC API and again through its
+# JSON gateway (which translates every request inside etcd, costing it CPU):
 #   1. etcd, BATCH puts per transaction, CONCURRENCY requests in flight (ordo's workload);
 #   2. etcd, one plain put per request, PLAIN_CONCURRENCY requests in flight (how etcd is
 #      normally used and benchmarked: many small requests from many clients);
-#   3. ordo bench --devnet, BATCH transactions per request, CONCURRENCY requests in flight,
+#   3. ordo-bench --devnet, BATCH transactions per request, CONCURRENCY requests in flight,
 #      submitted as JSON like etcd's gateway takes them (ORDO_API=binary: ordo's binary
 #      submission instead).
+# The ratios compare ordo with etcd's best over gRPC (the fair figure) and over the gateway.
 set -euo pipefail
 
 TXS=${TXS:-100000}
@@ -81,8 +83,9 @@ etcd_need_packages() {
 }
 etcd_need_packages || exit 1
 
-cargo build --release -p ordo-cli
+cargo build --release -p ordo-cli -p ordo-bench
 ORDO="$CARGO_TARGET_DIR/release/ordo"
+BENCH="$CARGO_TARGET_DIR/release/ordo-bench"
 
 WORK=$(mktemp -d -t ordo-etcd-baseline.XXXXXX)
 ETCD_PIDS=()
@@ -165,16 +168,17 @@ start_etcd() {
     done
 }
 
-# Runs ordo bench against a fresh etcd cluster: $1 name, $2 batch, $3 concurrency.
+# Runs ordo-bench against a fresh etcd cluster: $1 name, $2 batch, $3 concurrency, $4 the
+# API (grpc or json).
 bench_etcd() {
-    local name=$1 batch=$2 concurrency=$3 args=() url pid
+    local name=$1 batch=$2 concurrency=$3 api=$4 args=() url pid
     start_etcd "$name"
     for url in "${ETCD_URLS[@]}"; do args+=(--etcd "$url"); done
     for pid in "${ETCD_PIDS[@]}"; do args+=(--etcd-pid "$pid"); done
     echo
-    echo "== etcd: $TXS puts of $PAYLOAD B, $batch per request, concurrency $concurrency"
-    "$ORDO" bench "${args[@]}" --txs "$TXS" --payload-bytes "$PAYLOAD" --batch "$batch" \
-        --concurrency "$concurrency" --json "$OUT/$name.json"
+    echo "== etcd ($api): $TXS puts of $PAYLOAD B, $batch per request, concurrency $concurrency"
+    "$BENCH" "${args[@]}" --etcd-api "$api" --txs "$TXS" --payload-bytes "$PAYLOAD" \
+        --batch "$batch" --concurrency "$concurrency" --json "$OUT/$name.json"
     stop_etcd
 }
 
@@ -185,35 +189,44 @@ json_num() {
 }
 
 echo "etcd-baseline: $(etcd --version | head -n 1), $(nproc) cores; results in $OUT"
-bench_etcd etcd-batch "$BATCH" "$CONCURRENCY"
-bench_etcd etcd-plain 1 "$PLAIN_CONCURRENCY"
+bench_etcd grpc-batch "$BATCH" "$CONCURRENCY" grpc
+bench_etcd grpc-plain 1 "$PLAIN_CONCURRENCY" grpc
+bench_etcd json-batch "$BATCH" "$CONCURRENCY" json
+bench_etcd json-plain 1 "$PLAIN_CONCURRENCY" json
 echo
 echo "== ordo: $TXS transactions of $PAYLOAD B, $BATCH per $ORDO_API request," \
     "concurrency $CONCURRENCY"
-"$ORDO" bench --devnet --txs "$TXS" --payload-bytes "$PAYLOAD" --batch "$BATCH" \
+ORDO_BIN="$ORDO" "$BENCH" --devnet --txs "$TXS" --payload-bytes "$PAYLOAD" --batch "$BATCH" \
     --concurrency "$CONCURRENCY" --api "$ORDO_API" --json "$OUT/ordo.json"
 
 line() {
     printf '%-44s %8.0f /s steady   p50 %7.1f ms   p99 %7.1f ms\n' "$1" \
         "$(json_num "$2" steady_tps)" "$(json_num "$2" p50)" "$(json_num "$2" p99)"
 }
-best=etcd-batch
-if awk -v a="$(json_num "$OUT/etcd-plain.json" steady_tps)" \
-    -v b="$(json_num "$OUT/etcd-batch.json" steady_tps)" 'BEGIN { exit !(a > b) }'; then
-    best=etcd-plain
-fi
+# The better of etcd's two request shapes over API $1 (grpc or json).
+best_of() {
+    if awk -v a="$(json_num "$OUT/$1-plain.json" steady_tps)" \
+        -v b="$(json_num "$OUT/$1-batch.json" steady_tps)" 'BEGIN { exit !(a > b) }'; then
+        echo "$1-plain"
+    else
+        echo "$1-batch"
+    fi
+}
+ratio() {
+    awk -v o="$(json_num "$OUT/ordo.json" steady_tps)" -v e="$(json_num "$OUT/$2.json" steady_tps)" \
+        -v what="$1" -v which="$2" 'BEGIN { printf "ratio: ordo steady tx/s ÷ etcd %s (%s) = %.2f×\n", what, which, o / e }'
+}
 {
     echo
     echo "== etcd baseline: $TXS × $PAYLOAD B, 3 members / 3 validators," \
         "$(nproc) cores, one machine"
-    line "etcd, $BATCH puts per request, concurrency $CONCURRENCY" "$OUT/etcd-batch.json"
-    line "etcd, 1 put per request, concurrency $PLAIN_CONCURRENCY" "$OUT/etcd-plain.json"
-    line "ordo, $BATCH tx per $ORDO_API request, concurrency $CONCURRENCY" "$OUT/ordo.json"
-    awk -v o="$(json_num "$OUT/ordo.json" steady_tps)" -v best="$best" \
-        -v e="$(json_num "$OUT/$best.json" steady_tps)" \
-        -v p="$(json_num "$OUT/etcd-plain.json" steady_tps)" 'BEGIN {
-            printf "ratio: ordo steady tx/s ÷ etcd best steady puts/s (%s) = %.2f×\n",
-                best, o / e
-            printf "       ordo steady tx/s ÷ etcd plain puts/s = %.2f×\n", o / p
-        }'
+    line "etcd gRPC, $BATCH puts per request, conc. $CONCURRENCY" "$OUT/grpc-batch.json"
+    line "etcd gRPC, 1 put per request, conc. $PLAIN_CONCURRENCY" "$OUT/grpc-plain.json"
+    line "etcd JSON, $BATCH puts per request, conc. $CONCURRENCY" "$OUT/json-batch.json"
+    line "etcd JSON, 1 put per request, conc. $PLAIN_CONCURRENCY" "$OUT/json-plain.json"
+    line "ordo, $BATCH tx per $ORDO_API request, conc. $CONCURRENCY" "$OUT/ordo.json"
+    ratio "best over gRPC" "$(best_of grpc)"
+    ratio "plain puts over gRPC" grpc-plain
+    ratio "best over the JSON gateway" "$(best_of json)"
+    ratio "plain puts over the JSON gateway" json-plain
 } | tee "$OUT/summary.txt"

@@ -11,12 +11,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ordo_client::api::metrics as m;
+use ordo_client::api::{ErrorCode, TxState, TxStatus};
+use ordo_client::{Client, RetryPolicy, SubmitOptions};
 use ordo_ledger::{Transaction, TxId};
 use serde_json::json;
+use support::block_on;
 use support::cluster::{Cluster, Options, committed_ids, outsider, wait_for};
 
 const ELECTION: Duration = Duration::from_secs(20);
 const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// A client of `url` that does not retry: the test sees every answer.
+fn once(url: &str) -> Client {
+    Client::builder(url)
+        .retry(RetryPolicy::none())
+        .build()
+        .expect("client")
+}
 
 #[test]
 fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
@@ -28,54 +40,48 @@ fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
         let results = c.submit(n % 3, batch, false);
         assert_eq!(results.len(), batch.len());
         for r in &results {
-            assert_eq!(r["status"], "pending", "{r}");
+            assert_eq!(r.status, Some(TxState::Pending), "{r:?}");
         }
         // The same batch again through another node, while it is being ordered: accepted
         // as the same pending transactions or refused as duplicates, never ordered twice.
         for r in c.submit((n + 1) % 3, batch, false) {
-            let code = r["error"]["code"].as_str();
+            let code = r.error.as_ref().map(|e| e.code);
             assert!(
-                r["status"] == "pending"
-                    || matches!(code, Some("already_pending" | "already_committed")),
-                "{r}"
+                r.status == Some(TxState::Pending) || code.is_some_and(ErrorCode::is_already_held),
+                "{r:?}"
             );
         }
     }
     // Every node's mempool drains and the tips agree.
     wait_for("all transactions committed everywhere", CATCH_UP, || {
         let st: Vec<_> = (0..3).map(|i| c.status(i)).collect::<Option<_>>()?;
-        let tips: HashSet<u64> = st
-            .iter()
-            .filter_map(|s| s["tip"]["height"].as_u64())
-            .collect();
-        let pending: u64 = st.iter().filter_map(|s| s["mempool"]["txs"].as_u64()).sum();
+        let tips: HashSet<u64> = st.iter().map(|s| s.tip.height).collect();
+        let pending: u64 = st.iter().map(|s| s.mempool.txs).sum();
         (tips.len() == 1 && pending == 0).then_some(())
     });
-    // A sample of transactions answer with their inclusion proof on every node.
+    // A sample of transactions answer with their inclusion proof on every node, and the
+    // proof checks out against the block's header.
     for id in ids.iter().take(5) {
         for i in 0..3 {
-            let (code, v) = c.get(i, &format!("/v1/transactions/{id}")).expect("answer");
-            assert_eq!(code, 200);
-            assert_eq!(v["status"], "committed");
-            assert!(v["proof"]["path"].is_array());
+            let status = block_on(c.client(i).tx_status_checked(id)).expect("committed");
+            assert!(
+                matches!(status, TxStatus::Committed(ref t) if t.id == *id),
+                "{status:?}"
+            );
         }
     }
     // Clients waiting for their commit do not hold up other clients' admissions: sixteen
     // at once through one node (four are admitted at a time) are all taken and committed
     // without a single "busy".
     let more = c.txs(16, 0);
-    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
-        let c = &c;
+    let node0 = once(&c.url(0));
+    let answers: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = more
             .iter()
             .map(|tx| {
+                let client = node0.clone();
                 s.spawn(move || {
-                    let body = json!({
-                        "transaction": hex::encode(tx.to_bytes()),
-                        "wait": true,
-                        "timeout_ms": 20_000,
-                    });
-                    c.post(0, &body).expect("an answer")
+                    block_on(client.submit(tx, &SubmitOptions::wait_for(Duration::from_secs(20))))
                 })
             })
             .collect();
@@ -84,35 +90,29 @@ fn ten_thousand_transactions_through_every_node_commit_exactly_once() {
             .map(|h| h.join().expect("client thread"))
             .collect()
     });
-    for (code, v) in &answers {
-        assert_eq!(*code, 200, "{v}");
-        assert_eq!(v["status"], "committed", "{v}");
+    for answer in &answers {
+        let r = answer.as_ref().expect("taken without a busy");
+        assert_eq!(r.status, Some(TxState::Committed), "{r:?}");
     }
     let ids: HashSet<TxId> = ids.into_iter().chain(more.iter().map(|t| t.id())).collect();
     // Every node timed its block writes; the leader timed queueing and commits, and the
     // followers their checks of its blocks.
     let leader = c.wait_leader(ELECTION);
     for i in 0..3 {
-        let count = |name: &str| c.metric(i, &format!("{name}_count")).unwrap_or(0);
-        assert!(count("ordo_block_apply_seconds") > 0, "node {i} applies");
-        assert!(
-            count("ordo_raft_log_append_seconds") > 0,
-            "node {i} appends"
-        );
+        let count = |h: m::Metric| c.metric(i, &format!("{}_count", h.name)).unwrap_or(0);
+        assert!(count(m::BLOCK_APPLY_SECONDS) > 0, "node {i} applies");
+        assert!(count(m::RAFT_LOG_APPEND_SECONDS) > 0, "node {i} appends");
         if i == leader {
-            assert!(count("ordo_block_queue_seconds") > 0, "leader queues");
-            assert!(count("ordo_block_commit_seconds") > 0, "leader commits");
+            assert!(count(m::BLOCK_QUEUE_SECONDS) > 0, "leader queues");
+            assert!(count(m::BLOCK_COMMIT_SECONDS) > 0, "leader commits");
         } else {
-            assert!(count("ordo_block_verify_seconds") > 0, "node {i} verifies");
+            assert!(count(m::BLOCK_VERIFY_SECONDS) > 0, "node {i} verifies");
             // The leader announced what it admitted, so the follower had checked
             // signatures before their blocks came.
-            let metric = |name: &str| c.metric(i, name).unwrap_or(0);
+            let metric = |x: m::Metric| c.metric(i, x.name).unwrap_or(0);
+            assert!(metric(m::TXS_PRECHECKED) > 0, "node {i} prechecks");
             assert!(
-                metric("ordo_txs_prechecked_total") > 0,
-                "node {i} prechecks"
-            );
-            assert!(
-                metric("ordo_block_signatures_prechecked_total") > 0,
+                metric(m::BLOCK_SIGNATURES_PRECHECKED) > 0,
                 "node {i} leaves prechecked signatures out of block checks"
             );
         }
@@ -133,35 +133,22 @@ fn killing_the_leader_under_load_elects_another_and_the_old_one_catches_up() {
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let batches: Vec<_> = (0..400).map(|_| c.txs(20, 0)).collect();
-    let urls: Vec<String> = followers.iter().map(|i| c.nodes[*i].url()).collect();
+    let clients: Vec<Client> = followers.iter().map(|i| once(&c.url(*i))).collect();
     let load = {
         let acked = acked.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::new();
+            let wait = SubmitOptions::wait_for(Duration::from_secs(5));
             let mut n = 0;
             for batch in &batches {
-                let body = json!({
-                    "transactions": batch.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>(),
-                    "wait": true,
-                    "timeout_ms": 5000,
-                });
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let answer = http
-                        .post(format!("{}/v1/transactions", urls[n % urls.len()]))
-                        .json(&body)
-                        .send()
-                        .ok()
-                        .filter(|r| r.status().as_u16() == 200)
-                        .and_then(|r| r.json::<serde_json::Value>().ok());
-                    match answer {
-                        Some(v) => {
-                            let results = v["results"].as_array().cloned().unwrap_or_default();
+                    match block_on(clients[n % clients.len()].submit_batch(batch, &wait)) {
+                        Ok(results) => {
                             acked.lock().expect("lock").extend(committed_ids(&results));
                             break;
                         }
-                        None => std::thread::sleep(Duration::from_millis(100)),
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
                     }
                 }
             }
@@ -213,12 +200,12 @@ fn a_follower_behind_the_purge_point_catches_up_by_fetching_blocks() {
     // The leader purges its log shortly after each snapshot, in the background.
     let st = wait_for("the leader to purge its log", CATCH_UP, || {
         let st = c.status(leader)?;
-        (st["raft"]["purged"].as_u64().unwrap_or(0) > 10).then_some(st)
+        (st.raft.purged.unwrap_or(0) > 10).then_some(st)
     });
-    let tip = st["tip"]["height"].as_u64().expect("tip");
+    let tip = st.tip.height;
     c.restart(behind);
     c.wait_tips(tip, CATCH_UP);
-    let log = std::fs::read_to_string(c.nodes[behind].log()).unwrap_or_default();
+    let log = std::fs::read_to_string(&c.node(behind).log).unwrap_or_default();
     assert!(
         log.contains("fetched and verified"),
         "the follower caught up through block fetch:\n{}",
@@ -235,10 +222,7 @@ fn a_full_cluster_restart_keeps_the_chain_and_resumes_ordering() {
     let mut acked = committed_ids(&c.submit(leader, &txs, true));
     assert_eq!(acked.len(), 50);
     let before = c.status(leader).expect("status");
-    let (tip, term) = (
-        before["tip"]["height"].as_u64().expect("tip"),
-        before["term"].as_u64().expect("term"),
-    );
+    let (tip, term) = (before.tip.height, before.term);
     for i in 0..3 {
         c.stop(i);
     }
@@ -247,11 +231,8 @@ fn a_full_cluster_restart_keeps_the_chain_and_resumes_ordering() {
     }
     let leader = c.wait_leader(ELECTION);
     let after = c.status(leader).expect("status");
-    assert!(
-        after["tip"]["height"].as_u64().expect("tip") >= tip,
-        "{after}"
-    );
-    assert!(after["term"].as_u64().expect("term") >= term, "{after}");
+    assert!(after.tip.height >= tip, "{after:?}");
+    assert!(after.term >= term, "{after:?}");
     let txs = c.txs(50, tip);
     let more = committed_ids(&c.submit((leader + 1) % 3, &txs, true));
     assert_eq!(more.len(), 50);
@@ -274,31 +255,22 @@ fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
     };
 
     // Malformed: not JSON, unknown field, not hex, not a transaction.
-    let raw = c
-        .http
-        .post(format!("{}/v1/transactions", c.nodes[node].url()))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .expect("answer");
-    assert_eq!(raw.status().as_u16(), 400);
-    let v: serde_json::Value = raw.json().expect("json error");
-    assert_eq!(v["error"]["code"], "malformed");
+    let raw = |content_type: &str, body: &[u8]| {
+        c.raw_post(node, "/v1/transactions", content_type, body.to_vec())
+            .expect("answer")
+    };
+    expect(raw("application/json", b"{not json"), 400, "malformed");
+    // Neither JSON nor binary: the documented error, not axum's plain text.
+    expect(raw("text/plain", b"{}"), 400, "malformed");
     expect(post(json!({ "transaction": "zz" })), 400, "malformed");
     expect(post(json!({ "transaction": "00ff" })), 400, "malformed");
     expect(post(json!({ "tx": "00" })), 400, "malformed");
 
     // Binary submissions: length-prefixed canonical transactions.
     let post_binary = |query: &str, body: Vec<u8>| {
-        let r = c
-            .http
-            .post(format!("{}/v1/transactions{query}", c.nodes[node].url()))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .expect("answer");
-        let status = r.status().as_u16();
-        (status, r.json::<serde_json::Value>().expect("json answer"))
+        let path = format!("/v1/transactions{query}");
+        c.raw_post(node, &path, "application/octet-stream", body)
+            .expect("answer")
     };
     let frame = |bytes: &[u8]| {
         let mut f = u32::try_from(bytes.len())
@@ -358,7 +330,7 @@ fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
         "too_large",
     );
     // A body over the API's 32 MiB limit is refused from its declared length, unread.
-    let mut raw = std::net::TcpStream::connect(c.nodes[node].api).expect("connect");
+    let mut raw = std::net::TcpStream::connect(c.node(node).api).expect("connect");
     raw.write_all(
         b"POST /v1/transactions HTTP/1.1\r\nHost: ordo\r\nContent-Type: application/json\r\n\
           Content-Length: 40000000\r\n\r\n",
@@ -410,6 +382,36 @@ fn bad_input_over_http_gets_its_documented_error_and_is_not_stored() {
         (status, v["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
+    // A known route with the wrong method, and an unknown route: the documented shape.
+    for (method, path, code, err) in [
+        (
+            reqwest::Method::DELETE,
+            "/v1/transactions",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/status",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/blocks/1",
+            405,
+            "method_not_allowed",
+        ),
+        (reqwest::Method::GET, "/v2/status", 404, "not_found"),
+    ] {
+        let (status, v) = c.raw_request(node, method.clone(), path).expect("answer");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (code, Some(err)),
+            "{method} {path}: {v}"
+        );
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
 
     let stored = HashSet::from([good.id(), binary.id()]);
     let chain = c.stop_and_check(&stored);
@@ -422,7 +424,7 @@ fn a_peer_outside_the_genesis_cannot_connect_or_inject() {
     let leader = c.wait_leader(ELECTION);
     let target = c.chain.validators[leader].public();
     let tx = c.txs(1, 0).remove(0);
-    let addr = c.nodes[leader].p2p.clone();
+    let addr = c.net.genesis.validators[leader].addresses[0].clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let refusals = runtime.block_on(async {
         use ordo_node::network::{Frame, Kind, Network, NetworkConfig};
@@ -465,13 +467,15 @@ fn a_peer_outside_the_genesis_cannot_connect_or_inject() {
     });
     assert_eq!(refusals, 5);
     let counted = c
-        .metric(leader, "ordo_refused_connections_total")
+        .metric(leader, m::REFUSED_CONNECTIONS.name)
         .expect("metric");
     assert!(counted > 0, "refused connections are counted");
-    let (status, _) = c
-        .get(leader, &format!("/v1/transactions/{}", tx.id()))
-        .expect("answer");
-    assert_eq!(status, 404, "the outsider's transaction is nowhere");
+    let answer = block_on(c.client(leader).tx_status(&tx.id()));
+    assert_eq!(
+        answer.expect_err("nowhere").code(),
+        Some(ErrorCode::NotFound),
+        "the outsider's transaction is nowhere"
+    );
     let chain = c.stop_and_check(&HashSet::new());
     assert!(chain.is_empty());
 }
@@ -496,52 +500,36 @@ fn a_follower_refuses_at_the_door_while_its_leader_is_full() {
         c.stop(*i);
     }
     let txs = c.txs(80, 0);
-    let single =
-        |tx: &ordo_ledger::SignedTransaction| json!({ "transaction": hex::encode(tx.to_bytes()) });
+    let (to_leader, to_follower) = (once(&c.url(leader)), once(&c.url(follower)));
+    let submit = |client: &Client, tx| block_on(client.submit(tx, &SubmitOptions::default()));
+    let forwarded = || c.metric(follower, m::TXS_FORWARDED.name);
     let mut next = 0;
     wait_for(
         "the leader's mempool to fill",
         Duration::from_secs(20),
         || {
-            let (code, v) = c
-                .post(leader, &single(&txs[next]))
-                .expect("the leader answers");
+            let answer = submit(&to_leader, &txs[next]);
             next += 1;
-            assert!(next < 60, "the leader took {next} transactions: {v}");
-            (code == 503).then_some(())
+            assert!(next < 60, "the leader took {next} transactions: {answer:?}");
+            answer
+                .err()
+                .filter(|e| e.code() == Some(ErrorCode::Busy))
+                .map(|_| ())
         },
     );
     // Through the follower: admitted there, forwarded, refused by the leader.
-    let forwarded = c
-        .metric(follower, "ordo_txs_forwarded_total")
-        .expect("metric");
-    let (code, v) = c
-        .post(follower, &single(&txs[next]))
-        .expect("the follower answers");
-    assert_eq!(code, 503, "{v}");
-    assert_eq!(v["error"]["code"], "busy", "{v}");
-    assert_eq!(
-        c.metric(follower, "ordo_txs_forwarded_total"),
-        Some(forwarded + 1)
-    );
+    let before = forwarded().expect("metric");
+    let e = submit(&to_follower, &txs[next]).expect_err("busy");
+    assert_eq!(e.code(), Some(ErrorCode::Busy), "{e}");
+    assert_eq!(forwarded(), Some(before + 1));
     // At once again: refused at the door, nothing forwarded.
-    let (code, v) = c
-        .post(follower, &single(&txs[next + 1]))
-        .expect("the follower answers");
-    assert_eq!(code, 503, "{v}");
-    assert_eq!(
-        c.metric(follower, "ordo_txs_forwarded_total"),
-        Some(forwarded + 1)
-    );
+    let e = submit(&to_follower, &txs[next + 1]).expect_err("busy");
+    assert_eq!(e.code(), Some(ErrorCode::Busy), "{e}");
+    assert_eq!(forwarded(), Some(before + 1));
     // After the pause the follower forwards again (and the leader, still full, refuses).
     std::thread::sleep(Duration::from_millis(1200));
-    let (code, _) = c
-        .post(follower, &single(&txs[next + 2]))
-        .expect("the follower answers");
-    assert_eq!(code, 503);
-    assert_eq!(
-        c.metric(follower, "ordo_txs_forwarded_total"),
-        Some(forwarded + 2)
-    );
+    let e = submit(&to_follower, &txs[next + 2]).expect_err("busy");
+    assert_eq!(e.code(), Some(ErrorCode::Busy), "{e}");
+    assert_eq!(forwarded(), Some(before + 2));
     c.stop_and_check(&HashSet::new());
 }

@@ -21,10 +21,30 @@ fn api_url(dir: &Path) -> Option<String> {
 }
 
 fn leader_known(url: &str) -> bool {
-    reqwest::blocking::get(format!("{url}/v1/status"))
-        .ok()
-        .and_then(|r| r.json::<serde_json::Value>().ok())
-        .is_some_and(|v| v["leader"]["name"].is_string())
+    let client = ordo_client::Client::new(url).expect("client");
+    support::block_on(client.status()).is_ok_and(|s| s.leader.is_some())
+}
+
+/// The first `n` bytes of the binary block stream from `height` (raw, as documented).
+fn binary_stream_bytes(url: &str, height: u64, n: usize) -> (String, Vec<u8>) {
+    support::block_on(async {
+        let mut resp = reqwest::Client::new()
+            .get(format!("{url}/v1/blocks/stream?from={height}"))
+            .header(reqwest::header::ACCEPT, "application/octet-stream")
+            .send()
+            .await
+            .expect("binary stream");
+        let content_type = resp.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let mut bytes = Vec::new();
+        while bytes.len() < n {
+            let chunk = resp.chunk().await.expect("read").expect("more bytes");
+            bytes.extend_from_slice(&chunk);
+        }
+        (content_type, bytes)
+    })
 }
 
 fn audit_all(dir: &Path) {
@@ -117,28 +137,23 @@ fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
             .any(|t| t == id.as_str())
     );
     // The binary stream carries the same block: height, hash, then its ids.
-    let mut stream = reqwest::blocking::Client::new()
-        .get(format!("{url}/v1/blocks/stream?from={height}"))
-        .header(reqwest::header::ACCEPT, "application/octet-stream")
-        .send()
-        .expect("binary stream");
+    let n = event["tx_ids"].as_array().expect("ids").len();
+    let (content_type, bytes) = binary_stream_bytes(&url, height, 44 + 32 * n);
+    assert_eq!(content_type, "application/octet-stream");
     assert_eq!(
-        stream.headers()[reqwest::header::CONTENT_TYPE],
-        "application/octet-stream"
+        u64::from_le_bytes(bytes[..8].try_into().expect("8")),
+        height
     );
-    let mut head = [0u8; 44];
-    std::io::Read::read_exact(&mut stream, &mut head).expect("frame head");
-    assert_eq!(u64::from_le_bytes(head[..8].try_into().expect("8")), height);
     assert_eq!(
-        hex::encode(&head[8..40]),
+        hex::encode(&bytes[8..40]),
         event["hash"].as_str().expect("hash")
     );
-    let n = u32::from_le_bytes(head[40..].try_into().expect("4")) as usize;
-    let mut ids = vec![0u8; 32 * n];
-    std::io::Read::read_exact(&mut stream, &mut ids).expect("frame ids");
-    let ids: Vec<String> = ids.chunks(32).map(hex::encode).collect();
+    assert_eq!(
+        u32::from_le_bytes(bytes[40..44].try_into().expect("4")) as usize,
+        n
+    );
+    let ids: Vec<String> = bytes[44..44 + 32 * n].chunks(32).map(hex::encode).collect();
     assert_eq!(serde_json::json!(ids), event["tx_ids"]);
-    drop(stream);
 
     let (code, out, _) = ordo(&["status", "--node", &url, "--json"]);
     assert_eq!(code, 0);

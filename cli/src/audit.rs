@@ -6,7 +6,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ordo_ledger::audit;
 
-use crate::CmdResult;
+use crate::failure::CmdResult;
 use crate::output::{ChainArgs, print_json};
 
 #[derive(Args)]
@@ -72,10 +72,12 @@ pub fn run(a: AuditArgs) -> CmdResult {
             }
             Ok(())
         }
-        Some(f) if a.json => Err(crate::Failure::Negative(format!("audit FAILED at {f}"))),
+        Some(f) if a.json => Err(crate::failure::Failure::Negative(format!(
+            "audit FAILED at {f}"
+        ))),
         Some(f) => {
             println!("result       FAILED at {f}");
-            Err(crate::Failure::Negative(String::new()))
+            Err(crate::failure::Failure::Negative(String::new()))
         }
     }
 }

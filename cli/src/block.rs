@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use ordo_crypto::Hash;
 
-use crate::CmdResult;
+use crate::failure::CmdResult;
 use crate::output::{ChainArgs, format_time_ms, print_json};
 
 #[derive(Subcommand)]
@@ -12,9 +12,9 @@ pub enum BlockCommand {
     /// Show one block (by default the tip) from a node's data directory.
     Show(ShowArgs),
     /// Get one block (by default the latest) from a running validator.
-    Get(crate::client::BlockGetArgs),
+    Get(crate::remote::BlockGetArgs),
     /// Print each committed block of a running validator as it arrives.
-    Follow(crate::client::FollowArgs),
+    Follow(crate::remote::FollowArgs),
 }
 
 #[derive(Args)]
@@ -38,8 +38,8 @@ pub struct ShowArgs {
 pub fn run(cmd: BlockCommand) -> CmdResult {
     let a = match cmd {
         BlockCommand::Show(a) => a,
-        BlockCommand::Get(a) => return crate::client::block_get(a),
-        BlockCommand::Follow(a) => return crate::client::follow(a),
+        BlockCommand::Get(a) => return crate::remote::block_get(a),
+        BlockCommand::Follow(a) => return crate::remote::follow(a),
     };
     let (genesis, store) = a.chain.open()?;
     let tip = store.tip();
@@ -47,7 +47,7 @@ pub fn run(cmd: BlockCommand) -> CmdResult {
         (_, Some(hash)) => store.block_by_hash(&hash),
         (Some(h), None) => store.block(h),
         (None, None) if tip.height == 0 => {
-            return Err(crate::Failure::Negative(
+            return Err(crate::failure::Failure::Negative(
                 "the chain has no blocks yet".into(),
             ));
         }
@@ -55,7 +55,7 @@ pub fn run(cmd: BlockCommand) -> CmdResult {
     }
     .context("cannot read the ledger")?;
     let Some(block) = block else {
-        return Err(crate::Failure::Negative(format!(
+        return Err(crate::failure::Failure::Negative(format!(
             "no such block (the tip is height {})",
             tip.height
         )));
@@ -91,7 +91,7 @@ pub fn run(cmd: BlockCommand) -> CmdResult {
             println!(
                 "  {i:>5} {}  {}",
                 tx.id(),
-                crate::tx::preview(&tx.tx.payload)
+                crate::payload::preview(&tx.tx.payload)
             );
         }
     }

@@ -1,27 +1,22 @@
-//! `ordo devnet`: a local multi-validator chain, each validator its own process.
+//! `ordo devnet`: a local multi-validator chain, each validator its own process
+//! (`ordo-harness`), watched through `ordo-client`.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use ordo_crypto::{Keypair, load_key_file, write_key_file};
-use ordo_genesis::{Client as GenesisClient, Genesis, Validator};
-use ordo_ledger::{SignedTransaction, Transaction};
-use ordo_node::config::NodeConfig;
-use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use ordo_client::api::Status;
+use ordo_client::{Client, RetryPolicy, Signer, SubmitOptions, TxTemplate};
+use ordo_harness::{Net, NodeProcess, Spec};
 
-use crate::client::Client;
-use crate::{CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
 
 /// How long a validator gets to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How often the status lines are refreshed.
+const REFRESH: Duration = Duration::from_millis(500);
 
 #[derive(Args)]
 pub struct DevnetArgs {
@@ -43,265 +38,57 @@ pub struct DevnetArgs {
     duration: Option<u64>,
 }
 
-/// A devnet's layout on disk.
-pub(crate) struct Layout {
-    pub(crate) dir: PathBuf,
-}
-
-impl Layout {
-    fn genesis(&self) -> PathBuf {
-        self.dir.join("genesis.toml")
-    }
-    pub(crate) fn genesis_path(&self) -> PathBuf {
-        self.genesis()
-    }
-    /// Key file of client `i` (the first is `keys/client.key`).
-    pub(crate) fn client_key_n(&self, i: usize) -> PathBuf {
-        if i == 0 {
-            self.client_key()
-        } else {
-            self.dir.join("keys").join(format!("client-{i}.key"))
-        }
-    }
-    fn client_key(&self) -> PathBuf {
-        self.dir.join("keys").join("client.key")
-    }
-    fn node_dir(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("validator-{i}"))
-    }
-    fn node_config(&self, i: usize) -> PathBuf {
-        self.node_dir(i).join("node.toml")
-    }
-}
-
-/// Reserves `n` distinct free loopback ports.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("cannot find free loopback ports")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
-
-/// Creates keys, genesis and node configurations for `n` validators on free ports, with
-/// `clients` permitted client keys.
-pub(crate) fn create(
-    layout: &Layout,
-    n: usize,
-    chain_id: &str,
-    clients: usize,
-) -> anyhow::Result<()> {
-    if !(1..=16).contains(&n) {
-        bail!("--validators must be between 1 and 16");
-    }
-    let keys_dir = layout.dir.join("keys");
-    std::fs::create_dir_all(&keys_dir)
-        .with_context(|| format!("cannot create {}", keys_dir.display()))?;
-    let ports = free_ports(2 * n)?;
-    let mut genesis = Genesis::new(chain_id);
-    for i in 0..n {
-        let key = Keypair::generate();
-        let key_file = keys_dir.join(format!("validator-{i}.key"));
-        // No genesis names keys left by an interrupted creation: replacing them is safe.
-        write_key_file(&key_file, &key, true)?;
-        let p2p = ports[2 * i];
-        let addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
-        genesis.validators.push(Validator {
-            name: format!("validator-{i}"),
-            public_key: key.public(),
-            addresses: vec![addr.clone()],
-        });
-        let node_dir = layout.node_dir(i);
-        std::fs::create_dir_all(&node_dir)
-            .with_context(|| format!("cannot create {}", node_dir.display()))?;
-        let mut config = NodeConfig::new(
-            PathBuf::from("../genesis.toml"),
-            PathBuf::from(format!("../keys/validator-{i}.key")),
-            PathBuf::from("data"),
-        );
-        config.listen = vec![addr];
-        config.mdns = false;
-        config.api = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
-        // The validators share this machine and check the same signatures: each spreads
-        // a batch over its share of the cores, not over all of them.
-        config.verify.threads = (ordo_crypto::cores() / n).max(1);
-        std::fs::write(layout.node_config(i), config.to_toml())
-            .with_context(|| format!("cannot write {}", layout.node_config(i).display()))?;
-    }
-    for i in 0..clients.max(1) {
-        let client = Keypair::generate();
-        write_key_file(&layout.client_key_n(i), &client, true)?;
-        genesis.clients.push(GenesisClient {
-            name: if i == 0 {
-                "devnet-client".into()
-            } else {
-                format!("devnet-client-{i}")
-            },
-            public_key: client.public(),
-        });
-    }
-    genesis.validate()?;
-    // Written last: its presence marks a complete devnet.
-    genesis.save(&layout.genesis())?;
-    Ok(())
-}
-
-/// The node configurations of an existing devnet.
-fn configs(layout: &Layout) -> anyhow::Result<Vec<NodeConfig>> {
-    let mut out = Vec::new();
-    for i in 0.. {
-        let path = layout.node_config(i);
-        if !path.exists() {
-            break;
-        }
-        out.push(NodeConfig::load(&path)?);
-    }
-    if out.is_empty() {
-        bail!(
-            "{} has a genesis but no validator-*/node.toml; is it a devnet directory?",
-            layout.dir.display()
-        );
-    }
-    Ok(out)
-}
-
-/// One validator process of a devnet.
-pub(crate) struct Node {
-    pub(crate) name: String,
-    config: PathBuf,
-    pub(crate) api: SocketAddr,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) child: Option<Child>,
-    log: PathBuf,
-}
-
-/// The validators of an existing devnet, not started; refuses when an API port is taken.
-pub(crate) fn nodes(layout: &Layout) -> anyhow::Result<Vec<Node>> {
-    let nodes: Vec<Node> = configs(layout)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Node {
-            name: format!("validator-{i}"),
-            config: layout.node_config(i),
-            api: c.api,
-            data_dir: c.data_dir,
-            child: None,
-            log: layout.node_dir(i).join("node.log"),
-        })
-        .collect();
-    for n in &nodes {
-        if TcpListener::bind(n.api).is_err() {
-            bail!(
-                "{}'s API address {} is in use: is this devnet already running?",
-                n.name,
-                n.api
-            );
-        }
-    }
-    Ok(nodes)
-}
-
-pub(crate) fn spawn(node: &mut Node) -> anyhow::Result<()> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)
-        .with_context(|| format!("cannot open {}", node.log.display()))?;
-    let exe = std::env::current_exe().context("cannot find the ordo executable")?;
-    let child = Command::new(exe)
-        .args(["node", "run", "--config"])
-        .arg(&node.config)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,libp2p=warn,openraft=error".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", node.name))?;
-    node.child = Some(child);
-    Ok(())
-}
-
-/// Sends SIGTERM to every running validator and waits for them all; kills those that do
-/// not stop within [`STOP_GRACE`], or all of them at a second Ctrl-C.
-pub(crate) async fn stop_all(nodes: &mut [Node]) {
-    let mut children: Vec<(String, Child)> = nodes
-        .iter_mut()
-        .filter_map(|n| Some((n.name.clone(), n.child.take()?)))
-        .collect();
-    for (_, child) in &children {
-        if let Some(pid) = child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
-    }
-    let again = crate::node::wait_for_signal();
-    let all = futures::future::join_all(children.iter_mut().map(|(_, c)| c.wait()));
-    let forced = tokio::select! {
-        _ = all => false,
-        _ = tokio::time::sleep(STOP_GRACE) => true,
-        _ = async { match again { Ok(f) => { let _ = f.await; } Err(_) => std::future::pending().await } } => true,
-    };
-    if forced {
-        for (name, child) in &mut children {
-            if let Ok(None) = child.try_wait() {
-                eprintln!("{name} did not stop; killing it");
-                let _ = child.kill().await;
-            }
-        }
-    }
-}
-
-fn line(name: &str, status: Option<&Value>) -> String {
+fn line(name: &str, status: Option<&Status>) -> String {
     match status {
         None => format!("{name:<13} starting…"),
-        Some(v) => format!(
+        Some(s) => format!(
             "{name:<13} {:<9} term {:<4} tip {:<8} mempool {:<7} peers {}",
-            v["role"].as_str().unwrap_or("?"),
-            v["term"],
-            v["tip"]["height"],
-            v["mempool"]["txs"],
-            v["peers"].as_array().map_or(0, Vec::len),
+            s.role.as_str(),
+            s.term,
+            s.tip.height,
+            s.mempool.txs,
+            s.peers.len(),
         ),
     }
 }
 
-pub fn run(a: DevnetArgs) -> CmdResult {
-    let layout = Layout { dir: a.dir.clone() };
-    let created = !layout.genesis().exists();
-    if created {
-        let chain_id = a.chain_id.as_deref().unwrap_or("devnet");
-        create(&layout, a.validators.unwrap_or(3), chain_id, 1).map_err(Failure::Usage)?;
-    } else if a.validators.is_some() || a.chain_id.is_some() {
-        eprintln!(
-            "note: {} already holds a devnet; --validators and --chain-id apply only when creating one",
-            layout.dir.display()
-        );
+/// The devnet in `a.dir`, created first if it is not there.
+fn open_or_create(a: &DevnetArgs) -> anyhow::Result<(Net, bool)> {
+    if Net::exists(&a.dir) {
+        if a.validators.is_some() || a.chain_id.is_some() {
+            eprintln!(
+                "note: {} already holds a devnet; --validators and --chain-id apply only when creating one",
+                a.dir.display()
+            );
+        }
+        return Ok((Net::open(&a.dir)?, false));
     }
-    let genesis = Genesis::load(&layout.genesis())?;
-    let mut nodes = nodes(&layout).map_err(Failure::Usage)?;
-    crate::client::block_on(async move {
+    let chain_id = a.chain_id.as_deref().unwrap_or("devnet");
+    let spec = Spec::new(chain_id, a.validators.unwrap_or(3), 1);
+    Ok((Net::create(&a.dir, &spec)?, true))
+}
+
+pub fn run(a: DevnetArgs) -> CmdResult {
+    let (mut net, created) = open_or_create(&a).map_err(Failure::Usage)?;
+    net.check_ports_free()
+        .map_err(|e| Failure::Usage(e.into()))?;
+    let bin = std::env::current_exe().context("cannot find the ordo executable")?;
+    crate::remote::block_on(async move {
         // Handlers first, so a Ctrl-C at any moment stops the validators it started.
         let signal = crate::node::wait_for_signal()?;
-        for n in &mut nodes {
-            spawn(n)?;
-        }
-        let dir = layout.dir.display();
-        let api0 = format!("http://{}", nodes[0].api);
+        net.start_all(&bin).map_err(anyhow::Error::from)?;
+        let dir = a.dir.display();
+        let api0 = net.nodes[0].url();
         println!(
             "ordo devnet: {} validators of chain '{}' in {dir} ({})",
-            nodes.len(),
-            genesis.chain_id,
+            net.nodes.len(),
+            net.genesis.chain_id,
             if created { "new" } else { "resumed" }
         );
+        println!("  (ordo is {})", bin.display());
         println!(
             "  submit  ordo tx submit --node {api0} --key {} --payload hello --wait",
-            layout.client_key().display()
+            Net::client_key_path(&a.dir, 0).display()
         );
         println!("  follow  ordo blocks follow --node {api0}");
         println!(
@@ -309,8 +96,18 @@ pub fn run(a: DevnetArgs) -> CmdResult {
         );
         println!("  logs    {dir}/validator-*/node.log");
         println!("Ctrl-C stops the validators; run the same command again to resume the chain.");
-        let result = watch(&mut nodes, &layout, &a, signal).await;
-        stop_all(&mut nodes).await;
+        let result = watch(&mut net, &a, signal).await;
+        let again = async {
+            match crate::node::wait_for_signal() {
+                Ok(f) => {
+                    let _ = f.await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        for name in ordo_harness::stop_all(&mut net.nodes, STOP_GRACE, again).await {
+            eprintln!("{name} did not stop; killed it");
+        }
         println!("devnet stopped; its chain is in {dir}");
         result
     })
@@ -319,22 +116,24 @@ pub fn run(a: DevnetArgs) -> CmdResult {
 /// Shows each validator's role and tip until Ctrl-C / SIGTERM / `--duration`; submits demo
 /// load if asked.
 async fn watch(
-    nodes: &mut [Node],
-    layout: &Layout,
+    net: &mut Net,
     a: &DevnetArgs,
     signal: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> CmdResult {
-    let clients: Vec<Client> = nodes
+    let clients: Vec<Client> = net
+        .nodes
         .iter()
-        .map(|n| Client::new(&format!("http://{}", n.api)))
-        .collect::<Result<_, _>>()?;
+        .map(|n| Client::new(&n.url()))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::from)?;
     let multi = MultiProgress::new();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if !tty {
         multi.set_draw_target(ProgressDrawTarget::hidden());
     }
     let style = ProgressStyle::with_template("{spinner} {msg}").expect("valid template");
-    let bars: Vec<ProgressBar> = nodes
+    let bars: Vec<ProgressBar> = net
+        .nodes
         .iter()
         .map(|n| {
             let bar = multi.add(ProgressBar::new_spinner());
@@ -344,8 +143,9 @@ async fn watch(
         })
         .collect();
     let load = if a.load > 0 {
-        let key = load_key_file(&layout.client_key())?;
-        Some(tokio::spawn(demo_load(clients.clone(), key, a.load)))
+        let key = ordo_crypto::load_key_file(&Net::client_key_path(&a.dir, 0))?;
+        let urls = net.nodes.iter().map(NodeProcess::url).collect();
+        Some(tokio::spawn(demo_load(urls, key, a.load)))
     } else {
         None
     };
@@ -355,30 +155,11 @@ async fn watch(
     tokio::pin!(signal);
     let mut last_summary = String::new();
     let outcome = loop {
-        let mut statuses = Vec::new();
-        for (i, c) in clients.iter().enumerate() {
-            let st = tokio::time::timeout(Duration::from_millis(500), c.status())
-                .await
-                .ok()
-                .and_then(Result::ok);
-            bars[i].set_message(line(&nodes[i].name, st.as_ref()));
-            bars[i].tick();
-            statuses.push(st);
-        }
-        for (i, n) in nodes.iter_mut().enumerate() {
-            if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                n.child = None;
-                let msg = format!("{} exited ({status}); see {}", n.name, n.log.display());
-                bars[i].set_message(msg.clone());
-                if !tty {
-                    println!("{msg}");
-                }
-            }
-        }
-        if nodes.iter().all(|n| n.child.is_none()) {
+        let statuses = refresh(&mut net.nodes, &clients, &bars, tty).await;
+        if net.nodes.iter().all(|n| !n.is_running()) {
             break Err(Failure::Negative("every validator has exited".into()));
         }
-        let summary = summary(nodes, &statuses);
+        let summary = summary(&net.nodes, &statuses);
         if !tty && summary != last_summary {
             println!("{summary}");
             last_summary = summary;
@@ -388,7 +169,7 @@ async fn watch(
         }
         tokio::select! {
             r = &mut signal => { r?; break Ok(()); }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = tokio::time::sleep(REFRESH) => {}
         }
     };
     if let Some(load) = load {
@@ -400,56 +181,84 @@ async fn watch(
     outcome
 }
 
-fn summary(nodes: &[Node], statuses: &[Option<Value>]) -> String {
+/// Reads every node's status into its line, and notes nodes that exited.
+async fn refresh(
+    nodes: &mut [NodeProcess],
+    clients: &[Client],
+    bars: &[ProgressBar],
+    tty: bool,
+) -> Vec<Option<Status>> {
+    let mut statuses = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let st = tokio::time::timeout(REFRESH, c.status())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        bars[i].set_message(line(&nodes[i].name, st.as_ref()));
+        bars[i].tick();
+        statuses.push(st);
+    }
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if let Some(status) = n.exited() {
+            let msg = format!("{} exited ({status}); see {}", n.name, n.log.display());
+            bars[i].set_message(msg.clone());
+            if !tty {
+                println!("{msg}");
+            }
+        }
+    }
+    statuses
+}
+
+fn summary(nodes: &[NodeProcess], statuses: &[Option<Status>]) -> String {
     let up = statuses.iter().filter(|s| s.is_some()).count();
     let leader = statuses
         .iter()
         .flatten()
-        .find_map(|s| s["leader"]["name"].as_str().map(str::to_owned))
+        .find_map(|s| s.leader.as_ref().map(|l| l.name.clone()))
         .unwrap_or_else(|| "(electing)".into());
     let tip = statuses
         .iter()
         .flatten()
-        .filter_map(|s| s["tip"]["height"].as_u64())
+        .map(|s| s.tip.height)
         .max()
         .unwrap_or(0);
     format!("{up}/{} up  leader {leader}  tip {tip}", nodes.len())
 }
 
-/// Submits `tps` demo transactions per second, spread over the nodes, without waiting.
-async fn demo_load(clients: Vec<Client>, key: Keypair, tps: u32) {
+/// Submits `tps` demo transactions per second, spread over the nodes at `urls`, without
+/// waiting for commits or retrying (the next tick sends more).
+async fn demo_load(urls: Vec<String>, key: ordo_crypto::Keypair, tps: u32) {
+    let Ok(clients) = urls
+        .iter()
+        .map(|u| {
+            Client::builder(u)
+                .retry(RetryPolicy::none())
+                .request_timeout(Duration::from_secs(5))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
     let per_tick = tps.div_ceil(10).max(1) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
         let c = &clients[(n as usize / per_tick) % clients.len()];
-        let Ok(status) = c.status().await else {
+        // The expiry window moves with the tip: read it again for each batch.
+        let Ok(template) = TxTemplate::fetch(c).await else {
             continue;
         };
-        let tip = status["tip"]["height"].as_u64().unwrap_or(0);
-        let lifetime = status["limits"]["tx_lifetime_blocks"].as_u64().unwrap_or(1);
-        let chain = status["chain_id"].as_str().unwrap_or_default().to_owned();
-        let txs: Vec<SignedTransaction> = (0..per_tick)
+        let signer = Signer::new(key.clone(), template);
+        let txs: Vec<_> = (0..per_tick)
             .map(|_| {
                 n += 1;
-                Transaction {
-                    chain_id: chain.clone(),
-                    sender: key.public(),
-                    nonce: rand::random(),
-                    expires_at: tip + lifetime,
-                    payload: format!("devnet demo {n}").into_bytes(),
-                }
-                .sign(&key)
+                signer.sign(format!("devnet demo {n}").into_bytes())
             })
             .collect();
-        let body = json!({
-            "transactions": txs.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>(),
-        });
-        if let Err(e) = c
-            .post("/v1/transactions", &body, Duration::from_secs(5))
-            .await
-        {
+        if let Err(e) = c.submit_batch(&txs, &SubmitOptions::default()).await {
             tracing::debug!(error = %e, "demo load submission failed");
         }
     }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use ordo_crypto::{PublicKey, load_key_file};
 use ordo_genesis::{Client, Genesis, Problem, Validator};
 
-use crate::CmdResult;
+use crate::failure::CmdResult;
 use crate::output::print_json;
 
 #[derive(Subcommand)]
@@ -196,7 +196,7 @@ fn show(path: &Path, json: bool) -> CmdResult {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(crate::Failure::Negative(
+    Err(crate::failure::Failure::Negative(
         ordo_genesis::GenesisError::Invalid(problems).to_string(),
     ))
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use ordo_crypto::{Keypair, load_key_file, write_key_file};
 
-use crate::CmdResult;
+use crate::failure::CmdResult;
 
 #[derive(Args)]
 pub struct KeygenArgs {

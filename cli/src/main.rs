@@ -5,21 +5,22 @@
 
 mod audit;
 mod bench;
-mod bench_etcd;
-mod bench_stages;
 mod block;
-mod client;
 mod devnet;
+mod failure;
 mod genesis;
 mod keys;
 mod node;
 mod output;
+mod payload;
+mod remote;
 mod testchain;
 mod tx;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use failure::Failure;
 
 /// ordo: a permissioned blockchain ordering node.
 ///
@@ -71,46 +72,15 @@ enum Command {
     /// configuration per validator in DIR; later runs on the same DIR resume the same chain.
     /// Shows each validator's role and tip until Ctrl-C, then stops them all cleanly.
     Devnet(devnet::DevnetArgs),
-    /// Measure a cluster: committed tx/s, submit-to-commit latency, resources, and how
-    /// close it comes to this machine's signature-verification bound.
+    /// Measure a cluster (runs the separate `ordo-bench` binary; `ordo bench --help`).
     ///
-    /// Signs all transactions before the clock starts, submits them in batches over the
-    /// binary (default) or JSON API spread over every node (closed loop, or open loop with
-    /// --rate), and confirms commits from the block stream. --devnet starts and measures a local
-    /// cluster of separate validator processes.
+    /// Committed tx/s, submit-to-commit latency, resources, and how close the cluster comes
+    /// to this machine's signature-verification bound; --devnet starts and measures a local
+    /// cluster of separate validator processes; --etcd measures the etcd baseline.
     Bench(bench::BenchArgs),
     /// Show a running node's status: role, term, leader, tip, peers, mempool.
-    Status(client::NodeStatusArgs),
+    Status(remote::NodeStatusArgs),
 }
-
-/// A failure that maps to an exit code.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// The command ran and the answer is "no" (exit 1).
-    Negative(String),
-    /// Bad usage, configuration or input (exit 2).
-    Usage(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Failure {
-        Failure::Usage(e)
-    }
-}
-
-impl From<ordo_crypto::KeyFileError> for Failure {
-    fn from(e: ordo_crypto::KeyFileError) -> Failure {
-        Failure::Usage(e.into())
-    }
-}
-
-impl From<ordo_genesis::GenesisError> for Failure {
-    fn from(e: ordo_genesis::GenesisError) -> Failure {
-        Failure::Usage(e.into())
-    }
-}
-
-pub(crate) type CmdResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -138,7 +108,7 @@ fn main() -> ExitCode {
         Command::Node(c) => node::run(c),
         Command::Devnet(a) => devnet::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Status(a) => client::node_status(a),
+        Command::Status(a) => remote::node_status(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use ordo_node::config::NodeConfig;
 use ordo_node::validator::Validator;
 
-use crate::{CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
@@ -107,20 +107,21 @@ fn run_node(a: RunArgs) -> CmdResult {
             .map_err(|e| Failure::Usage(e.into()))?;
         eprintln!(
             "ordo: validator {} running; API on http://{}",
-            validator.shared().name,
+            validator.name(),
             validator.api_addr()
         );
         let signal = wait_for_signal()?;
         let failure = tokio::select! {
             r = signal => { r?; None }
-            reason = validator.failed() => Some(reason),
+            fatal = validator.failed() => Some(fatal),
         };
+        if let Some(fatal) = &failure {
+            tracing::error!(error = %fatal, "stopping: the node can order nothing more");
+        }
         validator.shutdown().await;
         match failure {
             None => Ok(()),
-            Some(reason) => Err(Failure::Negative(format!(
-                "error: consensus stopped: {reason}"
-            ))),
+            Some(fatal) => Err(Failure::Negative(format!("error: {fatal}"))),
         }
     })
 }

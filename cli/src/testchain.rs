@@ -10,7 +10,7 @@ use ordo_crypto::{Keypair, write_key_file};
 use ordo_genesis::{Client, Genesis, Validator};
 use ordo_ledger::{SignedTransaction, Store, Transaction, build_block, verify_block};
 
-use crate::CmdResult;
+use crate::failure::CmdResult;
 
 #[derive(Args)]
 pub struct TestchainArgs {

@@ -3,12 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use ordo_crypto::load_key_file;
 use ordo_ledger::{TX_BYTES_LIMIT, Transaction, TxId};
 
-use crate::CmdResult;
+use crate::failure::CmdResult;
 use crate::output::{ChainArgs, load_genesis, print_json};
 
 #[derive(Subcommand)]
@@ -27,9 +27,9 @@ pub enum TxCommand {
     /// leader, mempool full) or cannot be reached, it retries for up to 30 s; resubmitting
     /// a signed transaction is safe. Exit code 1 when any transaction was refused (or, with
     /// --wait, not committed in time).
-    Submit(crate::client::SubmitArgs),
+    Submit(crate::remote::SubmitArgs),
     /// Ask a running validator about a transaction: committed (with proof) or pending.
-    Status(crate::client::StatusArgs),
+    Status(crate::remote::StatusArgs),
 }
 
 #[derive(Args)]
@@ -76,39 +76,12 @@ pub struct PayloadArgs {
 
 impl PayloadArgs {
     fn bytes(&self) -> anyhow::Result<Vec<u8>> {
-        read_payload(
+        crate::payload::read_payload(
             self.payload.as_deref(),
             self.payload_hex.as_deref(),
             self.payload_file.as_deref(),
         )
     }
-}
-
-/// A payload given as text, hex, or a file (exactly one of them).
-pub fn read_payload(
-    text: Option<&str>,
-    hex_text: Option<&str>,
-    file: Option<&std::path::Path>,
-) -> anyhow::Result<Vec<u8>> {
-    if let Some(p) = text {
-        return Ok(p.as_bytes().to_vec());
-    }
-    if let Some(h) = hex_text {
-        return hex::decode(h.trim()).context("--payload-hex is not valid hex");
-    }
-    let Some(path) = file else {
-        bail!("give a payload")
-    };
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len > TX_BYTES_LIMIT {
-        bail!(
-            "{} is {len} bytes; no chain accepts a transaction over {TX_BYTES_LIMIT} bytes",
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[derive(Args)]
@@ -127,8 +100,8 @@ pub fn run(cmd: TxCommand) -> CmdResult {
     match cmd {
         TxCommand::Sign(a) => sign(a),
         TxCommand::Show(a) => show(a),
-        TxCommand::Submit(a) => crate::client::submit(a),
-        TxCommand::Status(a) => crate::client::tx_status(a),
+        TxCommand::Submit(a) => crate::remote::submit(a),
+        TxCommand::Status(a) => crate::remote::tx_status(a),
     }
 }
 
@@ -191,7 +164,7 @@ fn show(a: ShowArgs) -> CmdResult {
         .tx_with_proof(&a.id)
         .context("cannot read the ledger")?
     else {
-        return Err(crate::Failure::Negative(format!(
+        return Err(crate::failure::Failure::Negative(format!(
             "transaction {} is not in this chain (tip {})",
             a.id,
             store.tip().height
@@ -215,7 +188,7 @@ fn show(a: ShowArgs) -> CmdResult {
         println!(
             "payload      {} bytes: {}",
             t.payload.len(),
-            preview(&t.payload)
+            crate::payload::preview(&t.payload)
         );
         println!("signature    {}", found.tx.signature);
         println!("tx root      {}", found.tx_root);
@@ -240,19 +213,8 @@ fn show(a: ShowArgs) -> CmdResult {
     if proof_ok {
         Ok(())
     } else {
-        Err(crate::Failure::Negative(
+        Err(crate::failure::Failure::Negative(
             "inclusion proof does not verify".into(),
         ))
-    }
-}
-
-/// A short printable rendering of a payload.
-pub fn preview(payload: &[u8]) -> String {
-    const SHOWN: usize = 64;
-    let head = &payload[..payload.len().min(SHOWN)];
-    let more = if payload.len() > SHOWN { "…" } else { "" };
-    match std::str::from_utf8(head) {
-        Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}{more}"),
-        _ => format!("0x{}{more}", hex::encode(head)),
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! The ledger never touches the network and never reads a clock: time is an argument.
 //!
+//! [`Store`] and [`audit`] need RocksDB; they come with the `store` feature (on by default).
+//! Without it the crate is the data model and its rules alone, for clients that build and
+//! check transactions and blocks but keep no chain.
+//!
 //! ```
 //! use std::collections::HashSet;
 //! use ordo_crypto::{Hash, Domain, Keypair};
@@ -28,19 +32,23 @@
 //! assert!(verify_block(&parent, &block, &policy).is_ok());
 //! ```
 
+#[cfg(feature = "store")]
 mod audit;
 mod builder;
 mod policy;
+#[cfg(feature = "store")]
 mod store;
 pub mod types;
 mod verify;
 
+#[cfg(feature = "store")]
 pub use audit::{AuditError, AuditFailure, AuditReport, audit};
 pub use builder::{build_block, build_block_with_ids};
 pub use policy::{
     BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, CHAIN_ID_BYTES_MAX, Limits, Policy, TX_BYTES_LIMIT,
     TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
 };
+#[cfg(feature = "store")]
 pub use store::{
     BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, ChainIdentity, Durability,
     FORMAT_VERSION, LEDGER_DIR, Store, StoreError, StoreTuning, TxInclusion,

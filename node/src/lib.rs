@@ -1,24 +1,43 @@
 //! The ordo validator node.
 //!
-//! * [`config`] is the node's TOML configuration file.
-//! * [`validator`] runs a validator: it wires the parts below together and owns their tasks.
-//! * [`api`] is the client API, JSON over HTTP.
-//! * [`consensus`] wraps openraft: ordo's type configuration, the Raft log and vote storage
-//!   on RocksDB (in the ledger's database, in column families of its own), and the state
-//!   machine that applies committed blocks to the ledger.
-//! * [`mempool`] admits client transactions (bounded) and cuts blocks for the leader.
-//! * [`network`] connects validators, and only validators, over libp2p, carrying bounded
-//!   request/response frames.
-//! * [`prechecked`] lets a follower verify transaction signatures as the leader admits
-//!   them, ahead of the blocks that carry them.
-//! * [`sync`] serves committed blocks to peers and fetches them for a node catching up.
+//! Its public face is small: [`validator::Validator`] runs one from a
+//! [`config::NodeConfig`] and reports a [`error::Fatal`] when its consensus stops;
+//! [`network`] is public for tests that play a peer. Everything else is the node's inside,
+//! one module per flow:
+//!
+//! * [`validator`] wires the parts and owns the tasks; [`shared`] is the state they share.
+//! * [`http`] is the client API (JSON over HTTP, `docs/api.md`), answering with `ordo_api`'s
+//!   types.
+//! * [`gate`] is the door a submission passes; [`admission`] its way into the mempool;
+//!   [`forward`] takes it from a follower to the leader and the verdict back; [`waiters`]
+//!   are the clients waiting for commits.
+//! * [`proposer`] cuts and proposes blocks (a pure [`proposer::core`] driven by a task);
+//!   [`applied`] follows the ledger tip; [`resend`] re-sends what a leader change stranded.
+//! * [`inbound`] dispatches requests from other validators; [`precheck`] checks
+//!   signatures ahead of their blocks; [`sync`] serves and fetches committed blocks.
+//! * [`consensus`] wraps openraft (log and state machine on RocksDB, RPCs over
+//!   [`network`]); [`mempool`] holds pending transactions; [`wire`] encodes what
+//!   validators send each other and keep on disk; [`timings`] are the stage histograms;
+//!   [`tasks`] spawns work in the span of the validator (and peer) it is for.
 
-pub mod api;
+pub(crate) mod admission;
+pub(crate) mod applied;
 pub mod config;
-pub mod consensus;
-pub mod mempool;
+pub(crate) mod consensus;
+pub mod error;
+pub(crate) mod forward;
+pub(crate) mod gate;
+pub(crate) mod http;
+pub(crate) mod inbound;
+pub(crate) mod mempool;
 pub mod network;
-pub mod prechecked;
-pub mod sync;
-pub mod timings;
+pub(crate) mod precheck;
+pub(crate) mod proposer;
+pub(crate) mod resend;
+pub(crate) mod shared;
+pub(crate) mod sync;
+pub(crate) mod tasks;
+pub(crate) mod timings;
 pub mod validator;
+pub(crate) mod waiters;
+pub(crate) mod wire;

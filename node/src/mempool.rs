@@ -5,15 +5,14 @@
 //! (by count and by bytes: a full pool answers [`AdmitError::Busy`], it never grows), and
 //! last the signature, batch-verified under ZIP-215 for a batch of submissions.
 //!
-//! The leader cuts a block by Fabric's block-cutter rules: as soon as `block_txs_max`
-//! transactions or `block_bytes_max` bytes are pending, or `batch_timeout` after the first
-//! pending transaction — or only the node's idle wait after it when no block is in flight
-//! ([`Mempool::batch_wait`]). Time is an argument: the pool never reads a clock.
+//! The leader cuts blocks from it ([`Mempool::cut`]) when the proposer's rules say so
+//! (`crate::proposer::core`, from [`Mempool::view`]). Time is an argument: the pool never
+//! reads a clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ordo_crypto::BatchVerifier;
 use ordo_ledger::{Policy, SignedTransaction, TxError, TxId, check_tx_rules};
@@ -253,11 +252,19 @@ struct Pending {
     touched: Instant,
 }
 
+/// What the proposer needs to know of the pool to decide when to cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolView {
+    /// A block's worth (by count or bytes) is pending.
+    pub full: bool,
+    /// When the oldest pending transaction arrived (`None`: nothing pending).
+    pub oldest: Option<Instant>,
+}
+
 /// Pending transactions in arrival order.
 pub struct Mempool {
     policy: Arc<Policy>,
     limits: MempoolLimits,
-    batch_timeout: Duration,
     /// Arrival order. Removal is lazy: an entry is live only while `ids` maps its id to
     /// its `seq`; dead entries are skipped and dropped when they reach the front (or in a
     /// compaction once they outnumber the live ones).
@@ -280,11 +287,10 @@ pub struct Mempool {
 
 impl Mempool {
     /// An empty pool for `policy`'s chain.
-    pub fn new(policy: Arc<Policy>, limits: MempoolLimits, batch_timeout: Duration) -> Mempool {
+    pub fn new(policy: Arc<Policy>, limits: MempoolLimits) -> Mempool {
         Mempool {
             policy,
             limits,
-            batch_timeout,
             queue: VecDeque::new(),
             ids: HashMap::default(),
             next_seq: 0,
@@ -301,6 +307,7 @@ impl Mempool {
         self.ids.len()
     }
 
+    #[cfg(test)]
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
@@ -380,11 +387,13 @@ impl Mempool {
         self.ids.contains_key(id) || self.in_flight.contains(id)
     }
 
+    #[cfg(test)]
     /// Transactions cut into blocks that have not committed yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
+    #[cfg(test)]
     /// Admits a batch of submissions for a chain whose next block is `next_height`.
     /// `committed` answers where an id is already committed, if anywhere. Returns one result
     /// per submission, in order. Signatures of the candidates are verified as one batch.
@@ -398,6 +407,7 @@ impl Mempool {
         self.admit_with(txs, next_height, committed, now, true)
     }
 
+    #[cfg(test)]
     /// As [`Mempool::admit`], but with `verify` false the signatures are not checked
     /// here: a follower admits what it will forward, and the leader checks (see
     /// [`Mempool::mark_verified`]). Unchecked transactions never enter a block unchecked.
@@ -514,42 +524,18 @@ impl Mempool {
         Ok(())
     }
 
-    /// How long the leader waits for more transactions before cutting a block.
-    pub fn batch_timeout(&self) -> Duration {
-        self.batch_timeout
-    }
-
-    /// When the leader must cut a block even if it is not full, if anything is pending: once
-    /// the first pending transaction has waited `wait` (the batch timeout, or less: see
-    /// [`Mempool::batch_wait`]).
-    pub fn cut_deadline(&self, wait: Duration) -> Option<Instant> {
-        // The front is live: every operation that kills entries tidies the front.
-        self.queue
-            .iter()
-            .find(|p| self.live(p))
-            .map(|p| p.arrived + wait)
-    }
-
-    /// How long the leader lets the first pending transaction wait for others: the batch
-    /// timeout while blocks are in flight (they commit meanwhile, and the next block
-    /// gathers what arrives), and at most `idle_wait` when none is, since then waiting
-    /// only adds latency.
-    pub fn batch_wait(&self, blocks_in_flight: usize, idle_wait: Duration) -> Duration {
-        if blocks_in_flight == 0 {
-            idle_wait.min(self.batch_timeout)
-        } else {
-            self.batch_timeout
-        }
-    }
-
-    /// Whether a block should be cut now: full by count or bytes, or the first pending
-    /// transaction has waited `wait`.
-    pub fn should_cut(&self, now: Instant, wait: Duration) -> bool {
+    /// What the proposer's cut rules read (`crate::proposer::core`): whether a block's
+    /// worth is pending, and when the oldest pending transaction arrived.
+    pub fn view(&self) -> PoolView {
         let limits = &self.policy.limits;
-        !self.ids.is_empty()
-            && (self.ids.len() >= limits.block_txs_max as usize
-                || self.bytes + BLOCK_OVERHEAD_BYTES >= limits.block_bytes_max
-                || self.cut_deadline(wait).is_some_and(|d| now >= d))
+        // The front is live: every operation that kills entries tidies the front.
+        let oldest = self.queue.iter().find(|p| self.live(p)).map(|p| p.arrived);
+        PoolView {
+            full: !self.ids.is_empty()
+                && (self.ids.len() >= limits.block_txs_max as usize
+                    || self.bytes + BLOCK_OVERHEAD_BYTES >= limits.block_bytes_max),
+            oldest,
+        }
     }
 
     /// Takes the transactions for the block at `height`, oldest first, within the block

@@ -1,6 +1,7 @@
 //! Mempool admission, bounds, cutting rules and requeueing, with time as an argument.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use ordo_crypto::{Domain, Hash, Keypair};
 use ordo_ledger::{Limits, Transaction};
@@ -43,7 +44,7 @@ fn tx(nonce: u64) -> SignedTransaction {
 }
 
 fn pool(limits: MempoolLimits) -> Mempool {
-    Mempool::new(policy(10, 1 << 20), limits, Duration::from_millis(20))
+    Mempool::new(policy(10, 1 << 20), limits)
 }
 
 fn nothing_committed(_: &TxId) -> Option<u64> {
@@ -141,12 +142,9 @@ fn cuts_when_full_by_count() {
     let now = Instant::now();
     let mut p = pool(MempoolLimits::default());
     p.admit((0..9).map(tx).collect(), 1, nothing_committed, now);
-    assert!(
-        !p.should_cut(now, p.batch_timeout()),
-        "9 of 10 and no timeout yet"
-    );
+    assert!(!p.view().full, "9 of 10");
     p.admit(vec![tx(9), tx(10), tx(11)], 1, nothing_committed, now);
-    assert!(p.should_cut(now, p.batch_timeout()));
+    assert!(p.view().full);
     let (block, ids) = p.cut(1);
     assert_eq!(ids, block.iter().map(|t| t.id()).collect::<Vec<_>>());
     assert_eq!(block.len(), 10);
@@ -161,20 +159,19 @@ fn cuts_when_full_by_bytes() {
     let mut p = Mempool::new(
         policy(1000, BLOCK_OVERHEAD_BYTES + 3 * one),
         MempoolLimits::default(),
-        Duration::from_secs(9),
     );
     p.admit((0..2).map(tx).collect(), 1, nothing_committed, now);
-    assert!(!p.should_cut(now, p.batch_timeout()));
+    assert!(!p.view().full);
     p.admit((2..5).map(tx).collect(), 1, nothing_committed, now);
-    assert!(p.should_cut(now, p.batch_timeout()));
+    assert!(p.view().full);
     assert_eq!(p.cut(1).0.len(), 3, "a block never exceeds block_bytes_max");
 }
 
 #[test]
-fn cuts_after_the_batch_timeout_from_the_first_pending_transaction() {
+fn the_view_shows_when_the_oldest_pending_transaction_arrived() {
     let t0 = Instant::now();
     let mut p = pool(MempoolLimits::default());
-    assert_eq!(p.cut_deadline(p.batch_timeout()), None);
+    assert_eq!(p.view(), PoolView::default());
     p.admit(vec![tx(1)], 1, nothing_committed, t0);
     p.admit(
         vec![tx(2)],
@@ -182,41 +179,15 @@ fn cuts_after_the_batch_timeout_from_the_first_pending_transaction() {
         nothing_committed,
         t0 + Duration::from_millis(15),
     );
+    assert_eq!(p.view().oldest, Some(t0));
+    p.remove_committed(&[tx(1).id()]);
     assert_eq!(
-        p.cut_deadline(p.batch_timeout()),
-        Some(t0 + Duration::from_millis(20))
+        p.view().oldest,
+        Some(t0 + Duration::from_millis(15)),
+        "the oldest live one"
     );
-    assert!(!p.should_cut(t0 + Duration::from_millis(19), p.batch_timeout()));
-    assert!(p.should_cut(t0 + Duration::from_millis(20), p.batch_timeout()));
-    assert_eq!(p.cut(1).0.len(), 2);
-    assert_eq!(p.cut_deadline(p.batch_timeout()), None);
-    assert!(
-        !p.should_cut(t0 + Duration::from_secs(1), p.batch_timeout()),
-        "nothing pending, nothing to cut"
-    );
-}
-
-#[test]
-fn with_no_block_in_flight_the_first_transaction_waits_only_the_idle_wait() {
-    let t0 = Instant::now();
-    let idle = Duration::from_millis(5);
-    let mut p = pool(MempoolLimits::default());
-    assert_eq!(p.batch_wait(0, idle), idle);
-    assert_eq!(p.batch_wait(1, idle), p.batch_timeout());
-    assert_eq!(
-        p.batch_wait(0, Duration::from_secs(1)),
-        p.batch_timeout(),
-        "never longer than the batch timeout"
-    );
-    p.admit(vec![tx(1)], 1, nothing_committed, t0);
-    let wait = p.batch_wait(0, idle);
-    assert_eq!(p.cut_deadline(wait), Some(t0 + idle));
-    assert!(!p.should_cut(t0 + Duration::from_millis(4), wait));
-    assert!(p.should_cut(t0 + idle, wait));
-    assert!(
-        !p.should_cut(t0 + idle, p.batch_wait(2, idle)),
-        "blocks in flight: the batch timeout applies"
-    );
+    assert_eq!(p.cut(1).0.len(), 1);
+    assert_eq!(p.view(), PoolView::default(), "nothing pending");
 }
 
 #[test]
@@ -263,7 +234,7 @@ fn committed_blocks_remove_pending_transactions() {
     assert!(!p.contains(&tx(1).id()));
     p.remove_committed(&[tx(0).id(), tx(2).id()]);
     assert!(p.is_empty());
-    assert_eq!(p.cut_deadline(p.batch_timeout()), None);
+    assert_eq!(p.view().oldest, None);
 }
 
 #[test]

@@ -12,18 +12,18 @@ use ordo_crypto::PublicKey;
 use ordo_ledger::{Block, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{
-    BlockEntry, BlockSource, FETCH_BLOCKS_MAX, decode_internal, encode_internal,
-};
+use crate::consensus::{BlockEntry, BlockSource, FETCH_BLOCKS_MAX, FetchError};
 use crate::network::{FRAME_BYTES_MAX, Frame, InboundRequest, Kind, Network};
+use crate::wire::{decode_internal, encode_internal};
 
 /// Most block bytes in one answer, leaving room for framing.
 const ANSWER_BYTES_MAX: u64 = (FRAME_BYTES_MAX / 2) as u64;
 
+/// A block fetch (`Kind::Blocks` request): up to `max` blocks from height `from`.
 #[derive(Serialize, Deserialize)]
-struct BlocksRequest {
-    from: u64,
-    max: u64,
+pub(crate) struct BlocksRequest {
+    pub(crate) from: u64,
+    pub(crate) max: u64,
 }
 
 /// Fetches blocks from the other validators, one peer per attempt, in turn.
@@ -45,39 +45,38 @@ impl PeerBlockSource {
 }
 
 impl BlockSource for PeerBlockSource {
-    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>> {
+    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, FetchError>> {
         Box::pin(async move {
             if self.peers.is_empty() {
-                return Err("no peers to fetch blocks from".into());
+                return Err(FetchError::NoPeers);
             }
             let peer = self.peers[self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len()];
-            let body = encode(&BlocksRequest {
+            let bad = |what: String| FetchError::BadAnswer { peer, what };
+            let request = BlocksRequest {
                 from,
                 max: max.min(FETCH_BLOCKS_MAX),
-            })?;
-            let answer = self
-                .network
-                .request(
-                    &peer,
-                    Frame {
-                        kind: Kind::Blocks,
-                        body,
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            };
+            // A two-integer message always encodes.
+            let body = encode_internal(&request).expect("a block request encodes");
+            let frame = Frame {
+                kind: Kind::Blocks,
+                body,
+            };
+            let answer = self.network.request(&peer, frame).await?;
             if answer.kind != Kind::Blocks {
-                return Err(format!(
-                    "peer {peer} answered a block request with {:?}",
-                    answer.kind
-                ));
+                return Err(bad(format!(
+                    "{:?}: {}",
+                    answer.kind,
+                    String::from_utf8_lossy(&answer.body)
+                )));
             }
-            let blocks: Vec<BlockEntry> = decode(&answer.body)?;
+            let blocks: Vec<BlockEntry> =
+                decode_internal(&answer.body, "blocks").map_err(|e| bad(e.to_string()))?;
             if blocks.len() as u64 > max {
-                return Err(format!(
-                    "peer {peer} sent {} blocks, {max} were asked for",
+                return Err(bad(format!(
+                    "{} blocks, {max} were asked for",
                     blocks.len()
-                ));
+                )));
             }
             Ok(blocks
                 .into_iter()
@@ -90,26 +89,39 @@ impl BlockSource for PeerBlockSource {
 /// Answers one block request from `store`: consecutive committed blocks from the asked
 /// height, bounded by count and bytes.
 pub fn serve_blocks(store: &Store, req: InboundRequest) {
-    let answer =
-        decode::<BlocksRequest>(&req.frame.body).and_then(|r| read_blocks(store, r.from, r.max));
-    let frame = match answer.and_then(|blocks| encode(&blocks)) {
+    let answer = decode_internal::<BlocksRequest>(&req.frame.body, "block request")
+        .map_err(ServeError::Decode)
+        .and_then(|r| read_blocks(store, r.from, r.max))
+        .and_then(|blocks| encode_internal(&blocks).map_err(ServeError::Decode));
+    let frame = match answer {
         Ok(body) => Frame {
             kind: Kind::Blocks,
             body,
         },
         Err(e) => Frame {
             kind: Kind::Error,
-            body: e.into_bytes(),
+            body: e.to_string().into_bytes(),
         },
     };
     req.respond(frame);
 }
 
-fn read_blocks(store: &Store, from: u64, max: u64) -> Result<Vec<BlockEntry>, String> {
+/// Why a block request could not be answered.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// The request did not decode (or the answer did not encode).
+    #[error(transparent)]
+    Decode(std::io::Error),
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Store(#[from] ordo_ledger::StoreError),
+}
+
+fn read_blocks(store: &Store, from: u64, max: u64) -> Result<Vec<BlockEntry>, ServeError> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for height in from..from.saturating_add(max.min(FETCH_BLOCKS_MAX)) {
-        let Some(block) = store.block(height).map_err(|e| e.to_string())? else {
+        let Some(block) = store.block(height)? else {
             break;
         };
         bytes += block.encoded_len();
@@ -119,14 +131,6 @@ fn read_blocks(store: &Store, from: u64, max: u64) -> Result<Vec<BlockEntry>, St
         out.push(BlockEntry::new(Arc::new(block)));
     }
     Ok(out)
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    encode_internal(value).map_err(|e| e.to_string())
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    decode_internal(bytes, "block sync message").map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ impl Histogram {
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    #[cfg(test)]
     /// Number of observations so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)

@@ -124,6 +124,23 @@ pub fn ordo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ordo"))
 }
 
+/// The runtime the tests' async clients run on.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+/// Runs `f` to completion on the tests' runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
 /// Runs `ordo` with `args`; returns (exit code, stdout, stderr).
 pub fn ordo(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(ordo_bin())

@@ -95,7 +95,7 @@ async fn start(
     )
     .await
     .expect("raft");
-    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max, &[]);
+    let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
     let server = RaftServer::new(raft.clone(), log.clone(), store.clone(), policy, prechecked);
     tokio::spawn(async move {
         while let Some(req) = inbound.recv().await {
@@ -345,7 +345,7 @@ async fn a_refused_append_still_delivers_the_commit_index() {
     )
     .await
     .expect("raft");
-    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max, &[]);
+    let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
     let server = RaftServer::new(raft, log, store.clone(), policy.clone(), prechecked);
 
     let leader_id = node_id(&leader.public());

@@ -15,7 +15,58 @@ use super::{
     ApplyOutcome, BlockEntry, BlockStateMachine, LogStore, OrdoRaft, RaftNet, TypeConfig,
     ValidatorNode,
 };
+use crate::error::Fatal;
 use crate::network::Network;
+
+/// Why consensus could not start or be driven.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsensusError {
+    /// The Raft settings are not valid (the genesis's timing, the node's compaction).
+    #[error("raft settings: {0}")]
+    Settings(String),
+    /// Raft could not start on its storage.
+    #[error("raft cannot start: {0}")]
+    Start(String),
+    /// Two validators' keys map to the same Raft node id.
+    #[error("validators {first} and {second} map to the same Raft node id")]
+    NodeIdCollision {
+        /// The first key.
+        first: PublicKey,
+        /// The second.
+        second: PublicKey,
+    },
+    /// Raft refused the genesis membership.
+    #[error("cannot form the cluster: {0}")]
+    Initialize(String),
+    /// Raft has stopped.
+    #[error(transparent)]
+    Stopped(#[from] Fatal),
+}
+
+/// Why a proposed block did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposalError {
+    /// This node lost leadership before the block was appended to its log, or the entry
+    /// was replaced by another leader's log (the block may still commit through it, so its
+    /// transactions are requeued, and the mempool skips those that commit).
+    #[error("not committed here: {0}")]
+    NotLeader(String),
+    /// Raft stopped.
+    #[error(transparent)]
+    Stopped(#[from] Fatal),
+    /// Raft dropped the proposal without an answer (it is shutting down).
+    #[error("raft dropped the proposal")]
+    Dropped,
+}
+
+/// ordo's view of openraft's fatal error.
+pub(crate) fn fatal(e: &openraft::error::Fatal<TypeConfig>) -> Fatal {
+    match e {
+        openraft::error::Fatal::StorageError(e) => Fatal::Storage(e.to_string()),
+        openraft::error::Fatal::Panicked => Fatal::Panicked,
+        openraft::error::Fatal::Stopped => Fatal::Stopped,
+    }
+}
 
 /// What a node is in Raft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,19 +81,6 @@ pub enum Role {
     Learner,
     /// Stopped.
     Shutdown,
-}
-
-impl Role {
-    /// The role's name, as the API shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::Learner => "learner",
-            Role::Shutdown => "shutdown",
-        }
-    }
 }
 
 /// A snapshot of a node's Raft state. Log positions are log indexes.
@@ -65,7 +103,7 @@ pub struct RaftStatus {
     /// Last entry purged from the log.
     pub purged: Option<u64>,
     /// Why Raft stopped, if it stopped on its own.
-    pub failure: Option<String>,
+    pub failure: Option<Fatal>,
 }
 
 /// Settings for [`start`]: timing (from the genesis, equal on every validator) and log
@@ -87,7 +125,8 @@ pub struct RaftSettings {
 /// Starts Raft for validator `node_id` over `network`, with pre-vote on.
 ///
 /// # Errors
-/// Invalid settings, or storage that cannot be read.
+/// [`ConsensusError::Settings`] or [`ConsensusError::Start`]: invalid settings, or storage
+/// that cannot be read.
 pub async fn start(
     node_id: u64,
     cluster: &str,
@@ -95,7 +134,7 @@ pub async fn start(
     network: Network,
     log: LogStore,
     sm: BlockStateMachine,
-) -> Result<OrdoRaft, String> {
+) -> Result<OrdoRaft, ConsensusError> {
     let config = Config {
         cluster_name: cluster.to_owned(),
         heartbeat_interval: settings.heartbeat_ms,
@@ -112,11 +151,11 @@ pub async fn start(
     let config = Arc::new(
         config
             .validate()
-            .map_err(|e| format!("raft settings: {e}"))?,
+            .map_err(|e| ConsensusError::Settings(e.to_string()))?,
     );
     OrdoRaft::new(node_id, config, RaftNet::new(network), log, sm)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| ConsensusError::Start(e.to_string()))
 }
 
 /// Forms the cluster from the genesis validators on a pristine node. Every node does this
@@ -124,8 +163,11 @@ pub async fn start(
 ///
 /// # Errors
 /// When Raft has stopped or refuses the membership.
-pub async fn initialize(raft: &OrdoRaft, ids: &BTreeMap<u64, PublicKey>) -> Result<(), String> {
-    if raft.is_initialized().await.map_err(|e| e.to_string())? {
+pub async fn initialize(
+    raft: &OrdoRaft,
+    ids: &BTreeMap<u64, PublicKey>,
+) -> Result<(), ConsensusError> {
+    if raft.is_initialized().await.map_err(|e| fatal(&e))? {
         return Ok(());
     }
     let members: BTreeMap<u64, ValidatorNode> = ids
@@ -137,7 +179,8 @@ pub async fn initialize(raft: &OrdoRaft, ids: &BTreeMap<u64, PublicKey>) -> Resu
         Err(openraft::error::RaftError::APIError(
             openraft::error::InitializeError::NotAllowed(_),
         )) => Ok(()),
-        Err(e) => Err(format!("initialize: {e}")),
+        Err(openraft::error::RaftError::Fatal(e)) => Err(fatal(&e).into()),
+        Err(e) => Err(ConsensusError::Initialize(e.to_string())),
     }
 }
 
@@ -151,16 +194,17 @@ pub async fn propose(
     raft: &OrdoRaft,
     block: Arc<Block>,
     ids: Arc<[TxId]>,
-) -> Result<impl Future<Output = Result<ApplyOutcome, String>> + Send + 'static, String> {
+) -> Result<impl Future<Output = Result<ApplyOutcome, ProposalError>> + Send + 'static, ProposalError>
+{
     let (responder, rx) = ProgressResponder::<TypeConfig, _>::complete_only();
     raft.client_write_ff(BlockEntry::with_ids(block, ids), Some(responder))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProposalError::Stopped(fatal(&e)))?;
     Ok(async move {
         match rx.await {
             Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("raft dropped the proposal".into()),
+            Ok(Err(e)) => Err(ProposalError::NotLeader(e.to_string())),
+            Err(_) => Err(ProposalError::Dropped),
         }
     })
 }
@@ -184,7 +228,7 @@ pub fn status(raft: &OrdoRaft) -> RaftStatus {
         applied: index(m.last_applied),
         snapshot: index(m.snapshot),
         purged: index(m.purged),
-        failure: m.running_state.as_ref().err().map(ToString::to_string),
+        failure: m.running_state.as_ref().err().map(fatal),
     }
 }
 

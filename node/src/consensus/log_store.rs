@@ -15,10 +15,8 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch};
 
 use crate::timings::Timings;
 
-use super::{
-    BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, decode_internal, encode_internal,
-    encode_internal_sized, write_batch,
-};
+use super::{BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, write_batch};
+use crate::wire::{decode_internal, encode_internal, encode_internal_sized};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -340,7 +338,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Encoding and the synced write take milliseconds (more when the disk is busy):
         // they run on a blocking thread, so the node's async threads keep serving.
         let this = self.clone();
-        let result = tokio::task::spawn_blocking(move || this.write_entries(entries))
+        let result = crate::tasks::spawn_blocking(move || this.write_entries(entries))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(format!("log append task failed: {e}"))));
         let report = result

@@ -23,14 +23,19 @@ mod state_machine;
 mod types;
 
 pub use control::{
-    RaftSettings, RaftStatus, Role, StatusWatch, initialize, propose, start, status,
+    ConsensusError, ProposalError, RaftSettings, RaftStatus, Role, StatusWatch, initialize,
+    propose, start, status,
 };
 pub use log_store::LogStore;
 #[cfg(test)]
 use raft_net::{AppendCheck, Refusal};
-pub use raft_net::{OrdoRaft, RaftNet, RaftPeer, RaftServer};
+pub use raft_net::{OrdoRaft, RaftNet, RaftServer};
+#[cfg(test)]
+pub(crate) use raft_net::{RaftRequest, RaftResponse};
+#[cfg(test)]
+pub(crate) use state_machine::{Applied, StoredSnapshot};
 pub use state_machine::{
-    AppliedBlock, BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, RecentBlocks, SnapshotBuilder,
+    AppliedBlock, BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, FetchError, RecentBlocks,
 };
 pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, node_ids};
 
@@ -97,76 +102,6 @@ fn write_batch(store: &Store, batch: rocksdb::WriteBatch, sync: bool) -> std::io
         .map_err(std::io::Error::other)
 }
 
-/// Encodes an internal (never hashed) value with bincode.
-pub(crate) fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
-}
-
-/// As [`encode_internal`], into a buffer allocated for about `capacity` bytes (so that
-/// encoding a block does not copy it again each time the buffer grows).
-pub(crate) fn encode_internal_sized<T: serde::Serialize>(
-    value: &T,
-    capacity: usize,
-) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(capacity);
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
-        .map_err(std::io::Error::other)?;
-    Ok(out)
-}
-
-/// Decodes an internal value written by [`encode_internal`], rejecting trailing bytes and
-/// anything claiming more than a network frame's worth of memory.
-pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    what: &str,
-) -> std::io::Result<T> {
-    let config = bincode::config::standard().with_limit::<{ crate::network::FRAME_BYTES_MAX }>();
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
-    })?;
-    if read != bytes.len() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{what}: trailing bytes"),
-        ));
-    }
-    Ok(value)
-}
-
-/// One transaction's canonical bytes in an internal message (forwards to the leader, its
-/// announcements), as a byte string. serde carries a plain `Vec<u8>` one byte at a time;
-/// this is copied in one piece. The encoding is the same bytes either way: a length, then
-/// the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TxBytes(pub Vec<u8>);
-
-impl serde::Serialize for TxBytes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for TxBytes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TxBytes, D::Error> {
-        d.deserialize_byte_buf(TxBytesVisitor)
-    }
-}
-
-struct TxBytesVisitor;
-
-impl serde::de::Visitor<'_> for TxBytesVisitor {
-    type Value = TxBytes;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a transaction's bytes")
-    }
-    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<TxBytes, E> {
-        Ok(TxBytes(v))
-    }
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<TxBytes, E> {
-        Ok(TxBytes(v.to_vec()))
-    }
-}
-
 /// Maps a store error to the I/O error openraft expects from storage.
 fn io_err(e: StoreError) -> std::io::Error {
     std::io::Error::other(e)
@@ -204,7 +139,11 @@ pub(crate) mod tests_support {
     }
 
     impl super::BlockSource for EmptySource {
-        fn fetch(&self, _from: u64, _max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>> {
+        fn fetch(
+            &self,
+            _from: u64,
+            _max: u64,
+        ) -> BoxFuture<'_, Result<Vec<Block>, super::FetchError>> {
             Box::pin(async { Ok(Vec::new()) })
         }
     }

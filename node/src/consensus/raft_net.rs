@@ -16,18 +16,18 @@ use ordo_crypto::{Hash, PublicKey, Signature};
 use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode, decode_internal,
-    encode_internal, encode_internal_sized,
-};
+use super::{BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode};
 use crate::network::{Frame, InboundRequest, Kind, Network};
-use crate::prechecked::Prechecked;
+use crate::precheck::Prechecked;
+use crate::wire::{decode_internal, encode_internal, encode_internal_sized};
 
 /// ordo's Raft instance.
 pub type OrdoRaft = openraft::Raft<TypeConfig, BlockStateMachine>;
 
-#[derive(Serialize, Deserialize)]
-enum RaftRequest {
+/// A Raft RPC (`Kind::Raft` request). Variants are encoded by position: append new ones
+/// at the end (`wire/tests.rs` pins each).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RaftRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
@@ -38,8 +38,9 @@ enum RaftRequest {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-enum RaftResponse {
+/// The answer to a [`RaftRequest`]. Variants are encoded by position, as above.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RaftResponse {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
@@ -291,7 +292,7 @@ impl RaftServer {
             };
             // Signature checks take milliseconds: keep them off the async threads.
             let check = self.check.clone();
-            let checked = tokio::task::spawn_blocking(move || {
+            let checked = crate::tasks::spawn_blocking(move || {
                 let mut rpc = rpc;
                 let started = Instant::now();
                 let checked = check.verify_append(&mut rpc);
@@ -412,7 +413,7 @@ impl AppendCheck {
         let mut checked_tips: Vec<ChainTip> = Vec::new();
         // One deadline for the whole append: waiting for announcement checks never delays
         // an append by more than this, however many blocks it carries.
-        let wait_until = std::time::Instant::now() + crate::prechecked::ANNOUNCE_WAIT_MAX;
+        let wait_until = std::time::Instant::now() + crate::precheck::ANNOUNCE_WAIT_MAX;
         for e in &mut rpc.entries {
             if let EntryPayload::Normal(entry) = &mut e.payload {
                 let block = entry.block.clone();

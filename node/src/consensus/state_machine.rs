@@ -37,8 +37,9 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::types::{ApplyOutcome, BlockEntry, TypeConfig};
-use super::{CF_RAFT_STATE, cf, decode_internal, encode_internal, io_err, write_batch};
+use super::{CF_RAFT_STATE, cf, io_err, write_batch};
 use crate::timings::Timings;
+use crate::wire::{decode_internal, encode_internal};
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
@@ -51,11 +52,42 @@ pub const FETCH_BLOCKS_MAX: u64 = 256;
 /// Longest pause between attempts to fetch missing blocks.
 const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Why a [`BlockSource`] gave no blocks.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// There is no one to ask (a one-validator chain).
+    #[error("no peers to fetch blocks from")]
+    NoPeers,
+    /// The request did not reach the peer or got no answer.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    /// The peer's answer is not one (a wrong kind, bytes that do not decode, too many
+    /// blocks, or its own error).
+    #[error("peer {peer} answered a block request with {what}")]
+    BadAnswer {
+        /// The peer.
+        peer: ordo_crypto::PublicKey,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// Why fetched blocks were not appended.
+#[derive(Debug, thiserror::Error)]
+enum AppendFetchedError {
+    /// A block does not extend the ledger's tip under the chain's rules.
+    #[error(transparent)]
+    Verify(#[from] ordo_ledger::VerifyError),
+    /// The ledger refused or failed the write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Where a node that fell behind gets committed blocks it does not have (its peers).
 pub trait BlockSource: Send + Sync + 'static {
     /// Up to `max` consecutive blocks starting at height `from`. May return fewer (or none,
     /// when the source has not reached `from` yet); the caller verifies everything.
-    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>>;
+    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, FetchError>>;
 }
 
 /// A block the state machine appended to the ledger, with its transaction ids.
@@ -101,9 +133,9 @@ impl RecentBlocks {
 
 /// What the state machine has applied, persisted under `raft_state/applied`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Applied {
-    last_applied: Option<LogIdOf<TypeConfig>>,
-    membership: StoredMembershipOf<TypeConfig>,
+pub(crate) struct Applied {
+    pub(crate) last_applied: Option<LogIdOf<TypeConfig>>,
+    pub(crate) membership: StoredMembershipOf<TypeConfig>,
 }
 
 struct Inner {
@@ -129,10 +161,10 @@ pub struct SnapshotBuilder {
 /// The snapshot's content.
 type SnapshotData = Cursor<Vec<u8>>;
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMetaOf<TypeConfig>,
-    tip: ChainTip,
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredSnapshot {
+    pub(crate) meta: SnapshotMetaOf<TypeConfig>,
+    pub(crate) tip: ChainTip,
 }
 
 impl Inner {
@@ -291,13 +323,11 @@ impl Inner {
     }
 
     /// Verifies each fetched block against its parent and appends it; stops at the first bad one.
-    fn append_fetched(&self, blocks: &[Block]) -> Result<(), String> {
+    fn append_fetched(&self, blocks: &[Block]) -> Result<(), AppendFetchedError> {
         for block in blocks {
             let parent = self.store.tip();
-            let ids = verify_block(&parent, block, &self.policy).map_err(|e| e.to_string())?;
-            self.store
-                .append_with_ids(block, &ids)
-                .map_err(|e| e.to_string())?;
+            let ids = verify_block(&parent, block, &self.policy)?;
+            self.store.append_with_ids(block, &ids)?;
         }
         Ok(())
     }
@@ -385,7 +415,7 @@ impl RaftStateMachine<TypeConfig> for BlockStateMachine {
             // A block's write (which may wait on RocksDB) runs on a blocking thread.
             let outcome = if matches!(entry.payload, EntryPayload::Normal(_)) {
                 let inner = self.inner.clone();
-                tokio::task::spawn_blocking(move || inner.apply_entry(entry))
+                crate::tasks::spawn_blocking(move || inner.apply_entry(entry))
                     .await
                     .unwrap_or_else(|e| Err(io::Error::other(format!("apply task failed: {e}"))))?
             } else {

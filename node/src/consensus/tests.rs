@@ -14,6 +14,7 @@ use ordo_ledger::{Block, ChainIdentity, Limits, Policy, Store, Transaction, buil
 use tempfile::TempDir;
 
 use super::*;
+use crate::wire::{decode_internal, encode_internal};
 
 const CHAIN: &str = "consensus-test";
 
@@ -63,7 +64,7 @@ struct ListSource {
 }
 
 impl BlockSource for ListSource {
-    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, String>> {
+    fn fetch(&self, from: u64, max: u64) -> BoxFuture<'_, Result<Vec<Block>, FetchError>> {
         let mut out: Vec<Block> = self
             .blocks
             .iter()
@@ -326,7 +327,7 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     let blocks = [block1, block2];
     let (store, mut log, mut sm) = open(dir.path(), empty_source());
     let policy = Arc::new(policy());
-    let (prechecked, _) = crate::prechecked::Prechecked::new(policy.limits.tx_bytes_max, &[]);
+    let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
     let check = AppendCheck::new(log.clone(), store.clone(), policy, prechecked);
     // Blocks 1 and 2 are in the log, not yet applied.
     log.blocking_append(entries_for(&blocks))
@@ -420,29 +421,11 @@ fn node_ids_come_from_keys_and_collisions_are_refused() {
     assert_eq!(ids.get(&node_id(&other)), Some(&other));
     let mut twin = k;
     twin.0[31] ^= 1;
-    assert!(
-        node_ids([k, twin])
-            .expect_err("collision")
-            .contains("same Raft node id")
+    assert_eq!(
+        node_ids([k, twin]).expect_err("collision"),
+        ConsensusError::NodeIdCollision {
+            first: k,
+            second: twin
+        }
     );
-}
-
-#[test]
-fn raw_transactions_encode_as_a_list_of_byte_lists_and_refuse_garbage() {
-    let txs = vec![vec![1u8, 2, 3], Vec::new(), vec![7u8; 300]];
-    let wrapped: Vec<TxBytes> = txs.iter().cloned().map(TxBytes).collect();
-    let bytes = encode_internal(&wrapped).expect("encode");
-    // The same bytes as the plain nested vectors: a node sending either is understood.
-    assert_eq!(bytes, encode_internal(&txs).expect("encode plain"));
-    let back: Vec<TxBytes> = decode_internal(&bytes, "txs").expect("decode");
-    assert_eq!(back, wrapped);
-    let plain: Vec<Vec<u8>> = decode_internal(&bytes, "txs").expect("decode plain");
-    assert_eq!(plain, txs);
-    assert!(decode_internal::<Vec<TxBytes>>(&bytes[..bytes.len() - 1], "txs").is_err());
-    let mut trailing = bytes;
-    trailing.push(0);
-    assert!(decode_internal::<Vec<TxBytes>>(&trailing, "txs").is_err());
-    // A count far beyond the bytes that follow fails without reserving room for it.
-    let huge = encode_internal(&(u32::MAX as u64)).expect("encode count");
-    assert!(decode_internal::<Vec<TxBytes>>(&huge, "txs").is_err());
 }

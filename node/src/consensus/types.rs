@@ -8,6 +8,8 @@ use ordo_crypto::{Hash, PublicKey};
 use ordo_ledger::{BLOCK_BYTES_LIMIT, Block, TxId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::ConsensusError;
+
 openraft::declare_raft_types!(
     /// ordo's Raft types: one block per log entry, validators as nodes.
     pub TypeConfig:
@@ -30,16 +32,15 @@ pub fn node_id(key: &PublicKey) -> u64 {
 /// The node id of every validator.
 ///
 /// # Errors
-/// A message naming the two keys when two validators would share a node id.
+/// [`ConsensusError::NodeIdCollision`] naming the two keys when two validators would share
+/// a node id.
 pub fn node_ids(
     keys: impl IntoIterator<Item = PublicKey>,
-) -> Result<BTreeMap<u64, PublicKey>, String> {
+) -> Result<BTreeMap<u64, PublicKey>, ConsensusError> {
     let mut ids = BTreeMap::new();
     for key in keys {
         if let Some(first) = ids.insert(node_id(&key), key) {
-            return Err(format!(
-                "validators {first} and {key} map to the same Raft node id"
-            ));
+            return Err(ConsensusError::NodeIdCollision { first, second: key });
         }
     }
     Ok(ids)

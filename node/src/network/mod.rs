@@ -63,7 +63,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_byte(b: u8) -> Option<Kind> {
+    /// The kind a frame's first byte names.
+    pub(crate) fn from_byte(b: u8) -> Option<Kind> {
         match b {
             1 => Some(Kind::Raft),
             2 => Some(Kind::Transactions),
@@ -239,7 +240,7 @@ impl Network {
             pending: HashMap::new(),
             replies: FuturesUnordered::new(),
         };
-        tokio::spawn(task.run(command_rx, shutdown));
+        crate::tasks::spawn(task.run(command_rx, shutdown));
         let network = Network {
             commands,
             peers: Arc::new(peers),

@@ -1,8 +1,20 @@
-//! `ordo bench --devnet` runs end to end on a tiny workload and reports sane JSON.
+//! `ordo bench --devnet` (the `ordo` binary handing over to `ordo-bench`) runs end to end
+//! on a tiny workload and reports sane JSON.
 
-mod support;
-
-use support::ordo;
+/// Runs `ordo` with `args`, with this package's `ordo-bench` as the one it runs.
+fn ordo(args: &[&str]) -> (i32, String, String) {
+    let ordo = ordo_harness::ordo_bin().expect("the ordo binary (cargo build --release)");
+    let out = std::process::Command::new(ordo)
+        .args(args)
+        .env("ORDO_BENCH_BIN", env!("CARGO_BIN_EXE_ordo-bench"))
+        .output()
+        .expect("run ordo");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 #[test]
 fn bench_on_a_devnet_reports_throughput_latency_resources_and_the_bound() {

@@ -15,22 +15,29 @@
 //! newer one, never part of a block. The store checks the block links to its tip but does
 //! not re-verify signatures: callers append only blocks that passed
 //! [`verify_block`](crate::verify_block), and [`audit`](crate::audit) re-checks everything.
+//!
+//! How RocksDB is tuned for this (memtables, pacing of background writes, the index's
+//! hashed memtable) is in [`tuning`].
+
+mod error;
+mod tuning;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ordo_crypto::{Hash, merkle};
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, WriteBatch, WriteOptions};
 use serde::Serialize;
 
 use crate::policy::BLOCK_BYTES_LIMIT;
 use crate::types::{Block, ChainTip, SignedTransaction, TxId};
+pub use error::{ChainIdentity, Result, StoreError};
+pub use tuning::{BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, StoreTuning};
+use tuning::{cf_options, db_options};
 
 const CF_BLOCKS: &str = "blocks";
 const CF_BLOCK_HASHES: &str = "block_hashes";
-const CF_TX_INDEX: &str = "tx_index";
+pub(crate) const CF_TX_INDEX: &str = "tx_index";
 const CF_META: &str = "meta";
 const COLUMN_FAMILIES: [&str; 4] = [CF_BLOCKS, CF_BLOCK_HASHES, CF_TX_INDEX, CF_META];
 
@@ -56,86 +63,6 @@ pub enum Durability {
     /// record it keeps in this database (the Raft log) holds the block.
     WithNextSync,
 }
-
-/// Which chain a store belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ChainIdentity {
-    /// The chain id.
-    pub chain_id: String,
-    /// The genesis hash.
-    pub genesis_hash: Hash,
-}
-
-/// Errors from the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// RocksDB reported an error (I/O, corruption, lock held by another process, ...).
-    #[error("ledger database {path}: {source}")]
-    Db {
-        /// The database directory.
-        path: PathBuf,
-        /// RocksDB's error.
-        source: rocksdb::Error,
-    },
-    /// There is no ledger where one was expected.
-    #[error("no ordo ledger at {0} (check --data-dir)")]
-    NotFound(PathBuf),
-    /// The store belongs to another chain.
-    #[error(
-        "ledger at {path} belongs to chain '{}' (genesis {}), not '{}' (genesis {}); use the matching genesis file or another data directory",
-        found.chain_id, found.genesis_hash, expected.chain_id, expected.genesis_hash
-    )]
-    ChainMismatch {
-        /// The database directory.
-        path: PathBuf,
-        /// The chain recorded in the store.
-        found: Box<ChainIdentity>,
-        /// The chain of the genesis given.
-        expected: Box<ChainIdentity>,
-    },
-    /// Written by an incompatible version of ordo.
-    #[error(
-        "ledger at {path} has format version {found}; this ordo reads version {FORMAT_VERSION}"
-    )]
-    FormatVersion {
-        /// The database directory.
-        path: PathBuf,
-        /// Version found.
-        found: u32,
-    },
-    /// Stored data is not what this store writes.
-    #[error("ledger at {path} is corrupt: {what}")]
-    Corrupt {
-        /// The database directory.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
-    /// The block does not extend the current tip.
-    #[error("block at height {height} (prev {prev_hash}) does not extend the tip at height {} ({})", tip.height, tip.hash)]
-    NotNext {
-        /// The block's height.
-        height: u64,
-        /// The block's parent hash.
-        prev_hash: Hash,
-        /// The store's tip.
-        tip: ChainTip,
-    },
-    /// A transaction in the block is already in the chain.
-    #[error("transaction {id} is already committed at height {height}")]
-    AlreadyCommitted {
-        /// The transaction id.
-        id: TxId,
-        /// Where it is.
-        height: u64,
-    },
-    /// A write on a store opened read-only.
-    #[error("ledger was opened read-only")]
-    ReadOnly,
-}
-
-/// Result type of the store.
-pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A transaction found in the chain, with the proof that its block commits to it.
 #[derive(Clone, Debug, Serialize)]
@@ -175,126 +102,6 @@ fn tx_location_value(height: u64, index: u32) -> [u8; 12] {
     v[..8].copy_from_slice(&height.to_be_bytes());
     v[8..].copy_from_slice(&index.to_be_bytes());
     v
-}
-
-/// How a writable store paces the writes it makes in the background.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreTuning {
-    /// Most bytes per second that memtable flushes and compactions write together; 0 for
-    /// no limit. Foreground writes (the write-ahead log that every synced write waits
-    /// for) are never limited.
-    pub background_write_bytes_per_s: u64,
-}
-
-/// Default for [`StoreTuning::background_write_bytes_per_s`]: 128 MiB/s.
-pub const BACKGROUND_WRITE_BYTES_PER_S_DEFAULT: u64 = 128 << 20;
-
-/// How often the background-write limit hands out its allowance: it grants at most a
-/// rate × this much at a time (0.64 MiB at the default rate).
-pub const BACKGROUND_WRITE_REFILL: std::time::Duration = std::time::Duration::from_millis(5);
-
-impl Default for StoreTuning {
-    fn default() -> StoreTuning {
-        StoreTuning {
-            background_write_bytes_per_s: BACKGROUND_WRITE_BYTES_PER_S_DEFAULT,
-        }
-    }
-}
-
-fn db_options(tuning: &StoreTuning) -> Options {
-    let mut opts = Options::default();
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    opts.set_max_open_files(512);
-    // The transaction index's hash memtable takes one writer at a time; ordo's writes
-    // are few and large (one batch per block), so this costs nothing.
-    opts.set_allow_concurrent_memtable_write(false);
-    opts.set_keep_log_file_num(4);
-    // Write files back to disk as they grow, so that a synced write never has to wait for
-    // a burst of dirty pages from a memtable flush or a compaction.
-    opts.set_bytes_per_sync(1 << 20);
-    opts.set_wal_bytes_per_sync(1 << 20);
-    // Without a limit, a memtable flush hands the disk tens of megabytes at once, and the
-    // synced write-ahead-log writes that every commit waits for queue behind them (stalls
-    // of 100-200 ms on a shared disk). Granted in small slices, the same flush goes out
-    // at a steady rate between them.
-    if let Some((rate, refill_us)) = background_write_limit(tuning) {
-        opts.set_ratelimiter(rate, refill_us, 10);
-    }
-    opts
-}
-
-/// RocksDB's rate limiter settings for `tuning`: bytes per second and refill period in
-/// microseconds, or none for no limit.
-fn background_write_limit(tuning: &StoreTuning) -> Option<(i64, i64)> {
-    let rate = tuning.background_write_bytes_per_s;
-    (rate > 0).then(|| {
-        let refill_us = i64::try_from(BACKGROUND_WRITE_REFILL.as_micros()).unwrap_or(i64::MAX);
-        (i64::try_from(rate).unwrap_or(i64::MAX), refill_us)
-    })
-}
-
-/// Smallest memtable of a column family; each one gets this plus a random part below
-/// [`MEMTABLE_SPREAD_BYTES`].
-const MEMTABLE_MIN_BYTES: usize = 48 << 20;
-/// Range of the random part of a memtable's size.
-const MEMTABLE_SPREAD_BYTES: usize = 32 << 20;
-
-/// The memtable size for one column family, from a random `seed`: between
-/// [`MEMTABLE_MIN_BYTES`] and that plus [`MEMTABLE_SPREAD_BYTES`].
-///
-/// Column families that grow at the same rate (the Raft log and the blocks take every
-/// block) and validators that share a disk and cores (a devnet, or several on one host)
-/// would otherwise fill their memtables at the same moment and flush together: a burst of
-/// hundreds of megabytes that stalls every commit for most of a second. Sizes drawn
-/// apart spread the flushes out. Memtable sizes change nothing about what is stored.
-fn memtable_bytes(seed: u64) -> usize {
-    MEMTABLE_MIN_BYTES + (seed % MEMTABLE_SPREAD_BYTES as u64) as usize
-}
-
-/// Bytes of a transaction id that pick its hash bucket in the index's memtable.
-const TX_INDEX_BUCKET_PREFIX: usize = 8;
-/// Hash buckets of the index's memtable: one or two ids each in a full memtable (48–80
-/// MiB held 600,000–800,000 ids when flushed in 1,000,000-transaction runs), and 4 MiB of
-/// bucket pointers taken from the memtable.
-///
-/// The ids are sorted once, at the flush, into a skip list built for the table file
-/// (0.65–2.4 s of one core per flush in those runs). Measured against it (docs/
-/// performance.md): the default skip list at this size costs less CPU in closed-loop runs
-/// but more at half the peak, and a small (8 MiB) memtable stalls synced writes with its
-/// compactions, since every L0 file of random ids overlaps all of L1.
-const TX_INDEX_BUCKETS: usize = 1 << 19;
-
-/// Options of one column family: a memtable of its own random size ([`memtable_bytes`]).
-/// The transaction index is read once per admitted transaction and once per committed
-/// one, and nearly every lookup misses (the id is new): bloom filters, in the memtable and
-/// in the table files, answer those misses without a search.
-fn cf_options(name: &str) -> Options {
-    use std::hash::BuildHasher;
-    let mut opts = Options::default();
-    let seed = std::collections::hash_map::RandomState::new().hash_one(name);
-    opts.set_write_buffer_size(memtable_bytes(seed));
-    if name == CF_TX_INDEX {
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        table.set_whole_key_filtering(true);
-        opts.set_block_based_table_factory(&table);
-        opts.set_memtable_prefix_bloom_ratio(0.1);
-        opts.set_memtable_whole_key_filtering(true);
-        // Ids are uniform hashes: bucketed by their first bytes into a hash table of short
-        // sorted lists, each insert and lookup touches a bucket and an entry or two
-        // instead of searching a skip list (one skip list of a million ids was the largest
-        // cost outside signature checks; a hash of small skip lists still cost a few
-        // searches each). Only point lookups read this column family while it is live; a
-        // full scan sets `total_order_seek`.
-        opts.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
-            TX_INDEX_BUCKET_PREFIX,
-        ));
-        opts.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList {
-            bucket_count: TX_INDEX_BUCKETS,
-        });
-    }
-    opts
 }
 
 impl Store {
@@ -749,47 +556,5 @@ impl Store {
             n += 1;
         }
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn background_writes_are_limited_in_small_slices_unless_turned_off() {
-        let (rate, refill_us) =
-            background_write_limit(&StoreTuning::default()).expect("limited by default");
-        assert_eq!(rate, 128 << 20);
-        assert_eq!(refill_us, 5_000);
-        // One slice: 0.64 MiB, a few milliseconds of a disk's time, not a whole flush.
-        assert_eq!(rate * refill_us / 1_000_000, 671_088);
-        let off = StoreTuning {
-            background_write_bytes_per_s: 0,
-        };
-        assert_eq!(background_write_limit(&off), None);
-        let huge = StoreTuning {
-            background_write_bytes_per_s: u64::MAX,
-        };
-        assert_eq!(background_write_limit(&huge).map(|l| l.0), Some(i64::MAX));
-    }
-
-    #[test]
-    fn memtable_sizes_stay_in_their_range_and_differ() {
-        use std::hash::BuildHasher;
-        let sizes: Vec<usize> = (0..64)
-            .map(|_| memtable_bytes(std::collections::hash_map::RandomState::new().hash_one(1u8)))
-            .collect();
-        for s in &sizes {
-            assert!((MEMTABLE_MIN_BYTES..MEMTABLE_MIN_BYTES + MEMTABLE_SPREAD_BYTES).contains(s));
-        }
-        assert_eq!(memtable_bytes(0), MEMTABLE_MIN_BYTES);
-        assert!(memtable_bytes(u64::MAX) < MEMTABLE_MIN_BYTES + MEMTABLE_SPREAD_BYTES);
-        // Drawn apart: 64 draws over 32 MiB are not all within 1 MiB of each other.
-        let (lo, hi) = (
-            sizes.iter().min().expect("64"),
-            sizes.iter().max().expect("64"),
-        );
-        assert!(hi - lo > 1 << 20, "{lo}..{hi}");
     }
 }

@@ -5,29 +5,26 @@
 
 use std::collections::HashMap;
 
+use ordo_client::Client;
+use ordo_client::api::metrics as m;
 use serde::Serialize;
-
-use crate::client::Client;
 
 /// The stages, in pipeline order: (short name, metric).
 const STAGES: [(&str, &str); 5] = [
-    ("queue", "ordo_block_queue_seconds"),
-    ("verify", "ordo_block_verify_seconds"),
-    ("log append", "ordo_raft_log_append_seconds"),
-    ("commit", "ordo_block_commit_seconds"),
-    ("apply", "ordo_block_apply_seconds"),
+    ("queue", m::BLOCK_QUEUE_SECONDS.name),
+    ("verify", m::BLOCK_VERIFY_SECONDS.name),
+    ("log append", m::RAFT_LOG_APPEND_SECONDS.name),
+    ("commit", m::BLOCK_COMMIT_SECONDS.name),
+    ("apply", m::BLOCK_APPLY_SECONDS.name),
 ];
 
 /// The precheck counters: (JSON name, metric).
 const COUNTERS: [(&str, &str); 5] = [
-    ("forwarded", "ordo_txs_forwarded_total"),
-    ("announced", "ordo_txs_announced_total"),
-    ("checked_ahead", "ordo_txs_prechecked_total"),
-    (
-        "left_out_of_blocks",
-        "ordo_block_signatures_prechecked_total",
-    ),
-    ("announcements_dropped", "ordo_announcements_dropped_total"),
+    ("forwarded", m::TXS_FORWARDED.name),
+    ("announced", m::TXS_ANNOUNCED.name),
+    ("checked_ahead", m::TXS_PRECHECKED.name),
+    ("left_out_of_blocks", m::BLOCK_SIGNATURES_PRECHECKED.name),
+    ("announcements_dropped", m::ANNOUNCEMENTS_DROPPED.name),
 ];
 
 /// One histogram as exported: cumulative counts by upper bound (seconds), and the sum.
@@ -128,7 +125,7 @@ impl Scrape {
     pub(crate) async fn all(clients: &[Client]) -> Vec<Option<Scrape>> {
         let mut out = Vec::with_capacity(clients.len());
         for c in clients {
-            out.push(c.text("/metrics").await.ok().map(|t| Scrape::parse(&t)));
+            out.push(c.metrics().await.ok().map(|t| Scrape::parse(&t)));
         }
         out
     }
@@ -136,7 +133,7 @@ impl Scrape {
 
 /// One stage over the run, all nodes together.
 #[derive(Debug, Serialize)]
-pub struct Stage {
+pub(crate) struct Stage {
     stage: &'static str,
     /// Observations (blocks, or append requests) during the run.
     count: u64,
@@ -176,7 +173,7 @@ pub(crate) fn between(before: &[Option<Scrape>], after: &[Option<Scrape>]) -> Ve
 /// What the followers checked ahead of their blocks during the run, all nodes together
 /// (counters of nodes that answered both scrapes; a restarted node's count from zero).
 #[derive(Debug, Default, Serialize, PartialEq)]
-pub struct Prechecks {
+pub(crate) struct Prechecks {
     /// Transactions forwarded by followers to the leader.
     forwarded: u64,
     /// Transactions the leader announced (once per follower).

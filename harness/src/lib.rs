@@ -1,0 +1,152 @@
+//! Runs ordo validators as real `ordo node run` processes on one host: the one harness
+//! behind `ordo devnet`, `ordo-bench --devnet` and the integration tests.
+//!
+//! * [`Net`]: a network's directory — keys, genesis and one `node.toml` per validator on
+//!   free loopback ports — created from a [`Spec`] or opened again.
+//! * [`NodeProcess`]: one validator process: start, SIGTERM, SIGKILL, wait for its exit,
+//!   read its log. A process still running when its handle is dropped is killed.
+//! * [`poll`], [`poll_blocking`]: wait on observable state with a deadline, not a sleep.
+//! * [`ordo_bin`]: where the `ordo` binary is.
+//!
+//! ```no_run
+//! use ordo_harness::{Net, Spec};
+//!
+//! let dir = std::path::Path::new("my-net");
+//! let mut net = Net::create(dir, &Spec::new("my-chain", 3, 1)).unwrap();
+//! net.start_all(&ordo_harness::ordo_bin().unwrap()).unwrap();
+//! println!("validator-0 serves {}", net.nodes[0].url());
+//! ```
+
+mod net;
+mod process;
+
+pub use net::{Net, NodeTweak, Spec};
+pub use process::{NodeProcess, stop_all};
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What went wrong setting up or running a network.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A file or directory could not be read or written, or a process not started.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A key file cannot be written or read.
+    #[error(transparent)]
+    Key(#[from] ordo_crypto::KeyFileError),
+    /// The genesis is not valid.
+    #[error(transparent)]
+    Genesis(#[from] ordo_genesis::GenesisError),
+    /// A node configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] ordo_node::config::ConfigError),
+    /// The directory does not hold a network, or the request does not fit one.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl HarnessError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+        let what = what.into();
+        move |source| HarnessError::Io { what, source }
+    }
+}
+
+/// Reserves `n` distinct free loopback ports (free when this returns; another process
+/// could take one before it is bound again, which loopback tests accept).
+///
+/// # Errors
+/// When the system has no free port.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, HarnessError> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(HarnessError::io("cannot find free loopback ports"))?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(HarnessError::io("cannot read a port"))
+        })
+        .collect()
+}
+
+/// The `ordo` binary: `$ORDO_BIN` if set, else the `ordo` beside the running executable
+/// (or one directory up, for test executables in `target/<profile>/deps`), else the first
+/// `ordo` on `PATH`.
+///
+/// # Errors
+/// When none of them exists.
+pub fn ordo_bin() -> Result<PathBuf, HarnessError> {
+    sibling_bin("ordo", "ORDO_BIN")
+}
+
+/// A binary named `name` found as [`ordo_bin`] finds `ordo` (`env` overrides).
+///
+/// # Errors
+/// When it is not found.
+pub fn sibling_bin(name: &str, env: &str) -> Result<PathBuf, HarnessError> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(HarnessError::io("cannot find this executable"))?;
+    let beside = exe.parent().map(|d| d.join(name));
+    let above = exe.parent().and_then(|d| d.parent()).map(|d| d.join(name));
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+        .unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(above)
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            HarnessError::Invalid(format!(
+                "cannot find the `{name}` binary beside {} or on PATH (set {env}, or build it: cargo build --release)",
+                exe.display()
+            ))
+        })
+}
+
+/// Calls `check` every `every` until it returns `Some`, for at most `timeout`.
+pub async fn poll<T, F, Fut>(timeout: Duration, every: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// As [`poll`], blocking the thread.
+pub fn poll_blocking<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}

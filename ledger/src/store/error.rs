@@ -1,0 +1,90 @@
+//! What the store reports when it cannot do what was asked, and the chain identity it
+//! checks on open.
+
+use std::path::PathBuf;
+
+use ordo_crypto::Hash;
+use serde::Serialize;
+
+use super::FORMAT_VERSION;
+use crate::types::{ChainTip, TxId};
+
+/// Which chain a store belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainIdentity {
+    /// The chain id.
+    pub chain_id: String,
+    /// The genesis hash.
+    pub genesis_hash: Hash,
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB reported an error (I/O, corruption, lock held by another process, ...).
+    #[error("ledger database {path}: {source}")]
+    Db {
+        /// The database directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// There is no ledger where one was expected.
+    #[error("no ordo ledger at {0} (check --data-dir)")]
+    NotFound(PathBuf),
+    /// The store belongs to another chain.
+    #[error(
+        "ledger at {path} belongs to chain '{}' (genesis {}), not '{}' (genesis {}); use the matching genesis file or another data directory",
+        found.chain_id, found.genesis_hash, expected.chain_id, expected.genesis_hash
+    )]
+    ChainMismatch {
+        /// The database directory.
+        path: PathBuf,
+        /// The chain recorded in the store.
+        found: Box<ChainIdentity>,
+        /// The chain of the genesis given.
+        expected: Box<ChainIdentity>,
+    },
+    /// Written by an incompatible version of ordo.
+    #[error(
+        "ledger at {path} has format version {found}; this ordo reads version {FORMAT_VERSION}"
+    )]
+    FormatVersion {
+        /// The database directory.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// Stored data is not what this store writes.
+    #[error("ledger at {path} is corrupt: {what}")]
+    Corrupt {
+        /// The database directory.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The block does not extend the current tip.
+    #[error("block at height {height} (prev {prev_hash}) does not extend the tip at height {} ({})", tip.height, tip.hash)]
+    NotNext {
+        /// The block's height.
+        height: u64,
+        /// The block's parent hash.
+        prev_hash: Hash,
+        /// The store's tip.
+        tip: ChainTip,
+    },
+    /// A transaction in the block is already in the chain.
+    #[error("transaction {id} is already committed at height {height}")]
+    AlreadyCommitted {
+        /// The transaction id.
+        id: TxId,
+        /// Where it is.
+        height: u64,
+    },
+    /// A write on a store opened read-only.
+    #[error("ledger was opened read-only")]
+    ReadOnly,
+}
+
+/// Result type of the store.
+pub type Result<T> = std::result::Result<T, StoreError>;

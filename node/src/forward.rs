@@ -1,0 +1,307 @@
+//! Forwarding, both directions: a follower sends what it admitted to the leader and maps
+//! the leader's verdicts back onto its client's results; the leader admits forwarded
+//! transactions and answers one [`Verdict`] per transaction.
+//!
+//! While its backlog is short, a follower also checks the signatures of what it forwards
+//! (on a blocking thread, at most [`FORWARD_CHECKS_MAX`] at once) while the leader checks
+//! them at admission, so that its own check is done when their block arrives
+//! (`crate::precheck`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ordo_crypto::PublicKey;
+use ordo_ledger::{SignedTransaction, TxError, TxId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SubmitError;
+use crate::mempool::AdmitError;
+use crate::network::{Frame, InboundRequest, Kind};
+use crate::shared::Shared;
+use crate::wire::{TxBytes, decode_internal, encode_internal};
+
+/// Most transactions in one forwarded batch.
+pub(crate) const FORWARD_TXS_MAX: usize = 4096;
+/// Most checks of forwarded submissions a follower runs at once (see
+/// [`crate::precheck::Prechecked::check_forwarded`]); a submission that finds them all
+/// busy is left to the announcement or block check.
+pub(crate) const FORWARD_CHECKS_MAX: usize = 2;
+
+/// What a leader answers for each forwarded transaction.
+///
+/// On the wire (bincode) a variant is its position in this list: append new variants at
+/// the end, never reorder (`wire/tests.rs` pins each one's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Verdict {
+    /// Admitted, its signature checked by the leader.
+    Accepted,
+    /// The leader already holds a transaction with this id (maybe under another
+    /// signature encoding: the id does not cover the signature).
+    AlreadyPending,
+    /// Already in the chain at `height`.
+    AlreadyCommitted {
+        /// Where.
+        height: u64,
+    },
+    /// The leader's mempool is full.
+    Busy,
+    /// Refused for a reason the follower has no variant for (the message says which).
+    Refused(String),
+    /// The node asked does not lead.
+    NotLeader,
+    /// It breaks a chain rule.
+    Invalid(TxError),
+}
+
+impl Verdict {
+    /// The leader's verdict on one admission result.
+    fn of(admitted: Result<TxId, AdmitError>) -> Verdict {
+        match admitted {
+            Ok(_) => Verdict::Accepted,
+            Err(AdmitError::AlreadyPending(_)) => Verdict::AlreadyPending,
+            Err(AdmitError::AlreadyCommitted { height, .. }) => {
+                Verdict::AlreadyCommitted { height }
+            }
+            Err(AdmitError::Busy { .. }) => Verdict::Busy,
+            Err(AdmitError::Invalid { error, .. }) => Verdict::Invalid(error),
+        }
+    }
+
+    /// What the follower's client hears for transaction `id`.
+    fn into_result(self, id: TxId) -> Result<TxId, SubmitError> {
+        match self {
+            Verdict::Accepted | Verdict::AlreadyPending => Ok(id),
+            Verdict::Invalid(error) => Err(SubmitError::Admit(AdmitError::Invalid { id, error })),
+            Verdict::AlreadyCommitted { height } => {
+                Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
+                    id,
+                    height,
+                }))
+            }
+            Verdict::Busy => Err(SubmitError::LeaderBusy),
+            Verdict::Refused(reason) => Err(SubmitError::Refused(reason)),
+            Verdict::NotLeader => Err(SubmitError::NoLeader),
+        }
+    }
+
+    /// Whether the leader is done with the transaction for good: a follower stops
+    /// re-sending it.
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Verdict::AlreadyCommitted { .. } | Verdict::Refused(_) | Verdict::Invalid(_)
+        )
+    }
+}
+
+impl Shared {
+    /// Following: forwards the transactions at `fresh` (admitted here; `copies` holds every
+    /// submitted transaction) to the leader and writes its verdicts into `results`. Those
+    /// the leader did not take leave this node's mempool again.
+    pub(crate) async fn forward_admitted(
+        &self,
+        copies: Option<Vec<SignedTransaction>>,
+        ids: &[TxId],
+        fresh: &[usize],
+        results: &mut [Result<TxId, SubmitError>],
+    ) {
+        let leader_id = self.leader();
+        let verdicts = match (copies, leader_id.and_then(|id| self.validator(id))) {
+            (Some(copies), Some((_, leader))) => {
+                let mut wanted = fresh.iter().peekable();
+                let batch: Arc<Vec<SignedTransaction>> = Arc::new(
+                    copies
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
+                        .map(|(_, tx)| tx)
+                        .collect(),
+                );
+                self.check_while_forwarding(&batch, fresh.iter().map(|&i| ids[i]));
+                self.forward(leader, &batch).await
+            }
+            // No leader known, or this node led when it admitted them and has lost office
+            // since: the client retries (503), and meets the next leader.
+            _ => vec![Err(SubmitError::NoLeader); fresh.len()],
+        };
+        let mut gone = Vec::new();
+        let mut checked = Vec::new();
+        for (verdict, &slot) in verdicts.into_iter().zip(fresh) {
+            let Ok(id) = results[slot] else { continue };
+            // Only `Accepted` means the leader checked this copy's signature: the id does
+            // not cover the signature, so an `AlreadyPending` copy may differ.
+            if verdict == Ok(Verdict::Accepted) {
+                checked.push(id);
+            }
+            if verdict == Ok(Verdict::Busy)
+                && let Some(leader) = leader_id
+            {
+                self.gate().leader_is_busy(leader);
+            }
+            let outcome = verdict.and_then(|v| v.into_result(id));
+            if outcome.is_err() {
+                gone.push(id);
+            }
+            results[slot] = outcome;
+        }
+        let mut pool = self.pool();
+        pool.mark_verified(&checked);
+        if !gone.is_empty() {
+            pool.remove_pending(&gone);
+        }
+    }
+
+    /// Following, checks the signatures of `batch` (with the ids in `ids`) on a blocking
+    /// thread while the leader checks them at admission: this node verifies them before
+    /// their block comes either way, and checked now, its acknowledgement of the block
+    /// need not wait for the check of the leader's announcement, which only starts once
+    /// the leader has admitted them. Only while the backlog is short (as for
+    /// announcements: under overload most forwards are refused) and a turn is free.
+    fn check_while_forwarding(
+        &self,
+        batch: &Arc<Vec<SignedTransaction>>,
+        ids: impl Iterator<Item = TxId>,
+    ) {
+        if !self.announcing() {
+            return;
+        }
+        let Ok(turn) = self.forward_checks().clone().try_acquire_owned() else {
+            return;
+        };
+        let ids: Vec<TxId> = ids.collect();
+        let (batch, prechecked) = (batch.clone(), self.prechecked().clone());
+        crate::tasks::spawn_blocking(move || {
+            prechecked.check_forwarded(&ids, &batch);
+            drop(turn);
+        });
+    }
+
+    /// Sends `txs` to the leader, in chunks, and returns its verdict on each (or why the
+    /// chunk holding it could not be delivered).
+    pub(crate) async fn forward(
+        &self,
+        leader: &PublicKey,
+        txs: &[SignedTransaction],
+    ) -> Vec<Result<Verdict, SubmitError>> {
+        let mut verdicts = Vec::with_capacity(txs.len());
+        for chunk in txs.chunks(FORWARD_TXS_MAX) {
+            match self.forward_chunk(leader, chunk).await {
+                Ok(got) => verdicts.extend(got.into_iter().map(Ok)),
+                Err(e) => verdicts.extend(std::iter::repeat_n(Err(e), chunk.len())),
+            }
+        }
+        verdicts
+    }
+
+    async fn forward_chunk(
+        &self,
+        leader: &PublicKey,
+        chunk: &[SignedTransaction],
+    ) -> Result<Vec<Verdict>, SubmitError> {
+        let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
+        let raw: Vec<TxBytes> = chunk.iter().map(|t| TxBytes(t.to_bytes())).collect();
+        let body = encode_internal(&raw).map_err(|e| unavailable(&e))?;
+        self.counters()
+            .txs_forwarded
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let frame = Frame {
+            kind: Kind::Transactions,
+            body,
+        };
+        let answer = self
+            .network()
+            .request(leader, frame)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if answer.kind != Kind::Transactions {
+            return Err(SubmitError::Unavailable(format!(
+                "the leader answered with {}",
+                String::from_utf8_lossy(&answer.body)
+            )));
+        }
+        let got: Vec<Verdict> =
+            decode_internal(&answer.body, "forward verdicts").map_err(|e| unavailable(&e))?;
+        if got.len() != chunk.len() {
+            return Err(SubmitError::Unavailable(format!(
+                "the leader answered {} verdicts for {} transactions",
+                got.len(),
+                chunk.len()
+            )));
+        }
+        Ok(got)
+    }
+
+    /// Answers transactions forwarded by a follower: admitted here if this node leads.
+    pub(crate) async fn serve_forwarded(self: Arc<Self>, req: InboundRequest) {
+        let error = |message: String| Frame {
+            kind: Kind::Error,
+            body: message.into_bytes(),
+        };
+        let frame = match decode_internal::<Vec<TxBytes>>(&req.frame.body, "forwarded transactions")
+        {
+            Err(e) => error(e.to_string()),
+            Ok(raw) if raw.len() > FORWARD_TXS_MAX => {
+                error(format!("more than {FORWARD_TXS_MAX} transactions"))
+            }
+            Ok(raw) => {
+                let raw = raw.into_iter().map(|TxBytes(t)| t).collect();
+                let verdicts = self.admit_forwarded(raw).await;
+                match encode_internal(&verdicts) {
+                    Ok(body) => Frame {
+                        kind: Kind::Transactions,
+                        body,
+                    },
+                    Err(e) => error(e.to_string()),
+                }
+            }
+        };
+        req.respond(frame);
+    }
+
+    async fn admit_forwarded(self: &Arc<Self>, raw: Vec<Vec<u8>>) -> Vec<Verdict> {
+        if !self.is_leader() {
+            return vec![Verdict::NotLeader; raw.len()];
+        }
+        let max = self.policy().limits.tx_bytes_max;
+        let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(raw.len());
+        let mut txs = Vec::new();
+        for bytes in &raw {
+            match SignedTransaction::from_bytes(bytes, max) {
+                Ok(tx) => {
+                    txs.push(tx);
+                    verdicts.push(None);
+                }
+                Err(e) => verdicts.push(Some(Verdict::Refused(format!("malformed: {e}")))),
+            }
+        }
+        let Some(_turn) = self.gate().forwarded_turn().await else {
+            return vec![Verdict::Busy; raw.len()];
+        };
+        let this = self.clone();
+        // The backlog is read before admission, as in `submit`.
+        let (announce, (_, admitted)) =
+            crate::tasks::spawn_blocking(move || (this.announcing(), this.admit(txs, true)))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.wake_proposer();
+        let mut admitted = admitted.into_iter().map(Verdict::of);
+        let verdicts: Vec<Verdict> = verdicts
+            .into_iter()
+            .map(|v| {
+                v.or_else(|| admitted.next()).unwrap_or_else(|| {
+                    Verdict::Refused("internal: missing admission result".into())
+                })
+            })
+            .collect();
+        if announce {
+            let accepted: Vec<Vec<u8>> = raw
+                .into_iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| **v == Verdict::Accepted)
+                .map(|(bytes, _)| bytes)
+                .collect();
+            self.prechecked().announce(&accepted);
+        }
+        verdicts
+    }
+}
