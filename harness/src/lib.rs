@@ -150,3 +150,72 @@ pub fn poll_blocking<T>(
         std::thread::sleep(every);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn a_net_is_written_whole_and_reads_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("net");
+        assert!(!Net::exists(&dir));
+        let mut spec = Spec::new("harness-test", 3, 2);
+        spec.node = Box::new(|i, c| c.raft.blocks_in_flight_max = i + 1);
+        let net = Net::create(&dir, &spec).expect("created");
+        assert!(Net::exists(&dir));
+        assert_eq!(net.genesis.validators.len(), 3);
+        assert_eq!(net.genesis.clients.len(), 2);
+        for (i, key) in spec.clients.iter().enumerate() {
+            let read = ordo_crypto::load_key_file(&Net::client_key_path(&dir, i)).expect("key");
+            assert_eq!(read.public(), key.public());
+        }
+        let again = Net::open(&dir).expect("opened");
+        let apis: HashSet<_> = again.nodes.iter().map(|n| n.api).collect();
+        assert_eq!(apis.len(), 3, "each validator has its own API port");
+        for (i, n) in again.nodes.iter().enumerate() {
+            assert_eq!(n.name, format!("validator-{i}"));
+            assert!(!n.is_running());
+            let c = ordo_node::config::NodeConfig::load(&n.config).expect("config");
+            assert!(!c.mdns);
+            assert_eq!(c.raft.blocks_in_flight_max, i + 1, "the tweak applies");
+            assert_eq!(c.data_dir, dir.join(format!("validator-{i}/data")));
+        }
+        again.check_ports_free().expect("nothing runs");
+    }
+
+    #[test]
+    fn what_is_not_a_net_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            Net::open(tmp.path()),
+            Err(HarnessError::Invalid(_))
+        ));
+        let none = Spec::new("x", 0, 1);
+        assert!(matches!(
+            Net::create(tmp.path(), &none),
+            Err(HarnessError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn ports_are_distinct_and_polls_end_by_their_deadline() {
+        let ports = free_ports(8).expect("ports");
+        assert_eq!(ports.iter().collect::<HashSet<_>>().len(), 8);
+        let mut n = 0;
+        let got = poll_blocking(Duration::from_secs(5), Duration::from_millis(1), || {
+            n += 1;
+            (n == 3).then_some(n)
+        });
+        assert_eq!(got, Some(3));
+        let started = Instant::now();
+        let never: Option<()> =
+            poll_blocking(Duration::from_millis(50), Duration::from_millis(10), || {
+                None
+            });
+        assert!(never.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+}

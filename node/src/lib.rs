@@ -18,7 +18,8 @@
 //! * [`consensus`] wraps openraft (log and state machine on RocksDB, RPCs over
 //!   [`network`]); [`mempool`] holds pending transactions; [`wire`] encodes what
 //!   validators send each other and keep on disk; [`timings`] are the stage histograms;
-//!   [`tasks`] spawns work in the span of the validator (and peer) it is for.
+//!   [`tasks`] spawns work in the span of the validator (and peer) it is for; [`id_hash`]
+//!   hashes transaction ids for maps.
 
 pub(crate) mod admission;
 pub(crate) mod applied;
@@ -28,6 +29,7 @@ pub mod error;
 pub(crate) mod forward;
 pub(crate) mod gate;
 pub(crate) mod http;
+pub(crate) mod id_hash;
 pub(crate) mod inbound;
 pub(crate) mod mempool;
 pub mod network;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use ordo_crypto::{Keypair, PublicKey};
 use ordo_genesis::Genesis;
+use ordo_ledger::{Policy, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -201,13 +202,26 @@ impl Validator {
     }
 }
 
-/// Opens storage, the network and Raft, and makes the shared state.
-async fn assemble(
+/// What a validator runs on before Raft starts: its API listener, its database, and its
+/// network.
+struct Base {
+    api: tokio::net::TcpListener,
+    policy: Arc<Policy>,
+    store: Arc<Store>,
+    /// Every validator's key, and the others'.
+    keys: Vec<PublicKey>,
+    others: Vec<PublicKey>,
+    network: Network,
+    inbound: mpsc::Receiver<InboundRequest>,
+}
+
+/// Binds the API, opens the data directory and joins the network.
+async fn open_base(
     config: &NodeConfig,
-    genesis: Genesis,
-    key: Keypair,
+    genesis: &Genesis,
+    key: &Keypair,
     stopping: watch::Receiver<bool>,
-) -> Result<Started, StartError> {
+) -> Result<Base, StartError> {
     let api = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(|source| StartError::Api {
@@ -229,28 +243,41 @@ async fn assemble(
         .filter(|k| *k != key.public())
         .collect();
     let (network, inbound) = Network::start(
-        &key,
+        key,
         &keys,
-        &network_config(config, &genesis, &key),
-        stopped(stopping.clone()),
+        &network_config(config, genesis, key),
+        stopped(stopping),
     )?;
-    let source = Arc::new(PeerBlockSource::new(network.clone(), others.clone()));
+    Ok(Base {
+        api,
+        policy,
+        store,
+        keys,
+        others,
+        network,
+        inbound,
+    })
+}
+
+/// Opens storage, the network and Raft, and makes the shared state.
+async fn assemble(
+    config: &NodeConfig,
+    genesis: Genesis,
+    key: Keypair,
+    stopping: watch::Receiver<bool>,
+) -> Result<Started, StartError> {
+    let base = open_base(config, &genesis, &key, stopping.clone()).await?;
+    let (policy, store) = (base.policy.clone(), base.store.clone());
+    let source = Arc::new(PeerBlockSource::new(
+        base.network.clone(),
+        base.others.clone(),
+    ));
     let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
         .map_err(StartError::ConsensusState)?;
-    let recent = sm.recent();
-    let timings = log.timings();
-    let raft = start_raft(
-        config,
-        &genesis,
-        &key,
-        &keys,
-        network.clone(),
-        log.clone(),
-        sm,
-    )
-    .await?;
+    let (recent, timings) = (sm.recent(), log.timings());
+    let raft = start_raft(config, &genesis, &key, &base, log.clone(), sm).await?;
     let (tip_tx, tip) = watch::channel(store.tip());
-    let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max, &others);
+    let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max, &base.others);
     let server = RaftServer::new(
         raft.clone(),
         log,
@@ -258,23 +285,24 @@ async fn assemble(
         policy.clone(),
         prechecked.clone(),
     );
-    let me = genesis
+    let name = genesis
         .validator(&key.public())
-        .ok_or(StartError::NotValidator(key.public()))?;
-    let me = Me {
-        name: me.name.clone(),
-        public_key: key.public(),
-        node_id: node_id(&key.public()),
-    };
+        .ok_or(StartError::NotValidator(key.public()))?
+        .name
+        .clone();
     let parts = Parts {
-        me,
+        me: Me {
+            name,
+            public_key: key.public(),
+            node_id: node_id(&key.public()),
+        },
         mempool: Mempool::new(policy.clone(), config.mempool.limits()),
         pool_limit: config.mempool.txs_max,
         genesis,
         policy,
         store,
         raft,
-        network,
+        network: base.network,
         tip,
         recent,
         timings,
@@ -285,11 +313,11 @@ async fn assemble(
         shared: Arc::new(Shared::new(parts, FORWARD_CHECKS_MAX)),
         key,
         server,
-        inbound,
+        inbound: base.inbound,
         tip_tx,
         announced,
-        others,
-        api,
+        others: base.others,
+        api: base.api,
     })
 }
 
@@ -318,8 +346,7 @@ async fn start_raft(
     config: &NodeConfig,
     genesis: &Genesis,
     key: &Keypair,
-    keys: &[PublicKey],
-    network: Network,
+    base: &Base,
     log: LogStore,
     sm: BlockStateMachine,
 ) -> Result<OrdoRaft, StartError> {
@@ -335,12 +362,12 @@ async fn start_raft(
         node_id(&key.public()),
         &genesis.chain_id,
         settings,
-        network,
+        base.network.clone(),
         log,
         sm,
     )
     .await?;
-    consensus::initialize(&raft, &node_ids(keys.iter().copied())?).await?;
+    consensus::initialize(&raft, &node_ids(base.keys.iter().copied())?).await?;
     Ok(raft)
 }
 

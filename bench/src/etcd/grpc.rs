@@ -14,7 +14,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{EtcdLoad, Sent, batches, wait_healthy};
+use super::{EtcdLoad, Request, Sent, member_urls, wait_healthy};
 
 /// `etcdserverpb.PutRequest`: key (1) and value (2); the other fields keep their defaults.
 #[derive(Clone, PartialEq, Message)]
@@ -43,15 +43,8 @@ struct TxnRequest {
 const PUT: &str = "/etcdserverpb.KV/Put";
 const TXN: &str = "/etcdserverpb.KV/Txn";
 
-/// One encoded request.
-struct Request {
-    path: &'static str,
-    body: Bytes,
-    puts: usize,
-}
-
 /// Encodes puts as one request: a plain put for one, a transaction for several.
-fn encode_request(pairs: &[(Vec<u8>, Vec<u8>)]) -> Request {
+pub(super) fn encode_request(pairs: &[(Vec<u8>, Vec<u8>)]) -> Request {
     let put = |(k, v): &(Vec<u8>, Vec<u8>)| PutRequest {
         key: k.clone(),
         value: v.clone(),
@@ -117,21 +110,16 @@ impl Decoder for Raw {
     }
 }
 
-/// A channel per member and the workload's requests.
+/// A channel per member.
 pub(super) struct Driver {
     members: Vec<Grpc<Channel>>,
     urls: Vec<String>,
-    requests: Vec<Request>,
 }
 
 impl Driver {
-    /// Waits for every member to be healthy, connects to each, and encodes the workload.
+    /// Waits for every member to be healthy, and connects to each.
     pub(super) async fn connect(load: &EtcdLoad) -> anyhow::Result<Driver> {
-        let urls: Vec<String> = load
-            .urls
-            .iter()
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .collect();
+        let urls = member_urls(load);
         let http = reqwest::Client::new();
         wait_healthy(&urls, |i| super::json::healthy(&http, &urls[i])).await?;
         let mut members = Vec::new();
@@ -144,29 +132,17 @@ impl Driver {
                 .with_context(|| format!("cannot connect to etcd's gRPC API at {url}"))?;
             members.push(Grpc::new(channel));
         }
-        eprintln!("encoding {} puts of {} B…", load.puts, load.payload_bytes);
-        let requests = batches(load).iter().map(|b| encode_request(b)).collect();
-        Ok(Driver {
-            members,
-            urls,
-            requests,
-        })
+        Ok(Driver { members, urls })
     }
 
-    pub(super) fn requests(&self) -> usize {
-        self.requests.len()
+    pub(super) fn members(&self) -> usize {
+        self.members.len()
     }
 
-    pub(super) fn puts(&self, r: usize) -> usize {
-        self.requests[r].puts
-    }
-
-    /// Sends request `r` to member `r mod members` once. `Unavailable` (no leader, a
-    /// connection that broke) and `ResourceExhausted` (too many requests) may pass later;
-    /// anything else, a timeout included, fails.
-    pub(super) async fn send(&self, r: usize, timeout: Duration) -> Sent {
-        let req = &self.requests[r];
-        let m = r % self.members.len();
+    /// Sends `req` to `member` once. `Unavailable` (no leader, a connection that broke)
+    /// and `ResourceExhausted` (too many requests) may pass later; anything else, a
+    /// timeout included, fails.
+    pub(super) async fn send(&self, m: usize, req: &Request, timeout: Duration) -> Sent {
         let mut grpc = self.members[m].clone();
         let call = async {
             grpc.ready()

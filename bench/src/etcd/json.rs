@@ -12,17 +12,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use super::{EtcdLoad, Sent, batches, wait_healthy};
+use super::{EtcdLoad, Request, Sent, member_urls, wait_healthy};
 
 /// Characters of an etcd error answer kept for the warning.
 const ERROR_TEXT_MAX: usize = 300;
-
-/// One encoded request to the gateway.
-struct Request {
-    path: &'static str,
-    body: bytes::Bytes,
-    puts: usize,
-}
 
 #[derive(Serialize)]
 struct Put {
@@ -42,7 +35,7 @@ struct Txn {
 
 /// Encodes puts as one gateway request: a plain put for one, a transaction for several
 /// (all in `success`, with no compare, so it always applies).
-fn encode_request(pairs: &[(Vec<u8>, Vec<u8>)]) -> Request {
+pub(super) fn encode_request(pairs: &[(Vec<u8>, Vec<u8>)]) -> Request {
     let put = |(k, v): &(Vec<u8>, Vec<u8>)| Put {
         key: BASE64.encode(k),
         value: BASE64.encode(v),
@@ -68,50 +61,37 @@ fn encode_request(pairs: &[(Vec<u8>, Vec<u8>)]) -> Request {
     }
 }
 
-/// The members' gateways and the workload's requests.
+/// The members' gateways.
 pub(super) struct Driver {
     http: reqwest::Client,
     urls: Arc<Vec<String>>,
-    requests: Vec<Request>,
 }
 
 impl Driver {
-    /// Waits for every member to be healthy, then encodes the workload.
+    /// Waits for every member to be healthy.
     pub(super) async fn connect(load: &EtcdLoad) -> anyhow::Result<Driver> {
-        let urls: Vec<String> = load
-            .urls
-            .iter()
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .collect();
+        let urls = member_urls(load);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(load.concurrency)
             .build()
             .context("cannot create an HTTP client")?;
         wait_healthy(&urls, |i| healthy(&http, &urls[i])).await?;
-        eprintln!("encoding {} puts of {} B…", load.puts, load.payload_bytes);
-        let requests = batches(load).iter().map(|b| encode_request(b)).collect();
         Ok(Driver {
             http,
             urls: Arc::new(urls),
-            requests,
         })
     }
 
-    pub(super) fn requests(&self) -> usize {
-        self.requests.len()
+    pub(super) fn members(&self) -> usize {
+        self.urls.len()
     }
 
-    pub(super) fn puts(&self, r: usize) -> usize {
-        self.requests[r].puts
-    }
-
-    /// Sends request `r` to member `r mod members` once. Refusals for load (429, 503: too
-    /// many requests, no leader, leader changed) and failed connections may pass later;
-    /// any other answer, or a request that times out, fails.
-    pub(super) async fn send(&self, r: usize, timeout: Duration) -> Sent {
-        let req = &self.requests[r];
-        let url = &self.urls[r % self.urls.len()];
+    /// Sends `req` to `member` once. Refusals for load (429, 503: too many requests, no
+    /// leader, leader changed) and failed connections may pass later; any other answer, or
+    /// a request that times out, fails.
+    pub(super) async fn send(&self, member: usize, req: &Request, timeout: Duration) -> Sent {
+        let url = &self.urls[member];
         let answer = self
             .http
             .post(format!("{url}{}", req.path))

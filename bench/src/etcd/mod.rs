@@ -111,6 +111,21 @@ fn batches(load: &EtcdLoad) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
         .collect()
 }
 
+/// One encoded request: its path on a member, its body, and how many puts it carries.
+struct Request {
+    path: &'static str,
+    body: bytes::Bytes,
+    puts: usize,
+}
+
+/// The members' URLs, without trailing slashes.
+fn member_urls(load: &EtcdLoad) -> Vec<String> {
+    load.urls
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect()
+}
+
 /// How a send went.
 enum Sent {
     /// Acknowledged: committed and applied.
@@ -121,13 +136,14 @@ enum Sent {
     Failed(String),
 }
 
-/// One of etcd's APIs, with the requests encoded for it.
+/// One of etcd's APIs, connected to every member.
 enum Driver {
     Grpc(grpc::Driver),
     Json(json::Driver),
 }
 
 impl Driver {
+    /// Waits until every member is healthy, and connects.
     async fn connect(load: &EtcdLoad) -> anyhow::Result<Driver> {
         Ok(match load.api {
             EtcdApi::Grpc => Driver::Grpc(grpc::Driver::connect(load).await?),
@@ -135,24 +151,26 @@ impl Driver {
         })
     }
 
-    fn requests(&self) -> usize {
+    /// Puts as one request: a plain put for one, a transaction for several.
+    fn encode(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Request {
         match self {
-            Driver::Grpc(d) => d.requests(),
-            Driver::Json(d) => d.requests(),
+            Driver::Grpc(_) => grpc::encode_request(pairs),
+            Driver::Json(_) => json::encode_request(pairs),
         }
     }
 
-    fn puts(&self, r: usize) -> usize {
+    /// Sends `req` once to member `member`.
+    async fn send(&self, member: usize, req: &Request, timeout: Duration) -> Sent {
         match self {
-            Driver::Grpc(d) => d.puts(r),
-            Driver::Json(d) => d.puts(r),
+            Driver::Grpc(d) => d.send(member, req, timeout).await,
+            Driver::Json(d) => d.send(member, req, timeout).await,
         }
     }
 
-    async fn send(&self, r: usize, timeout: Duration) -> Sent {
+    fn members(&self) -> usize {
         match self {
-            Driver::Grpc(d) => d.send(r, timeout).await,
-            Driver::Json(d) => d.send(r, timeout).await,
+            Driver::Grpc(d) => d.members(),
+            Driver::Json(d) => d.members(),
         }
     }
 }
@@ -160,6 +178,7 @@ impl Driver {
 /// What the workers share.
 struct Run {
     driver: Driver,
+    requests: Vec<Request>,
     next: AtomicUsize,
     /// For each acknowledged request: when, how many puts, and its latency.
     acked: Mutex<Vec<(Instant, usize, Duration)>>,
@@ -176,9 +195,12 @@ pub(crate) async fn run(load: &EtcdLoad) -> anyhow::Result<EtcdResult> {
         }
     }
     let driver = Driver::connect(load).await?;
+    eprintln!("encoding {} puts of {} B…", load.puts, load.payload_bytes);
+    let requests: Vec<Request> = batches(load).iter().map(|b| driver.encode(b)).collect();
     let run = Arc::new(Run {
-        acked: Mutex::new(Vec::with_capacity(driver.requests())),
+        acked: Mutex::new(Vec::with_capacity(requests.len())),
         driver,
+        requests,
         next: AtomicUsize::new(0),
         acked_puts: AtomicUsize::new(0),
         errors: AtomicU64::new(0),
@@ -241,19 +263,20 @@ async fn watch_progress(load: &EtcdLoad, run: &Run, workers: &[tokio::task::Join
     bar.finish_and_clear();
 }
 
-/// Sends requests until none are left; each is retried while refused for load, for up
-/// to `timeout`.
+/// Sends requests until none are left, request `r` to member `r mod members`; each is
+/// retried while refused for load, for up to `timeout`.
 async fn worker(run: Arc<Run>, timeout: Duration) {
     loop {
         let r = run.next.fetch_add(1, Ordering::Relaxed);
-        if r >= run.driver.requests() {
+        let Some(req) = run.requests.get(r) else {
             return;
-        }
-        let puts = run.driver.puts(r);
+        };
+        let puts = req.puts;
+        let member = r % run.driver.members();
         let sent = Instant::now();
         let give_up = sent + timeout;
         let failure = loop {
-            match run.driver.send(r, timeout).await {
+            match run.driver.send(member, req, timeout).await {
                 Sent::Acked => break None,
                 Sent::Failed(e) => break Some(e),
                 Sent::Retry(e) if Instant::now() + RETRY_PAUSE > give_up => {

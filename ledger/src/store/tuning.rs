@@ -89,8 +89,8 @@ const TX_INDEX_BUCKET_PREFIX: usize = 8;
 /// bucket pointers taken from the memtable.
 ///
 /// The ids are sorted once, at the flush, into a skip list built for the table file
-/// (0.65–2.4 s of one core per flush in those runs). Measured against it (docs/
-/// performance.md): the default skip list at this size costs less CPU in closed-loop runs
+/// (0.65–2.4 s of one core per flush in those runs). Measured against it (`docs/perf-log/`,
+/// rounds 08 and 09): the default skip list at this size costs less CPU in closed-loop runs
 /// but more at half the peak, and a small (8 MiB) memtable stalls synced writes with its
 /// compactions, since every L0 file of random ids overlaps all of L1.
 const TX_INDEX_BUCKETS: usize = 1 << 19;

@@ -10,7 +10,7 @@ use ordo_crypto::{BatchVerifier, Signature};
 use ordo_ledger::{SignedTransaction, TxId};
 
 use super::{PRECHECKED_MAX, Prechecked};
-use crate::mempool::IdHashBuilder;
+use crate::id_hash::IdHashBuilder;
 
 /// The pairs a follower has verified, oldest first, and the ones being verified now.
 #[derive(Default)]

@@ -10,28 +10,32 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use bytes::Bytes;
-use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use ordo_client::api::{RETRY_AFTER_SECS, SubmitRequest, TxResult};
-use ordo_client::{Client, ClientError, RetryPolicy, SubmitOptions, TxTemplate, Wire};
+use ordo_client::api::{SubmitRequest, TxResult};
+use ordo_client::{Client, RetryPolicy, SubmitOptions, TxTemplate, Wire};
 use ordo_crypto::Keypair;
 use ordo_ledger::TxId;
-use serde::Serialize;
+
+mod result;
+mod worker;
+
+use result::{BenchResult, NodeUse, print, summarise};
+use worker::{Worker, follow};
 
 use crate::bound::Bound;
 use crate::devnet::Devnet;
-use crate::report::{Latency, Second, per_second, settle, steady_rate};
-use crate::resources::{Usage, dir_bytes, proc_use, usage_since};
-use crate::stages::{self, Prechecks, Scrape, Stage};
+use crate::report::settle;
+use crate::resources::{dir_bytes, proc_use, usage_since};
+use crate::stages::Scrape;
 use crate::{Api, Args, Failure};
 
 /// How long the cluster gets to elect a leader before the run starts.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
 impl Api {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Api::Binary => "binary",
             Api::Json => "JSON",
@@ -45,7 +49,7 @@ impl Api {
         }
     }
 
-    fn options(self) -> SubmitOptions {
+    pub(super) fn options(self) -> SubmitOptions {
         SubmitOptions {
             wait: None,
             wire: self.wire(),
@@ -53,13 +57,13 @@ impl Api {
     }
 
     /// The request body of a batch of encoded transactions.
-    fn body<'a>(self, txs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    pub(super) fn body<'a>(self, txs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
         Client::batch_body(txs, &self.options())
     }
 
     /// The encoded transactions of a body [`Api::body`] made, in order; `None` when it is
     /// not one.
-    fn split(self, body: &[u8]) -> Option<Vec<Vec<u8>>> {
+    pub(super) fn split(self, body: &[u8]) -> Option<Vec<Vec<u8>>> {
         match self {
             Api::Binary => ordo_client::api::BinaryFrames::new(body)
                 .map(|f| f.ok().map(<[u8]>::to_vec))
@@ -79,7 +83,7 @@ impl Api {
 /// Which results of a submission to send again (refused for now: busy, no leader,
 /// unavailable), and how many were refused for good (a transaction the cluster already
 /// holds is neither: it is, or will be, committed).
-fn triage(results: &[TxResult]) -> (Vec<usize>, u64) {
+pub(super) fn triage(results: &[TxResult]) -> (Vec<usize>, u64) {
     let mut again = Vec::new();
     let mut rejected = 0;
     for (i, r) in results.iter().enumerate() {
@@ -95,64 +99,21 @@ fn triage(results: &[TxResult]) -> (Vec<usize>, u64) {
     (again, rejected)
 }
 
-/// One node's resource use during the run (devnet only: its processes are local).
-#[derive(Debug, Serialize)]
-struct NodeUse {
-    name: String,
-    #[serde(flatten)]
-    usage: Usage,
-    disk_bytes: u64,
-}
-
-/// The result, as printed and as JSON.
-#[derive(Debug, Serialize)]
-struct BenchResult {
-    mode: &'static str,
-    validators: usize,
-    txs: usize,
-    payload_bytes: usize,
-    api: Api,
-    batch: usize,
-    concurrency: usize,
-    offered_tps: Option<u64>,
-    committed: usize,
-    rejected: u64,
-    /// Requests refused as a whole with 503 (or unreachable) and sent again.
-    retried: u64,
-    /// Transactions refused one by one as retryable (busy, no leader) and sent again.
-    resubmitted: u64,
-    elapsed_s: f64,
-    committed_tps: f64,
-    steady_tps: f64,
-    latency_ms: Latency,
-    /// How long a node took to answer an accepted submission (admission, and forwarding to
-    /// the leader when the node follows): the part of the latency before ordering.
-    answer_ms: Latency,
-    nodes: Vec<NodeUse>,
-    disk_bytes_per_tx: Option<f64>,
-    stages: Vec<Stage>,
-    /// Signatures the followers checked ahead of their blocks.
-    prechecks: Prechecks,
-    /// Latency second by second (by commit time): a stall shows as a bad second.
-    seconds: Vec<Second>,
-    bound: Bound,
-}
-
 /// What the run shares between workers and the block follower.
-struct Run {
+pub(crate) struct Run {
     /// For each batch: when it was (or was scheduled to be) sent.
-    sent: Vec<Mutex<Option<Instant>>>,
+    pub(super) sent: Vec<Mutex<Option<Instant>>>,
     /// Which batch each transaction is in.
-    batch_of: HashMap<TxId, usize>,
+    pub(super) batch_of: HashMap<TxId, usize>,
     /// Transactions in each batch.
-    sizes: Vec<usize>,
-    committed_at: Mutex<Vec<(Instant, Duration)>>,
+    pub(super) sizes: Vec<usize>,
+    pub(super) committed_at: Mutex<Vec<(Instant, Duration)>>,
     /// Milliseconds each answered submission took, from its send.
-    answered_ms: Mutex<Vec<f64>>,
-    rejected: AtomicU64,
-    retried: AtomicU64,
-    resubmitted: AtomicU64,
-    next: AtomicUsize,
+    pub(super) answered_ms: Mutex<Vec<f64>>,
+    pub(super) rejected: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) resubmitted: AtomicU64,
+    pub(super) next: AtomicUsize,
 }
 
 /// `n` transactions of `payload_bytes` from `keys` in turn, signed on every core, with
@@ -386,265 +347,6 @@ async fn watch_progress(a: &Args, run: &Run, workers: &[tokio::task::JoinHandle<
         }
     }
     bar.finish_and_clear();
-}
-
-#[allow(clippy::too_many_arguments)] // one call site; the pieces of one run's result
-fn summarise(
-    a: &Args,
-    run: &Run,
-    validators: usize,
-    start: Instant,
-    elapsed: Duration,
-    nodes: Vec<NodeUse>,
-    before: &[Option<Scrape>],
-    after: &[Option<Scrape>],
-) -> BenchResult {
-    let mut answered = run.answered_ms.lock().expect("lock").clone();
-    answered.sort_by(f64::total_cmp);
-    let commits = run.committed_at.lock().expect("lock").clone();
-    let mut lat: Vec<f64> = commits
-        .iter()
-        .map(|(_, l)| l.as_secs_f64() * 1000.0)
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    let mut times: Vec<f64> = commits
-        .iter()
-        .map(|(t, _)| t.duration_since(start).as_secs_f64())
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let committed_tps = commits.len() as f64 / elapsed.as_secs_f64();
-    let disk_bytes_per_tx = (!nodes.is_empty() && !commits.is_empty()).then(|| {
-        nodes.iter().map(|n| n.disk_bytes as f64).sum::<f64>()
-            / nodes.len() as f64
-            / commits.len() as f64
-    });
-    BenchResult {
-        mode: if a.rate.is_some() { "open" } else { "closed" },
-        validators,
-        txs: a.txs,
-        payload_bytes: a.payload_bytes,
-        api: a.api,
-        batch: a.batch,
-        concurrency: a.concurrency,
-        offered_tps: a.rate,
-        committed: commits.len(),
-        rejected: run.rejected.load(Ordering::Relaxed),
-        retried: run.retried.load(Ordering::Relaxed),
-        resubmitted: run.resubmitted.load(Ordering::Relaxed),
-        elapsed_s: elapsed.as_secs_f64(),
-        committed_tps,
-        steady_tps: steady_rate(&times, committed_tps),
-        latency_ms: Latency::of_sorted(&lat),
-        answer_ms: Latency::of_sorted(&answered),
-        nodes,
-        disk_bytes_per_tx,
-        stages: stages::between(before, after),
-        prechecks: stages::prechecks_between(before, after),
-        seconds: per_second(&commits, start),
-        bound: Bound::default(),
-    }
-}
-
-/// One submitting worker.
-struct Worker {
-    index: usize,
-    run: Arc<Run>,
-    bodies: Arc<Vec<Bytes>>,
-    clients: Vec<Client>,
-    api: Api,
-    start: Instant,
-    /// Open loop: batch `b` is due at `start + b × schedule`, and its latency counts from
-    /// then.
-    schedule: Option<Duration>,
-}
-
-impl Worker {
-    /// Sends batches until none are left.
-    async fn run(self) {
-        loop {
-            let b = self.run.next.fetch_add(1, Ordering::Relaxed);
-            if b >= self.bodies.len() {
-                return;
-            }
-            let due = self.schedule.map(|s| self.start + s * b as u32);
-            if let Some(due) = due {
-                tokio::time::sleep_until(due.into()).await;
-            }
-            *self.run.sent[b].lock().expect("lock") = Some(due.unwrap_or_else(Instant::now));
-            self.send(b).await;
-        }
-    }
-
-    /// Sends batch `b`: the whole batch first, then only the transactions refused for a
-    /// while, pausing as the client's retry policy says between attempts.
-    async fn send(&self, b: usize) {
-        let client = &self.clients[(b + self.index) % self.clients.len()];
-        let policy = RetryPolicy::default();
-        let opts = self.api.options();
-        let mut body = self.bodies[b].clone();
-        let mut attempt = 0;
-        loop {
-            let sent = Instant::now();
-            let pause = match client.submit_encoded(body.clone(), &opts).await {
-                Ok(results) => {
-                    let ms = sent.elapsed().as_secs_f64() * 1000.0;
-                    self.run.answered_ms.lock().expect("lock").push(ms);
-                    let Some(rest) = self.refused_for_now(&body, &results) else {
-                        return;
-                    };
-                    body = rest;
-                    attempt = 0;
-                    // What the node asks of a 503; a 200 that refused some has no header.
-                    policy.pause(0, Some(Duration::from_secs(RETRY_AFTER_SECS)))
-                }
-                Err(e) if e.is_retryable() => {
-                    self.run.retried.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    policy.pause(attempt - 1, e.retry_after())
-                }
-                Err(e) => {
-                    self.refused(&body, b, &e);
-                    return;
-                }
-            };
-            tokio::time::sleep(pause).await;
-        }
-    }
-
-    /// Counts what `results` rejected for good; the body of the transactions to send again,
-    /// if any.
-    fn refused_for_now(&self, body: &[u8], results: &[TxResult]) -> Option<Bytes> {
-        let (again, rejected) = triage(results);
-        self.run.rejected.fetch_add(rejected, Ordering::Relaxed);
-        if again.is_empty() {
-            return None;
-        }
-        let Some(txs) = self.api.split(body) else {
-            self.run
-                .rejected
-                .fetch_add(again.len() as u64, Ordering::Relaxed);
-            return None;
-        };
-        self.run
-            .resubmitted
-            .fetch_add(again.len() as u64, Ordering::Relaxed);
-        let rest = again.iter().filter_map(|&i| txs.get(i)).map(Vec::as_slice);
-        Some(Bytes::from(self.api.body(rest)))
-    }
-
-    /// A batch refused for good as a whole.
-    fn refused(&self, body: &[u8], b: usize, e: &ClientError) {
-        tracing::warn!(error = %e, "batch refused");
-        let n = self.api.split(body).map_or(self.run.sizes[b], |t| t.len());
-        self.run.rejected.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-/// Follows the binary block stream from `from`, recording when each of the run's
-/// transactions is seen committed.
-async fn follow(client: Client, from: u64, run: Arc<Run>) -> anyhow::Result<()> {
-    let mut frames = std::pin::pin!(client.block_ids(Some(from)));
-    while let Some(frame) = frames.next().await {
-        let frame = frame.map_err(|e| anyhow!("block stream: {e}"))?;
-        let now = Instant::now();
-        let done: Vec<(Instant, Duration)> = frame
-            .ids
-            .iter()
-            .filter_map(|id| {
-                let b = run.batch_of.get(id)?;
-                let sent = (*run.sent[*b].lock().expect("lock"))?;
-                Some((now, now.saturating_duration_since(sent)))
-            })
-            .collect();
-        run.committed_at.lock().expect("lock").extend(done);
-    }
-    Ok(())
-}
-
-fn print(r: &BenchResult) {
-    println!(
-        "ordo bench: {} loop, {} validators, {} txs of {} B, {} batches of {}, concurrency {}{}",
-        r.mode,
-        r.validators,
-        r.txs,
-        r.payload_bytes,
-        r.api.name(),
-        r.batch,
-        r.concurrency,
-        r.offered_tps
-            .map_or(String::new(), |t| format!(", offered {t} tx/s"))
-    );
-    println!(
-        "committed     {} in {:.2} s ({} rejected, {} retried requests, {} resubmitted txs)",
-        r.committed, r.elapsed_s, r.rejected, r.retried, r.resubmitted
-    );
-    println!(
-        "throughput    {:.0} tx/s overall, {:.0} tx/s steady (middle 80 % of commits over ≥ 1 s)",
-        r.committed_tps, r.steady_tps
-    );
-    println!("latency       {}", r.latency_ms.line());
-    println!(
-        "answer        {} (submission to the node's answer)",
-        r.answer_ms.line()
-    );
-    print_seconds(r);
-    for n in &r.nodes {
-        println!(
-            "{:<13} cpu {:.2} cores  peak rss {:.1} MiB  disk {:.1} MiB",
-            n.name,
-            n.usage.cpu_cores,
-            n.usage.peak_rss_bytes as f64 / 1048576.0,
-            n.disk_bytes as f64 / 1048576.0
-        );
-    }
-    if let Some(d) = r.disk_bytes_per_tx {
-        println!("disk          {d:.0} bytes per transaction per validator");
-    }
-    stages::print(&r.stages);
-    stages::print_prechecks(
-        &r.prechecks,
-        r.committed as u64 * r.validators.saturating_sub(1) as u64,
-    );
-    println!(
-        "bound         {:.0} sig/s per core × {} cores ÷ {} validators = {:.0} tx/s; reached {:.0} %",
-        r.bound.batch_verify_per_core,
-        r.bound.cores,
-        r.bound.validators,
-        r.bound.bound_tps,
-        r.bound.fraction * 100.0
-    );
-    println!(
-        "              (per core with every core checking; one core alone: {:.0} sig/s)",
-        r.bound.batch_verify_one_core
-    );
-}
-
-/// The worst second, and how many seconds stayed calm.
-fn print_seconds(r: &BenchResult) {
-    if r.seconds.len() < 2 {
-        return;
-    }
-    let Some(worst) = r
-        .seconds
-        .iter()
-        .max_by(|a, b| a.max_ms.total_cmp(&b.max_ms))
-    else {
-        return;
-    };
-    let calm = r
-        .seconds
-        .iter()
-        .filter(|s| s.max_ms <= 2.0 * r.latency_ms.p50)
-        .count();
-    println!(
-        "by second     worst at {} s: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms; {} of {} seconds with max ≤ 2 × p50",
-        worst.t,
-        worst.p50_ms,
-        worst.p99_ms,
-        worst.max_ms,
-        calm,
-        r.seconds.len()
-    );
 }
 
 #[cfg(test)]

@@ -10,12 +10,15 @@
 //! reads a clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ordo_crypto::BatchVerifier;
-use ordo_ledger::{Policy, SignedTransaction, TxError, TxId, check_tx_rules};
+use ordo_ledger::{Policy, SignedTransaction, TxError, TxId};
+
+use crate::id_hash::{IdHashBuilder, IdSet};
+pub use admit::Admission;
+
+mod admit;
 
 /// Room a block header and framing take, kept free when filling a block by bytes.
 const BLOCK_OVERHEAD_BYTES: u64 = 512;
@@ -68,176 +71,6 @@ pub enum AdmitError {
         /// Pending bytes.
         pending_bytes: u64,
     },
-}
-
-/// Hashes transaction ids (already uniform SHA-256 outputs) cheaply: the first eight bytes,
-/// mixed with a per-process random key so that clients cannot aim ids at one bucket.
-#[derive(Clone)]
-pub struct IdHashBuilder(u64);
-
-impl Default for IdHashBuilder {
-    fn default() -> IdHashBuilder {
-        IdHashBuilder(rand_seed())
-    }
-}
-
-fn rand_seed() -> u64 {
-    use std::sync::OnceLock;
-    static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| {
-        // RandomState is seeded from the OS; hashing nothing with it yields its key.
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            | 1
-    })
-}
-
-/// See [`IdHashBuilder`].
-pub struct IdHasher {
-    key: u64,
-    state: u64,
-}
-
-impl BuildHasher for IdHashBuilder {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher {
-            key: self.0,
-            state: 0,
-        }
-    }
-}
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let n = bytes.len().min(8);
-        word[..n].copy_from_slice(&bytes[..n]);
-        self.state = self.state.rotate_left(29) ^ u64::from_le_bytes(word);
-    }
-    fn finish(&self) -> u64 {
-        // splitmix64's finalizer: every output bit depends on every input and key bit, so
-        // the bucket (low bits) cannot be aimed at without the key.
-        let mut z = self.state ^ self.key;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// A set of transaction ids.
-pub type IdSet = HashSet<TxId, IdHashBuilder>;
-
-/// A batch of submissions on its way into a pool, in four steps, so that a node holds its
-/// pool's lock only briefly (the expensive steps need no lock):
-///
-/// 1. [`Admission::new`]: ids, chain rules, and whether each is already committed.
-/// 2. [`Mempool::screen`] (pool locked): already pending? room left?
-/// 3. [`Admission::verify_signatures`]: batch-verifies the survivors' signatures.
-/// 4. [`Mempool::enter`] (pool locked): checks again what may have changed, and enters them.
-pub struct Admission {
-    /// Every submission's id, in order.
-    ids: Vec<TxId>,
-    results: Vec<Result<TxId, AdmitError>>,
-    candidates: Vec<Candidate>,
-    verified: bool,
-    /// The pool's commit epoch before the committed lookups of step 1.
-    epoch: u64,
-}
-
-struct Candidate {
-    /// Index of the submission in the batch.
-    slot: usize,
-    tx: SignedTransaction,
-    id: TxId,
-}
-
-impl Admission {
-    /// Step 1: checks each submission against the chain rules for the block at
-    /// `next_height` and against `committed` (where an id is committed, if anywhere).
-    /// Duplicates within the batch count as already pending.
-    ///
-    /// `epoch` is the pool's [`Mempool::commit_epoch`] read before any lookup: if blocks
-    /// commit meanwhile, [`Mempool::enter`] looks again.
-    pub fn new(
-        txs: Vec<SignedTransaction>,
-        policy: &Policy,
-        next_height: u64,
-        committed: impl Fn(&TxId) -> Option<u64>,
-        epoch: u64,
-    ) -> Admission {
-        let mut ids = Vec::with_capacity(txs.len());
-        let mut results = Vec::with_capacity(txs.len());
-        let mut candidates = Vec::with_capacity(txs.len());
-        let mut batch_ids = IdSet::default();
-        for tx in txs {
-            let id = tx.id();
-            ids.push(id);
-            let checked = check_tx_rules(&tx, policy, next_height)
-                .map_err(|error| AdmitError::Invalid { id, error })
-                .and_then(|()| {
-                    if batch_ids.contains(&id) {
-                        return Err(AdmitError::AlreadyPending(id));
-                    }
-                    match committed(&id) {
-                        Some(height) => Err(AdmitError::AlreadyCommitted { id, height }),
-                        None => Ok(()),
-                    }
-                });
-            if checked.is_ok() {
-                batch_ids.insert(id);
-                candidates.push(Candidate {
-                    slot: results.len(),
-                    tx,
-                    id,
-                });
-            }
-            results.push(checked.map(|()| id));
-        }
-        Admission {
-            ids,
-            results,
-            candidates,
-            verified: false,
-            epoch,
-        }
-    }
-
-    /// Every submission's id, in order.
-    pub fn ids(&self) -> &[TxId] {
-        &self.ids
-    }
-
-    /// Whether any submission is still a candidate.
-    pub fn has_candidates(&self) -> bool {
-        !self.candidates.is_empty()
-    }
-
-    /// Step 3: batch-verifies the candidates' signatures and refuses the bad ones. Without
-    /// this step, [`Mempool::enter`] records the entered transactions as unverified.
-    pub fn verify_signatures(&mut self) {
-        let mut batch = BatchVerifier::with_capacity(self.candidates.len());
-        for c in &self.candidates {
-            batch.queue(&c.tx.tx.sender, c.id.as_bytes(), &c.tx.signature);
-        }
-        let bad = batch.invalid();
-        if !bad.is_empty() {
-            let mut bad = bad.into_iter().peekable();
-            let candidates = std::mem::take(&mut self.candidates);
-            for (i, c) in candidates.into_iter().enumerate() {
-                if bad.next_if_eq(&i).is_some() {
-                    self.results[c.slot] = Err(AdmitError::Invalid {
-                        id: c.id,
-                        error: TxError::BadSignature,
-                    });
-                } else {
-                    self.candidates.push(c);
-                }
-            }
-        }
-        self.verified = true;
-    }
 }
 
 struct Pending {
@@ -688,5 +521,4 @@ impl Mempool {
 }
 
 #[cfg(test)]
-#[path = "mempool_tests.rs"]
 mod tests;
