@@ -187,3 +187,60 @@ fn nonces_and_node_ids_survive_a_json_parser_that_uses_doubles() {
     assert_eq!(typed.transactions.expect("txs")[0].tx.nonce, nonce);
     c.stop_and_check(&[tx.id()].into());
 }
+
+#[test]
+fn a_block_stream_resumes_after_its_node_restarts_without_a_gap() {
+    let mut c = Cluster::start(Options {
+        validators: 1,
+        ..Options::default()
+    });
+    c.wait_leader(ELECTION);
+    let first = c.txs(1, 0);
+    let at = c.submit(0, &first, true)[0].height.expect("committed");
+    // Follow from the first block, binary stream and JSON events both.
+    let seen: Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let client = c.client(0).clone();
+    let (ids, events) = (seen.clone(), seen.clone());
+    let binary = client.clone();
+    support::runtime().spawn(async move {
+        let mut frames = std::pin::pin!(binary.block_ids(Some(at)));
+        while let Some(Ok(f)) = frames.next().await {
+            ids.lock().expect("lock").push((0, f.height));
+        }
+    });
+    support::runtime().spawn(async move {
+        let mut blocks = std::pin::pin!(client.blocks(Some(at), false));
+        while let Some(Ok(b)) = blocks.next().await {
+            events.lock().expect("lock").push((1, b.height));
+        }
+    });
+    let heights = |kind: u64| -> Vec<u64> {
+        let seen = seen.lock().expect("lock");
+        seen.iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, h)| *h)
+            .collect()
+    };
+    support::cluster::wait_for(
+        "both streams at the first block",
+        Duration::from_secs(10),
+        || (heights(0).contains(&at) && heights(1).contains(&at)).then_some(()),
+    );
+    c.stop(0);
+    c.restart(0);
+    c.wait_leader(ELECTION);
+    let second = c.txs(1, at);
+    let later = c.submit(0, &second, true)[0].height.expect("committed");
+    support::cluster::wait_for(
+        "both streams past the restart",
+        Duration::from_secs(30),
+        || (heights(0).contains(&later) && heights(1).contains(&later)).then_some(()),
+    );
+    for kind in [0, 1] {
+        let h = heights(kind);
+        let want: Vec<u64> = (at..=h[h.len() - 1]).collect();
+        assert_eq!(h, want, "every block once, in order, across the restart");
+    }
+    let acked: std::collections::HashSet<_> = [first[0].id(), second[0].id()].into();
+    c.stop_and_check(&acked);
+}

@@ -5,8 +5,8 @@ use std::time::Duration;
 use ordo_api::block::BlockQuery;
 use ordo_api::submit::{self, BinaryQuery};
 use ordo_api::{
-    BlockId, BlockJson, ErrorAnswer, Health, Status, SubmitRequest, SubmitResults, TxResult,
-    TxStatus,
+    BlockId, BlockJson, ErrorAnswer, ErrorCode, Health, Status, SubmitRequest, SubmitResults,
+    TxResult, TxStatus,
 };
 use ordo_ledger::{SignedTransaction, TxId};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
@@ -69,8 +69,9 @@ impl SubmitOptions {
         }
     }
 
-    fn timeout(&self) -> Duration {
-        self.wait.map_or(REQUEST_TIMEOUT, |w| w + WAIT_MARGIN)
+    /// The request's deadline: `request` (the client's), or the wait plus a margin.
+    fn timeout(&self, request: Duration) -> Duration {
+        self.wait.map_or(request, |w| w + WAIT_MARGIN)
     }
 
     fn timeout_ms(&self) -> Option<u64> {
@@ -218,7 +219,8 @@ impl Client {
 
     /// Submits one transaction; its result is the answer's (an error answer is
     /// [`ClientError::Api`]). Retried by the client's policy while the node answers 503
-    /// or cannot be reached.
+    /// or cannot be reached. When a retry finds the transaction already held (an earlier
+    /// attempt was taken but its answer lost), the result says where it is instead.
     ///
     /// # Errors
     /// Why the transaction was not taken.
@@ -230,14 +232,43 @@ impl Client {
             ..SubmitRequest::default()
         };
         let body = serde_json::to_vec(&request).expect("JSON of strings");
-        self.retry
-            .run(|| self.post_submission(body.clone(), Wire::Json, None, opts.timeout()))
-            .await
+        let timeout = opts.timeout(self.request_timeout);
+        let mut attempts = 0u32;
+        let answer = self
+            .retry
+            .run(|| {
+                attempts += 1;
+                self.post_submission(body.clone(), Wire::Json, None, timeout)
+            })
+            .await;
+        match answer {
+            Err(e) if attempts > 1 && e.code().is_some_and(ErrorCode::is_already_held) => {
+                self.where_held(tx.id()).await.ok_or(e)
+            }
+            answer => answer,
+        }
+    }
+
+    /// Where a transaction this client submitted is held: committed, or pending.
+    async fn where_held(&self, id: TxId) -> Option<TxResult> {
+        match self.tx_status(&id).await.ok()? {
+            TxStatus::Committed(c) => Some(TxResult::committed(
+                id,
+                ordo_api::Committed {
+                    height: c.height,
+                    index: c.index,
+                    block_hash: c.block_hash,
+                },
+            )),
+            TxStatus::Pending { .. } => Some(TxResult::pending(id)),
+        }
     }
 
     /// Submits a batch of 1 to 10,000 transactions; one result per transaction, in order.
     /// Retried as a whole by the client's policy while the node refuses it as a whole with
-    /// 503 or cannot be reached; transactions refused one by one are in the results.
+    /// 503 or cannot be reached; transactions refused one by one are in the results. After
+    /// a retry, a transaction the cluster already holds (an earlier attempt was taken but
+    /// its answer lost) reads as where it is.
     ///
     /// # Errors
     /// Why the batch was not taken.
@@ -249,9 +280,25 @@ impl Client {
         let encoded: Vec<Vec<u8>> = txs.iter().map(SignedTransaction::to_bytes).collect();
         let body = Client::batch_body(encoded.iter().map(Vec::as_slice), opts);
         let body = bytes::Bytes::from(body);
-        self.retry
-            .run(|| self.submit_encoded(body.clone(), opts))
-            .await
+        let mut attempts = 0u32;
+        let mut results = self
+            .retry
+            .run(|| {
+                attempts += 1;
+                self.submit_encoded(body.clone(), opts)
+            })
+            .await?;
+        if attempts > 1 {
+            for r in &mut results {
+                let held = r.error.as_ref().is_some_and(|e| e.code.is_already_held());
+                if let (true, Some(id)) = (held, r.id)
+                    && let Some(found) = self.where_held(id).await
+                {
+                    *r = found;
+                }
+            }
+        }
+        Ok(results)
     }
 
     /// The request body of a batch of encoded transactions (canonical bytes each), as
@@ -288,8 +335,9 @@ impl Client {
             wait: opts.wait.map(|_| true),
             timeout_ms: opts.timeout_ms(),
         });
+        let timeout = opts.timeout(self.request_timeout);
         let answer: SubmitResults = self
-            .post_submission(body, opts.wire, query, opts.timeout())
+            .post_submission(body, opts.wire, query, timeout)
             .await?;
         Ok(answer.results)
     }

@@ -38,6 +38,14 @@ pub enum ClientError {
         /// What was wrong with it.
         reason: String,
     },
+    /// A stream's connection ended (the node stopped, or the connection broke).
+    #[error("{url} closed the stream: {reason}")]
+    Closed {
+        /// The node's URL.
+        url: String,
+        /// What ended it.
+        reason: String,
+    },
     /// The URL is not an `http://` or `https://` URL.
     #[error("'{0}' is not an http:// or https:// URL")]
     BadUrl(String),
@@ -69,7 +77,7 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Api { status, .. } => *status == 503,
-            ClientError::Transport { .. } => true,
+            ClientError::Transport { .. } | ClientError::Closed { .. } => true,
             _ => false,
         }
     }

@@ -57,7 +57,8 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails for good ([`ClientError::is_retryable`] false), or
-    /// the next pause would end past `total`; returns the last result.
+    /// the next pause would end past `total`; returns the last result. (`total` bounds the
+    /// pauses: the last attempt may still take up to its own request timeout.)
     ///
     /// # Errors
     /// The last error of `op`.

@@ -19,6 +19,8 @@ pub const EVENT_BYTES_MAX: usize = 256 << 20;
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: Vec<u8>,
+    /// How far `buf` has been searched for the end of an event already.
+    scanned: usize,
 }
 
 impl SseDecoder {
@@ -29,14 +31,20 @@ impl SseDecoder {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         let mut start = 0;
-        while let Some(end) = find_blank_line(&self.buf[start..]) {
-            let block = String::from_utf8_lossy(&self.buf[start..start + end]);
+        // Search on from where the last call stopped (one byte back: a "\n\n" may straddle
+        // two chunks), so a long event costs one pass, not one per chunk.
+        let mut from = self.scanned.saturating_sub(1);
+        while let Some(end) = find_blank_line(&self.buf[from..]) {
+            let end = from + end;
+            let block = String::from_utf8_lossy(&self.buf[start..end]);
             if let Some(event) = parse_event(&block) {
                 out.push(event);
             }
-            start += end + 2;
+            start = end + 2;
+            from = start;
         }
         self.buf.drain(..start);
+        self.scanned = self.buf.len();
         (self.buf.len() <= EVENT_BYTES_MAX).then_some(out)
     }
 }
@@ -91,5 +99,18 @@ mod tests {
             seen.extend(d.feed(&text[cut..]).expect("small"));
             assert_eq!(seen, want, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_long_event_in_small_chunks_reads_whole() {
+        let data = "x".repeat(100_000);
+        let text = format!("event: block\nid: 1\ndata: {data}\n\n");
+        let mut d = SseDecoder::default();
+        let mut seen = Vec::new();
+        for chunk in text.as_bytes().chunks(7) {
+            seen.extend(d.feed(chunk).expect("small enough"));
+        }
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].data, data);
     }
 }

@@ -108,8 +108,14 @@ struct Follow<D: Decode> {
     ready: VecDeque<D::Item>,
     /// Failed connection attempts in a row, and when the first of them failed.
     failures: Option<(u32, tokio::time::Instant)>,
+    /// When the open connection was made.
+    connected_at: tokio::time::Instant,
     done: bool,
 }
+
+/// A connection that stayed up this long was healthy: what ends it starts a new count of
+/// failures (an idle stream carries nothing for as long as no block commits).
+const HEALTHY_CONNECTION: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl<D: Decode> Follow<D> {
     async fn next_item(&mut self) -> Option<Result<D::Item>> {
@@ -143,12 +149,28 @@ impl<D: Decode> Follow<D> {
                         return Some(Err(e));
                     }
                 },
-                // The connection broke or the node closed it (it stops): resume.
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "block stream broke; resuming");
+                // The connection broke or the node closed it (it stops): resume, after a
+                // pause unless the connection was healthy, so that a node that ends every
+                // stream at once is not asked again and again without a break.
+                ended => {
                     self.body = None;
+                    if self.connected_at.elapsed() >= HEALTHY_CONNECTION {
+                        self.failures = None;
+                    }
+                    let why = match ended {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the node closed the stream".to_owned(),
+                    };
+                    tracing::debug!(error = %why, "block stream ended; resuming");
+                    let closed = ClientError::Closed {
+                        url: self.client.url().to_owned(),
+                        reason: why,
+                    };
+                    if let Some(e) = self.failed(closed).await {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
                 }
-                None => self.body = None,
             }
         }
     }
@@ -170,12 +192,14 @@ impl<D: Decode> Follow<D> {
         let resp = self.client.send(request).await?;
         let resp = self.client.check(resp).await?;
         self.body = Some(Box::pin(resp.bytes_stream()));
+        self.connected_at = tokio::time::Instant::now();
         self.decoder.reset();
         Ok(())
     }
 
-    /// After a failed connection: waits before the next attempt and returns `None`, or
-    /// returns the error when it is final or the retry policy gives up.
+    /// After a failed or ended connection: waits before the next attempt and returns
+    /// `None`, or returns the error when it is final or the retry policy gives up (the
+    /// failures in a row, since the first of them, outlast its total).
     async fn failed(&mut self, e: ClientError) -> Option<ClientError> {
         if !e.is_retryable() {
             return Some(e);
@@ -205,6 +229,7 @@ fn follow<D: Decode>(
         body: None,
         ready: VecDeque::new(),
         failures: None,
+        connected_at: tokio::time::Instant::now(),
         done: false,
     };
     futures::stream::unfold(state, |mut state| async move {

@@ -34,10 +34,11 @@ impl Shared {
     /// Whether this node follows a leader that refused a forward with a full mempool
     /// lately (a new leader is not held to it).
     fn leader_busy(&self) -> bool {
-        !self.is_leader()
-            && self
-                .leader()
-                .is_some_and(|leader| self.gate().refused_lately_by(leader))
+        // Raft's status is read only while a pause is on (it is cloned out of a watch).
+        self.gate().busy_leader().is_some_and(|busy| {
+            let st = self.raft_status();
+            st.leader == Some(busy) && busy != self.me().node_id
+        })
     }
 
     /// Admits `txs` on this node (all checks, signatures batch-verified off the async

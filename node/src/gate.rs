@@ -49,11 +49,12 @@ impl Gate {
             Some((leader, Instant::now() + LEADER_BUSY_PAUSE));
     }
 
-    /// The leader `leader` refused a forward with a full mempool less than
-    /// [`LEADER_BUSY_PAUSE`] ago.
-    pub(crate) fn refused_lately_by(&self, leader: u64) -> bool {
+    /// The leader that refused a forward with a full mempool less than
+    /// [`LEADER_BUSY_PAUSE`] ago, if one did.
+    pub(crate) fn busy_leader(&self) -> Option<u64> {
         let busy = *self.leader_busy_until.lock().expect("busy lock poisoned");
-        busy.is_some_and(|(who, until)| who == leader && Instant::now() < until)
+        busy.filter(|(_, until)| Instant::now() < *until)
+            .map(|(leader, _)| leader)
     }
 
     /// A turn, waiting for one in the queue if none is free (bounded in length and time).

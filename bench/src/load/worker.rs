@@ -47,7 +47,14 @@ impl Worker {
     /// while, pausing as the client's retry policy says between attempts.
     async fn send(&self, b: usize) {
         let client = &self.clients[(b + self.index) % self.clients.len()];
-        let policy = RetryPolicy::default();
+        // The client's pauses, but a node that cannot be reached is tried again after 50 ms
+        // (jittered), not after a growing back-off: how fast load comes back after a node
+        // restarts is part of what the run measures.
+        let policy = RetryPolicy {
+            first: Duration::from_millis(50),
+            max: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        };
         let opts = self.api.options();
         let mut body = self.bodies[b].clone();
         let mut attempt = 0;

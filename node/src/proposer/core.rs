@@ -1,6 +1,7 @@
 //! The proposer's decisions, as a pure function of what it is told: Raft's state, the
 //! ledger and applied tips, the mempool's [`PoolView`] and the time. No clock, no lock, no
-//! I/O: [`super::task`] gathers the [`Inputs`] and carries out the [`Action`].
+//! I/O: [`super::task`] gathers the [`Inputs`] (and the view, only when the core asks for
+//! it, since reading it takes the mempool's lock) and carries out the [`Action`].
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,6 @@ pub(crate) struct Inputs {
     pub(crate) ledger_tip: ChainTip,
     /// The height up to which the applied-tip follower has cleaned the mempool.
     pub(crate) cleaned_height: u64,
-    /// The mempool.
-    pub(crate) pool: PoolView,
     /// Now.
     pub(crate) now: Instant,
 }
@@ -106,8 +105,9 @@ impl Core {
         }
     }
 
-    /// The next action, given `inputs`.
-    pub(crate) fn decide(&mut self, inputs: &Inputs) -> Action {
+    /// The next action, given `inputs`, and the mempool's view from `pool` if the pipeline
+    /// has room for a block (else it is not asked for).
+    pub(crate) fn decide(&mut self, inputs: &Inputs, pool: impl FnOnce() -> PoolView) -> Action {
         self.follow_leadership(inputs);
         if self.in_flight == 0 {
             self.draining = false;
@@ -123,11 +123,12 @@ impl Core {
         if self.last.is_some_and(|(term, _)| term != inputs.term) {
             self.last = None;
         }
-        let Some(oldest) = inputs.pool.oldest else {
+        let pool = pool();
+        let Some(oldest) = pool.oldest else {
             return poll;
         };
         let deadline = oldest + self.batch_wait();
-        if inputs.pool.full || inputs.now >= deadline {
+        if pool.full || inputs.now >= deadline {
             let parent = self.last.map_or(inputs.ledger_tip, |(_, tip)| tip);
             return Action::Propose {
                 parent,

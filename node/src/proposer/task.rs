@@ -81,7 +81,9 @@ impl Proposer {
             if shared.is_stopping() {
                 return;
             }
-            let until = match self.core.decide(&self.inputs()) {
+            let inputs = self.inputs();
+            let pool = || self.shared.pool().view();
+            let until = match self.core.decide(&inputs, pool) {
                 Action::Propose { parent, term } => match self.propose(parent, term).await {
                     Some((block, tip)) => {
                         in_flight.push_back(block);
@@ -114,7 +116,6 @@ impl Proposer {
             applied_index: st.applied.unwrap_or(0),
             ledger_tip: self.shared.store().tip(),
             cleaned_height: self.shared.tip().height,
-            pool: self.shared.pool().view(),
             now: Instant::now(),
         }
     }
