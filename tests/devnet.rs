@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use ordo_client::api::{BlockJson, Status};
 use support::cluster::wait_for;
 use support::{ordo, ordo_bin};
 
@@ -127,42 +128,34 @@ fn devnet_orders_a_submission_stops_cleanly_audits_and_resumes() {
         "blocks", "follow", "--node", &url, "--from", &from, "--limit", "1", "--json",
     ]);
     assert_eq!(code, 0, "{err}");
-    let event: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
-    assert_eq!(event["height"], height);
-    assert!(
-        event["tx_ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .any(|t| t == id.as_str())
-    );
-    // The binary stream carries the same block: height, hash, then its ids.
-    let n = event["tx_ids"].as_array().expect("ids").len();
+    let event: BlockJson = serde_json::from_str(out.trim()).expect("one block, as the API's");
+    assert_eq!(event.height, height);
+    let tx_id: ordo_ledger::TxId = id.parse().expect("an id");
+    assert!(event.ids().contains(&tx_id), "{event:?}");
+    // The binary stream carries the same block: height, hash, then its ids (the documented
+    // layout, read raw).
+    let n = event.ids().len();
     let (content_type, bytes) = binary_stream_bytes(&url, height, 44 + 32 * n);
     assert_eq!(content_type, "application/octet-stream");
     assert_eq!(
         u64::from_le_bytes(bytes[..8].try_into().expect("8")),
         height
     );
-    assert_eq!(
-        hex::encode(&bytes[8..40]),
-        event["hash"].as_str().expect("hash")
-    );
+    assert_eq!(bytes[8..40], event.hash.0);
     assert_eq!(
         u32::from_le_bytes(bytes[40..44].try_into().expect("4")) as usize,
         n
     );
-    let ids: Vec<String> = bytes[44..44 + 32 * n].chunks(32).map(hex::encode).collect();
-    assert_eq!(serde_json::json!(ids), event["tx_ids"]);
+    let ids: Vec<ordo_ledger::TxId> = bytes[44..44 + 32 * n]
+        .chunks(32)
+        .map(|c| ordo_crypto::Hash(c.try_into().expect("32 bytes")))
+        .collect();
+    assert_eq!(ids, event.ids());
 
     let (code, out, _) = ordo(&["status", "--node", &url, "--json"]);
     assert_eq!(code, 0);
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
-    assert_eq!(
-        status["peers"].as_array().map(Vec::len),
-        Some(2),
-        "{status}"
-    );
+    let status: Status = serde_json::from_str(&out).expect("the API's status");
+    assert_eq!(status.peers.len(), 2, "{status:?}");
 
     kill(Pid::from_raw(devnet.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let output = devnet.wait_with_output().expect("devnet exits");
