@@ -109,6 +109,21 @@ impl NodeProcess {
         }
     }
 
+    /// Freezes it (SIGSTOP): it holds its connections and answers nothing until
+    /// [`NodeProcess::resume`].
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+        }
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        }
+    }
+
     /// SIGKILLs it and reaps it, if it runs.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

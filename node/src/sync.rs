@@ -2,12 +2,16 @@
 //! that fell behind the Raft log's purge point (the state machine's [`BlockSource`]).
 //!
 //! Fetched blocks are not trusted here: the state machine verifies each against its parent
-//! before appending it.
+//! before appending it. A fetch does not wait on one peer that does not answer: it asks the
+//! next as well after a short while (`docs/design/replication.md`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use ordo_crypto::PublicKey;
 use ordo_ledger::{Block, Store};
 use serde::{Deserialize, Serialize};
@@ -26,11 +30,20 @@ pub(crate) struct BlocksRequest {
     pub(crate) max: u64,
 }
 
-/// Fetches blocks from the other validators, one peer per attempt, in turn.
+/// How long a fetch waits for one peer's answer before it asks the next one too: a peer
+/// that is frozen or far away costs this much, not the network's request timeout.
+const HEDGE_AFTER: Duration = Duration::from_millis(500);
+
+/// Fetches blocks from the other validators: first from the peer that answered last (in
+/// practice the leader, which holds every committed block), else in turn; when a peer has
+/// not answered within [`HEDGE_AFTER`], or answers with an error or nothing, the next one
+/// is asked as well, and the first answer with blocks wins.
 pub struct PeerBlockSource {
     network: Network,
     peers: Vec<PublicKey>,
     next: AtomicUsize,
+    /// The peer whose answer was used last.
+    last_good: Mutex<Option<PublicKey>>,
 }
 
 impl PeerBlockSource {
@@ -40,7 +53,68 @@ impl PeerBlockSource {
             network,
             peers,
             next: AtomicUsize::new(0),
+            last_good: Mutex::new(None),
         }
+    }
+
+    /// The peers in the order to ask them: the last good one, then the others in turn.
+    fn order(&self) -> Vec<PublicKey> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let good = *self.last_good.lock().expect("last-good lock poisoned");
+        let turn = (0..self.peers.len()).map(|i| self.peers[(start + i) % self.peers.len()]);
+        good.into_iter()
+            .chain(turn.filter(|p| Some(*p) != good))
+            .collect()
+    }
+
+    /// Asks `peer` for up to `max` blocks from `from`.
+    async fn ask(
+        &self,
+        peer: PublicKey,
+        from: u64,
+        max: u64,
+    ) -> (PublicKey, Result<Vec<Block>, FetchError>) {
+        let bad = |what: String| FetchError::BadAnswer { peer, what };
+        let request = BlocksRequest {
+            from,
+            max: max.min(FETCH_BLOCKS_MAX),
+        };
+        // A two-integer message always encodes.
+        let body = encode_internal(&request).expect("a block request encodes");
+        let frame = Frame {
+            kind: Kind::Blocks,
+            body,
+        };
+        let answer = match self.network.request(&peer, frame).await {
+            Ok(answer) => answer,
+            Err(e) => return (peer, Err(e.into())),
+        };
+        if answer.kind != Kind::Blocks {
+            let what = format!(
+                "{:?}: {}",
+                answer.kind,
+                String::from_utf8_lossy(&answer.body)
+            );
+            return (peer, Err(bad(what)));
+        }
+        let blocks = match decode_internal::<Vec<BlockEntry>>(&answer.body, "blocks") {
+            Ok(blocks) => blocks,
+            Err(e) => return (peer, Err(bad(e.to_string()))),
+        };
+        if blocks.len() as u64 > max {
+            return (
+                peer,
+                Err(bad(format!(
+                    "{} blocks, {max} were asked for",
+                    blocks.len()
+                ))),
+            );
+        }
+        let blocks = blocks
+            .into_iter()
+            .map(|b| Arc::unwrap_or_clone(b.block))
+            .collect();
+        (peer, Ok(blocks))
     }
 }
 
@@ -50,38 +124,38 @@ impl BlockSource for PeerBlockSource {
             if self.peers.is_empty() {
                 return Err(FetchError::NoPeers);
             }
-            let peer = self.peers[self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len()];
-            let bad = |what: String| FetchError::BadAnswer { peer, what };
-            let request = BlocksRequest {
-                from,
-                max: max.min(FETCH_BLOCKS_MAX),
-            };
-            // A two-integer message always encodes.
-            let body = encode_internal(&request).expect("a block request encodes");
-            let frame = Frame {
-                kind: Kind::Blocks,
-                body,
-            };
-            let answer = self.network.request(&peer, frame).await?;
-            if answer.kind != Kind::Blocks {
-                return Err(bad(format!(
-                    "{:?}: {}",
-                    answer.kind,
-                    String::from_utf8_lossy(&answer.body)
-                )));
+            let mut waiting = self.order().into_iter().peekable();
+            let mut asking = FuturesUnordered::new();
+            let mut last_error = None;
+            loop {
+                if asking.is_empty() {
+                    match waiting.next() {
+                        Some(peer) => asking.push(self.ask(peer, from, max)),
+                        // Everyone answered: nothing to give (or only errors).
+                        None => return last_error.map_or(Ok(Vec::new()), Err),
+                    }
+                }
+                let more = waiting.peek().is_some();
+                tokio::select! {
+                    Some((peer, answer)) = asking.next() => match answer {
+                        Ok(blocks) if !blocks.is_empty() => {
+                            *self.last_good.lock().expect("last-good lock poisoned") = Some(peer);
+                            return Ok(blocks);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "a peer did not give blocks");
+                            last_error = Some(e);
+                        }
+                    },
+                    () = tokio::time::sleep(HEDGE_AFTER), if more => {}
+                }
+                // No blocks yet: ask the next peer too (at once after an answer without
+                // blocks, after HEDGE_AFTER while one is still out).
+                if let Some(peer) = waiting.next() {
+                    asking.push(self.ask(peer, from, max));
+                }
             }
-            let blocks: Vec<BlockEntry> =
-                decode_internal(&answer.body, "blocks").map_err(|e| bad(e.to_string()))?;
-            if blocks.len() as u64 > max {
-                return Err(bad(format!(
-                    "{} blocks, {max} were asked for",
-                    blocks.len()
-                )));
-            }
-            Ok(blocks
-                .into_iter()
-                .map(|b| Arc::unwrap_or_clone(b.block))
-                .collect())
         })
     }
 }

@@ -136,3 +136,84 @@ async fn a_node_behind_fetches_verifies_and_stores_blocks_from_a_peer() {
     assert_eq!(store_b.tip(), store_a.tip());
     assert!(ordo_ledger::audit(&store_b, &policy, |_| {}).ok());
 }
+
+/// Starts a network for `key` among `keys`, dialling `bootstrap`; returns it, its inbound
+/// requests and its first listen address.
+async fn started(
+    key: &Keypair,
+    keys: &[PublicKey],
+    bootstrap: Vec<String>,
+) -> (Network, tokio::sync::mpsc::Receiver<InboundRequest>, String) {
+    let (net, inbound) =
+        Network::start(key, keys, &net_config(bootstrap), std::future::pending()).expect("net");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        if let Some(a) = net.listen_addrs().await.expect("running").first() {
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "no listen address");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    (net, inbound, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_does_not_wait_on_a_peer_that_never_answers() {
+    let (ka, kf, kb, client) = (
+        Keypair::generate(),
+        Keypair::generate(),
+        Keypair::generate(),
+        Keypair::generate(),
+    );
+    let keys = [ka.public(), kf.public(), kb.public()];
+    let policy = policy(&keys, &client);
+    // A holds blocks and answers; F takes every request and never answers (a frozen node).
+    let dir_a = TempDir::new().expect("tempdir");
+    let store_a = open_store(dir_a.path(), &identity(&policy), &Default::default()).expect("store");
+    for h in 1..=3u64 {
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: client.public(),
+            nonce: h,
+            expires_at: h,
+            payload: vec![h as u8],
+        }
+        .sign(&client);
+        let block = build_block(&store_a.tip(), CHAIN, vec![tx], &ka, h, 1);
+        store_a.append(&block).expect("append");
+    }
+    let (_net_a, mut inbound_a, addr_a) = started(&ka, &keys, vec![]).await;
+    let serving = store_a.clone();
+    tokio::spawn(async move {
+        while let Some(req) = inbound_a.recv().await {
+            serve_blocks(&serving, req);
+        }
+    });
+    let (_net_f, mut inbound_f, addr_f) = started(&kf, &keys, vec![]).await;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(req) = inbound_f.recv().await {
+            held.push(req);
+        }
+    });
+    let (net_b, _inbound_b, _) = started(&kb, &keys, vec![addr_a, addr_f]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while net_b.connected().map_or(0, |c| c.len()) < 2 {
+        assert!(Instant::now() < deadline, "B did not connect to both");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The frozen peer comes first in turn; the request timeout is 5 s.
+    let source = PeerBlockSource::new(net_b, vec![kf.public(), ka.public()]);
+    let started_at = Instant::now();
+    let blocks = source.fetch(1, 3).await.expect("blocks from A");
+    assert_eq!(blocks.len(), 3);
+    let first = started_at.elapsed();
+    assert!(
+        first >= HEDGE_AFTER && first < Duration::from_secs(2),
+        "waited {first:?} for the frozen peer"
+    );
+    // A answered: it is asked first next time, without waiting on F.
+    let again = Instant::now();
+    assert_eq!(source.fetch(2, 2).await.expect("blocks from A").len(), 2);
+    assert!(again.elapsed() < HEDGE_AFTER, "{:?}", again.elapsed());
+}

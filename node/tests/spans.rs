@@ -137,9 +137,12 @@ fn configs(dir: &std::path::Path, client: &Keypair) -> Vec<NodeConfig> {
 #[test]
 fn every_line_of_three_validators_in_one_process_names_its_validator() {
     let seen = Seen::default();
+    // As `ordo node run` filters openraft (its spans off), with everything of ordo's on.
     let subscriber = tracing_subscriber::registry()
         .with(Capture(seen.clone()))
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        .with(tracing_subscriber::EnvFilter::new(
+            "debug,libp2p=warn,openraft=error",
+        ));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
 
     let dir = tempfile::tempdir().expect("tempdir");

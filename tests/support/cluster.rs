@@ -140,6 +140,16 @@ impl Cluster {
         );
     }
 
+    /// Freezes validator `i` (SIGSTOP).
+    pub fn pause(&self, i: usize) {
+        self.node(i).pause();
+    }
+
+    /// Lets validator `i` run again (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        self.node(i).resume();
+    }
+
     /// Starts validator `i` again on the same data directory.
     pub fn restart(&mut self, i: usize) {
         self.net.nodes[i].start(&ordo_bin()).expect("restart");

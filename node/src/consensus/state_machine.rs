@@ -35,6 +35,7 @@ use ordo_crypto::Hash;
 use ordo_ledger::{Block, ChainTip, Durability, Policy, Store, StoreError, TxId, verify_block};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::types::{ApplyOutcome, BlockEntry, TypeConfig};
 use super::{CF_RAFT_STATE, cf, io_err, write_batch};
@@ -146,6 +147,10 @@ struct Inner {
     applied: Mutex<Applied>,
     recent: RecentBlocks,
     timings: Arc<Timings>,
+    /// The span of the validator that opened it: openraft runs the state machine in a task
+    /// of its own, whose span its log filter may disable, so what is logged here would not
+    /// say which validator wrote it.
+    span: tracing::Span,
 }
 
 /// The state machine. Cheap to clone handles share one state.
@@ -364,6 +369,7 @@ impl BlockStateMachine {
             applied: Mutex::new(applied),
             recent: RecentBlocks::default(),
             timings,
+            span: tracing::Span::current(),
         };
         Ok(BlockStateMachine {
             inner: Arc::new(inner),
@@ -411,21 +417,28 @@ impl RaftStateMachine<TypeConfig> for BlockStateMachine {
             + Unpin
             + OptionalSend,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            // A block's write (which may wait on RocksDB) runs on a blocking thread.
-            let outcome = if matches!(entry.payload, EntryPayload::Normal(_)) {
-                let inner = self.inner.clone();
-                crate::tasks::spawn_blocking(move || inner.apply_entry(entry))
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(format!("apply task failed: {e}"))))?
-            } else {
-                self.inner.apply_entry(entry)?
-            };
-            if let Some(responder) = responder {
-                responder.send(outcome);
+        let span = self.inner.span.clone();
+        async move {
+            while let Some((entry, responder)) = entries.try_next().await? {
+                // A block's write (which may wait on RocksDB) runs on a blocking thread.
+                let outcome = if matches!(entry.payload, EntryPayload::Normal(_)) {
+                    let inner = self.inner.clone();
+                    crate::tasks::spawn_blocking(move || inner.apply_entry(entry))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(io::Error::other(format!("apply task failed: {e}")))
+                        })?
+                } else {
+                    self.inner.apply_entry(entry)?
+                };
+                if let Some(responder) = responder {
+                    responder.send(outcome);
+                }
             }
+            Ok(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -442,7 +455,8 @@ impl RaftStateMachine<TypeConfig> for BlockStateMachine {
         let tip: ChainTip = borsh::from_slice(snapshot.get_ref()).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("snapshot content: {e}"))
         })?;
-        self.inner.catch_up(&tip).await?;
+        let span = self.inner.span.clone();
+        self.inner.catch_up(&tip).instrument(span).await?;
         let applied = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
