@@ -23,7 +23,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, identity, mdns,
+    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, identity, mdns, ping,
     request_response as rr,
 };
 use ordo_crypto::{Keypair, PublicKey};
@@ -43,8 +43,18 @@ const COMMAND_QUEUE_MAX: usize = 1024;
 const STREAMS_PER_CONNECTION_MAX: usize = 256;
 /// Most established connections per peer.
 const CONNECTIONS_PER_PEER_MAX: u32 = 2;
-/// How often the swarm re-dials bootstrap addresses while validators are missing.
-const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// How often the swarm re-dials bootstrap addresses while validators are missing: a fresh
+/// dial after a partition heals connects at once, where a dial begun during it waits out
+/// TCP's SYN back-off.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
+/// A dial (TCP, Noise, yamux) that takes longer has failed.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often each connection is pinged, and how long an answer may take. A ping left
+/// unanswered closes the connection, so a peer cut off by a partition (whose TCP
+/// connection stays open, silently dropping everything) is noticed within about 2 s and
+/// dialled afresh, instead of after TCP's retransmission back-off (tens of seconds).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a frame's body is; each kind has its own encoding, owned by its layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,6 +182,7 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     rr: rr::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
+    ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
@@ -345,6 +356,11 @@ fn build_swarm(key: &Keypair, config: &NetworkConfig) -> Result<Swarm<Behaviour>
             "/ordo/1".into(),
             identity.public(),
         )),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(PING_INTERVAL)
+                .with_timeout(PING_TIMEOUT),
+        ),
         mdns: Toggle::from(mdns),
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
@@ -358,6 +374,7 @@ fn build_swarm(key: &Keypair, config: &NetworkConfig) -> Result<Swarm<Behaviour>
         .with_behaviour(|_| behaviour)
         .map_err(|e| NetworkError::Start(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_connection_timeout(DIAL_TIMEOUT)
         .build();
     Ok(swarm)
 }
@@ -450,6 +467,16 @@ impl SwarmTask {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Rr(e)) => self.on_rr(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) if !matches!(error, ping::Failure::Unsupported) => {
+                // Silent: a partition, a paused or vanished peer. Close it; the redial
+                // makes a fresh connection once the peer answers again.
+                tracing::info!(%peer, %error, "closing a connection that stopped answering pings");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if self.keys.contains_key(&peer) && peer != *self.swarm.local_peer_id() {
@@ -515,6 +542,7 @@ impl SwarmTask {
                 }
                 self.publish_connected();
                 tracing::debug!(%peer_id, "connection closed");
+                self.redial_if_missing();
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             _ => {}
