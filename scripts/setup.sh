@@ -2,7 +2,8 @@
 # Prepares a machine to build ordo. Sourced by the other scripts; safe to run repeatedly.
 #
 # - installs the system packages the RocksDB bindings need (clang and libclang for bindgen)
-#   when they are missing, with apt-get (Debian/Ubuntu);
+#   and, as root, those the nemesis test uses (iproute2, iptables, faketime) when they are
+#   missing, with apt-get (Debian/Ubuntu);
 # - points Cargo at one persistent target directory (default ~/.cache/ordo/target) so every
 #   checkout reuses the ~20-minute RocksDB build. Set CARGO_TARGET_DIR to override.
 
@@ -12,10 +13,15 @@ ordo_need_packages() {
     if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
         missing+=(libclang-dev)
     fi
+    if [ "$(id -u)" -eq 0 ]; then
+        command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+        command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+        command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+    fi
     if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
-    echo "ordo setup: installing ${missing[*]} (needed to build RocksDB's bindings)" >&2
+    echo "ordo setup: installing ${missing[*]} (RocksDB's bindings; the nemesis test)" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     if ! command -v apt-get >/dev/null 2>&1; then

@@ -217,7 +217,7 @@ fn dependencies(crate_dir: &str) -> BTreeSet<String> {
 
 #[test]
 fn crates_depend_on_each_other_one_way() {
-    let forbidden: [(&str, &[&str]); 6] = [
+    let forbidden: [(&str, &[&str]); 8] = [
         (
             "crypto",
             &[
@@ -253,6 +253,11 @@ fn crates_depend_on_each_other_one_way() {
             ],
         ),
         ("node", &["ordo-client", "ordo-harness", "reqwest"]),
+        ("nemesis", &["ordo-node"]),
+        (
+            "lazyfs",
+            &["ordo-crypto", "ordo-ledger", "ordo-node", "ordo-harness"],
+        ),
     ];
     for (krate, never) in forbidden {
         let deps = dependencies(krate);

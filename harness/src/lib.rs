@@ -20,7 +20,7 @@
 mod net;
 mod process;
 
-pub use net::{Net, NodeTweak, Spec};
+pub use net::{HOST_API_PORT, HOST_P2P_PORT, Net, NodeTweak, Spec};
 pub use process::{NodeProcess, stop_all};
 
 use std::path::PathBuf;

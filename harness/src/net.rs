@@ -33,7 +33,16 @@ pub struct Spec {
     pub genesis: Box<dyn Fn(&mut Genesis)>,
     /// Changes to each node's configuration before it is written.
     pub node: NodeTweak,
+    /// Each validator's own address (its network namespace's), where it listens on
+    /// [`HOST_P2P_PORT`] and [`HOST_API_PORT`]; empty: every validator on free loopback
+    /// ports.
+    pub hosts: Vec<std::net::IpAddr>,
 }
+
+/// The libp2p port of a validator on a host of its own ([`Spec::hosts`]).
+pub const HOST_P2P_PORT: u16 = 7000;
+/// The API port of a validator on a host of its own ([`Spec::hosts`]).
+pub const HOST_API_PORT: u16 = 8080;
 
 impl Spec {
     /// `validators` validators and `clients` clients with fresh random keys, default
@@ -45,6 +54,7 @@ impl Spec {
             clients: (0..clients.max(1)).map(|_| Keypair::generate()).collect(),
             genesis: Box::new(|_| {}),
             node: Box::new(|_, _| {}),
+            hosts: Vec::new(),
         }
     }
 }
@@ -78,7 +88,8 @@ impl Net {
         dir.join("keys").join(name)
     }
 
-    fn node_dir(dir: &Path, i: usize) -> PathBuf {
+    /// Validator `i`'s directory in the net directory `dir` (its node.toml, log, data).
+    pub fn node_dir(dir: &Path, i: usize) -> PathBuf {
         dir.join(format!("validator-{i}"))
     }
 
@@ -105,18 +116,36 @@ impl Net {
             "cannot create {}",
             keys_dir.display()
         )))?;
-        let ports = free_ports(2 * n)?;
+        if !spec.hosts.is_empty() && spec.hosts.len() != n {
+            return Err(HarnessError::Invalid(format!(
+                "{} hosts for {n} validators",
+                spec.hosts.len()
+            )));
+        }
+        let ports = if spec.hosts.is_empty() {
+            free_ports(2 * n)?
+        } else {
+            Vec::new()
+        };
         let mut genesis = Genesis::new(&spec.chain_id);
         for (i, key) in spec.validators.iter().enumerate() {
             // No genesis names keys left by an interrupted creation: replacing them is safe.
             write_key_file(&keys_dir.join(format!("validator-{i}.key")), key, true)?;
-            let addr = format!("/ip4/127.0.0.1/tcp/{}", ports[2 * i]);
+            let (addr, api) = match spec.hosts.get(i) {
+                Some(ip) => (
+                    format!("/ip4/{ip}/tcp/{HOST_P2P_PORT}"),
+                    SocketAddr::new(*ip, HOST_API_PORT),
+                ),
+                None => (
+                    format!("/ip4/127.0.0.1/tcp/{}", ports[2 * i]),
+                    SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                ),
+            };
             genesis.validators.push(Validator {
                 name: format!("validator-{i}"),
                 public_key: key.public(),
                 addresses: vec![addr.clone()],
             });
-            let api = SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1]));
             write_node_config(dir, i, n, addr, api, &spec.node)?;
         }
         for (i, key) in spec.clients.iter().enumerate() {

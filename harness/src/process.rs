@@ -25,6 +25,10 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     /// Its log file (appended to across starts).
     pub log: PathBuf,
+    /// What the node is started under (for example `ip netns exec <ns>`), before the binary.
+    pub launcher: Vec<std::ffi::OsString>,
+    /// Extra environment for the node (for example `LD_PRELOAD` of a fault library).
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     child: Option<Child>,
 }
 
@@ -43,6 +47,8 @@ impl NodeProcess {
             api,
             data_dir,
             log,
+            launcher: Vec::new(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -62,8 +68,9 @@ impl NodeProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Starts `bin node run --config <config>`, its output appended to its log, with
-    /// `RUST_LOG` as set or [`DEFAULT_LOG`].
+    /// Starts `bin node run --config <config>` (under its [`NodeProcess::launcher`], with its
+    /// [`NodeProcess::env`]), its output appended to its log, with `RUST_LOG` as set or
+    /// [`DEFAULT_LOG`].
     ///
     /// # Errors
     /// When it runs already, or the log or the process cannot be opened.
@@ -82,7 +89,16 @@ impl NodeProcess {
         let log_err = log
             .try_clone()
             .map_err(HarnessError::io("cannot share the log file"))?;
-        let child = Command::new(bin)
+        let mut command = match self.launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["node", "run", "--config"])
             .arg(&self.config)
             .env(

@@ -83,6 +83,7 @@ impl Cluster {
                 c.raft.keep_blocks = opts.keep_blocks;
                 c.raft.blocks_in_flight_max = 4;
             }),
+            hosts: Vec::new(),
         };
         let mut net = Net::create(dir.path(), &spec).expect("create the cluster");
         net.start_all(&ordo_bin()).expect("start the cluster");

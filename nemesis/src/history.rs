@@ -1,0 +1,184 @@
+//! What a run saw, in the order it saw it: every submission and its answer, every read,
+//! every tip poll, every fault. The checker judges the run from this and the final chains.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ordo_crypto::Hash;
+use ordo_ledger::TxId;
+use serde::Serialize;
+
+/// Where a transaction was said to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Place {
+    /// Height of its block.
+    pub height: u64,
+    /// Its position in the block.
+    pub index: u32,
+    /// Its block's hash.
+    pub block_hash: Hash,
+}
+
+/// A node's answer about one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "answer")]
+pub enum Answer {
+    /// Committed there.
+    Committed(Place),
+    /// Taken, not committed yet.
+    Pending,
+    /// The node does not know it.
+    Unknown,
+    /// Refused with an error code.
+    Refused {
+        /// The code.
+        code: String,
+    },
+    /// An answer that breaks the API: a proof that does not hold, a malformed body.
+    Invalid {
+        /// What was wrong.
+        why: String,
+    },
+    /// No answer (timeout, connection refused).
+    Failed {
+        /// Why.
+        why: String,
+    },
+}
+
+/// One thing that happened.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum Event {
+    /// A submission of one transaction or a batch.
+    Submit {
+        /// When it was sent.
+        sent: Duration,
+        /// When its answer came.
+        answered: Duration,
+        /// Through which validator.
+        node: usize,
+        /// Whether it waited for commits.
+        wait: bool,
+        /// The transactions and their answers.
+        txs: Vec<(TxId, Answer)>,
+    },
+    /// A read of one transaction's status.
+    Read {
+        /// When its answer came.
+        at: Duration,
+        /// From which validator.
+        node: usize,
+        /// Which transaction.
+        id: TxId,
+        /// What it said.
+        answer: Answer,
+    },
+    /// A read of a block's hash.
+    BlockRead {
+        /// When its answer came.
+        at: Duration,
+        /// From which validator.
+        node: usize,
+        /// Which height.
+        height: u64,
+        /// Its hash there.
+        hash: Hash,
+    },
+    /// One poll of a validator's status.
+    Tip {
+        /// When its answer came.
+        at: Duration,
+        /// Which validator.
+        node: usize,
+        /// Its tip height.
+        height: u64,
+        /// Its Raft term.
+        term: u64,
+        /// Whether it said it leads.
+        leader: bool,
+    },
+    /// A fault began.
+    FaultStart {
+        /// When.
+        at: Duration,
+        /// Which kind.
+        kind: &'static str,
+        /// What it does, to whom (`validator-1 killed`, `{0} | {1,2}`…).
+        what: String,
+    },
+    /// The fault ended (restart, resume, heal).
+    FaultEnd {
+        /// When.
+        at: Duration,
+        /// Which kind.
+        kind: &'static str,
+    },
+    /// A validator exited although nothing stopped it.
+    Crashed {
+        /// When it was found gone.
+        at: Duration,
+        /// Which validator.
+        node: usize,
+        /// Its exit status and last log lines.
+        detail: String,
+    },
+    /// A validator exited while the nemesis had filled its disk.
+    StoppedOnFullDisk {
+        /// When it was found gone.
+        at: Duration,
+        /// Which validator.
+        node: usize,
+        /// Its exit status and last log lines.
+        detail: String,
+    },
+    /// Whether a majority of validators was up and connected changed.
+    Majority {
+        /// When.
+        at: Duration,
+        /// Whether one is now.
+        available: bool,
+    },
+    /// Every fault was healed.
+    Healed {
+        /// When.
+        at: Duration,
+    },
+}
+
+/// The shared record of a run.
+#[derive(Clone)]
+pub struct History {
+    start: Instant,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl History {
+    /// An empty history starting now.
+    pub fn new() -> History {
+        History {
+            start: Instant::now(),
+            events: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Time since the start.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Records `event`.
+    pub fn push(&self, event: Event) {
+        self.events.lock().expect("history lock").push(event);
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("history lock").clone()
+    }
+}
+
+/// Seconds, for reports.
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}

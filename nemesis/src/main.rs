@@ -1,0 +1,222 @@
+//! `ordo-nemesis`: runs real validators in network namespaces, breaks them on a seeded
+//! schedule (kill -9, SIGSTOP, iptables partitions, clock skew) under a load of clients, heals them,
+//! and checks that nothing acknowledged was lost and the chain never forked.
+//! See docs/reliability.md.
+
+mod chains;
+mod check;
+mod cluster;
+mod disk;
+mod history;
+mod lazy;
+mod netns;
+mod run;
+mod schedule;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::run::{Options, Report};
+use crate::schedule::FaultKind;
+
+/// Breaks a real ordo cluster on purpose and checks what it promised.
+///
+/// Each run makes one network namespace per validator (joined by a bridge in a hub
+/// namespace, removed afterwards), starts `ordo node run` in each, loads them with clients
+/// that submit (waiting for commits or not) and read, injects faults on the schedule its
+/// seed gives, heals, probes, stops the validators and checks their chains. Needs root.
+///
+/// Exit status: 0 when every check of every run holds, 1 when one does not, 2 when a run
+/// could not be set up.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Seed of the first run (the next runs take the next seeds); random when not given,
+    /// and always printed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How many runs.
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// Seconds of faults per run (the heal, probe and checks come after).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Validators per run (3 to 7).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=7))]
+    validators: u8,
+    /// The kinds of fault to draw from (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    faults: Vec<FaultKind>,
+    /// Where each run's directory (keys, configs, data, logs, history) is made.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("ordo-nemesis"))]
+    dir: PathBuf,
+    /// Keep each run's directory even when it passes (a failed run's is always kept).
+    #[arg(long)]
+    keep: bool,
+    /// Write every run's report, as a JSON array, to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The longest acceptable stretch without a commit while a majority is up and
+    /// connected, in seconds.
+    #[arg(long, default_value_t = 3.5)]
+    stall_max: f64,
+    /// The longest acceptable time from the heal to a probe's commit, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    heal_max: f64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let bin = match ordo_harness::ordo_bin() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let first = args.seed.unwrap_or_else(random_seed);
+    let kinds = if args.faults.is_empty() {
+        FaultKind::ALL.to_vec()
+    } else {
+        args.faults.clone()
+    };
+    let mut reports = Vec::new();
+    for seed in first..first.saturating_add(args.runs) {
+        eprintln!(
+            "== nemesis seed {seed}: {} s, {} validators",
+            args.seconds, args.validators
+        );
+        let opts = Options {
+            seed,
+            length: Duration::from_secs(args.seconds),
+            validators: usize::from(args.validators),
+            kinds: kinds.clone(),
+            dir: args.dir.clone(),
+            keep: args.keep,
+            bin: bin.clone(),
+            stall_max: Duration::from_secs_f64(args.stall_max),
+            heal_max: Duration::from_secs_f64(args.heal_max),
+        };
+        match run::run(&opts) {
+            Ok(report) => {
+                print_report(&report);
+                reports.push(report);
+            }
+            Err(e) => {
+                eprintln!("error: seed {seed} could not run: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if reports.len() > 1 {
+        print_summary(&reports);
+    }
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(&reports)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(path, bytes));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if reports.iter().all(|r| r.pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000_000
+}
+
+fn print_report(r: &Report) {
+    let f = &r.figures;
+    let faults: Vec<String> = f.faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "seed {}: {} · {} s · {} validators · faults: {}",
+        r.seed,
+        if r.pass { "PASS" } else { "FAIL" },
+        r.seconds,
+        r.validators,
+        if faults.is_empty() {
+            "none".into()
+        } else {
+            faults.join(", ")
+        }
+    );
+    println!(
+        "  submitted {} · acknowledged {} · lost {} · moved {} · duplicated {} · chain {} blocks, {} txs · {} reads",
+        f.submitted, f.acknowledged, f.lost, f.moved, f.duplicated, f.blocks, f.chain_txs, f.reads
+    );
+    println!(
+        "  longest stall with a majority up {:.2} s (at {:.1} s) · heal to commit {}",
+        f.longest_stall_s,
+        f.longest_stall_at_s,
+        f.heal_to_commit_s
+            .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s"))
+    );
+    for c in &r.checks {
+        println!(
+            "  {} {} — {}",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    if let Some(dir) = &r.dir {
+        println!("  kept: {}", dir.display());
+    }
+}
+
+fn print_summary(reports: &[Report]) {
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        for (k, n) in &r.figures.faults {
+            *faults.entry(k).or_default() += n;
+        }
+    }
+    let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let max = |f: fn(&Report) -> f64| reports.iter().map(f).fold(0.0, f64::max);
+    let passed = reports.iter().filter(|r| r.pass).count();
+    println!("== {} runs, {passed} passed", reports.len());
+    for (k, n) in &faults {
+        println!("  {k:<22} {n}");
+    }
+    println!(
+        "  acknowledged {} · lost {} · moved {} · duplicated {}",
+        sum(|r| r.figures.acknowledged),
+        sum(|r| r.figures.lost),
+        sum(|r| r.figures.moved),
+        sum(|r| r.figures.duplicated)
+    );
+    println!(
+        "  longest stall with a majority up {:.2} s · longest heal to commit {:.2} s",
+        max(|r| r.figures.longest_stall_s),
+        max(|r| r.figures.heal_to_commit_s.unwrap_or(f64::INFINITY))
+    );
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.seed.to_string())
+        .collect();
+    if !failed.is_empty() {
+        println!("  failed seeds: {}", failed.join(", "));
+    }
+}

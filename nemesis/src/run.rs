@@ -1,0 +1,391 @@
+//! One run: make the hosts, start the validators, load them, break them on the seed's
+//! schedule, heal, probe, stop, read the chains, judge.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ordo_harness::{Net, Spec};
+use serde::Serialize;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::chains::{audit, read_chain};
+use crate::check::{Check, Figures, Run, check};
+use crate::cluster::Cluster;
+use crate::disk::{self, Disk};
+use crate::history::{Event, History, secs};
+use crate::lazy::Lazy;
+use crate::netns::{Topology, host_ip};
+use crate::schedule::{FaultKind, Step, schedule};
+use crate::workload::{self, Endpoint, Shared};
+
+/// What a run does.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The schedule's seed.
+    pub seed: u64,
+    /// How long faults are injected.
+    pub length: Duration,
+    /// How many validators.
+    pub validators: usize,
+    /// The kinds of fault drawn.
+    pub kinds: Vec<FaultKind>,
+    /// Where the run's directory is made.
+    pub dir: PathBuf,
+    /// Keep the run's directory even when it passes.
+    pub keep: bool,
+    /// The `ordo` binary.
+    pub bin: PathBuf,
+    /// The longest acceptable stall while a majority is up and connected.
+    pub stall_max: Duration,
+    /// The longest acceptable time from the heal to a commit.
+    pub heal_max: Duration,
+}
+
+/// A run's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Seconds of faults.
+    pub seconds: u64,
+    /// Validators.
+    pub validators: usize,
+    /// Whether every check held.
+    pub pass: bool,
+    /// The figures.
+    pub figures: Figures,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// The run's directory, when kept (logs, data, history).
+    pub dir: Option<PathBuf>,
+}
+
+/// Where each validator's own disk is mounted, in its directory (its data directory is
+/// `data` on it).
+const DISK_DIR: &str = "disk";
+/// Where each validator's `ordo-lazyfs` is mounted, in its directory, when the run cuts
+/// power (its data directory is `data` in it).
+const LAZY_DIR: &str = "lazy";
+
+/// Waits this long at most for the first commit after the validators start.
+const FIRST_COMMIT: Duration = Duration::from_secs(60);
+/// Gives the probe this long before calling it lost.
+const PROBE_MAX: Duration = Duration::from_secs(60);
+/// Waits this long at most for every validator to reach the same tip after the load stops.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Makes the hosts, enters the hub on this thread, and runs `opts` on a runtime of its
+/// own. Call from a thread with no runtime.
+///
+/// # Errors
+/// When the run cannot be set up (the checks' failures are in the report).
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let topology = Topology::create(opts.validators)?;
+    topology.enter_hub()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = runtime.block_on(run_inside(opts, topology));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    report
+}
+
+async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report> {
+    let dir = opts.dir.join(format!("seed-{}", opts.seed));
+    // A run killed before it could clean up may have left its disks mounted.
+    disk::unmount_under(&dir)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let n = opts.validators;
+    let mut spec = Spec::new(&format!("nemesis-{}", opts.seed), n, 2 * n);
+    spec.hosts = (0..n).map(host_ip).collect::<Vec<IpAddr>>();
+    // Where each validator's data lives: on its own disk (DISK_DIR) when the run fills
+    // disks, under ordo-lazyfs (LAZY_DIR, backed by a directory on that disk or beside
+    // it) when the run cuts power.
+    let own_disks = opts.kinds.iter().any(|k| k.needs_own_disks());
+    let lazy_fs = opts.kinds.iter().any(|k| k.needs_lazy_fs());
+    let data_parent = match (lazy_fs, own_disks) {
+        (true, _) => Some(LAZY_DIR),
+        (false, true) => Some(DISK_DIR),
+        (false, false) => None,
+    };
+    if let Some(parent) = data_parent {
+        spec.node = Box::new(move |_, c| c.data_dir = PathBuf::from(parent).join("data"));
+    }
+    let keys = spec.clients.clone();
+    let net = Net::create(&dir, &spec)?;
+    let mut disks = Vec::new();
+    if own_disks {
+        for i in 0..n {
+            let node_dir = Net::node_dir(&dir, i);
+            disks.push(Disk::create(
+                &node_dir.join("disk.img"),
+                &node_dir.join(DISK_DIR),
+            )?);
+        }
+    }
+    let mut lazies = Vec::new();
+    if lazy_fs {
+        let lazy_bin = ordo_harness::sibling_bin("ordo-lazyfs", "ORDO_LAZYFS_BIN")?;
+        for i in 0..n {
+            let node_dir = Net::node_dir(&dir, i);
+            let backing = if own_disks {
+                node_dir.join(DISK_DIR).join("backing")
+            } else {
+                node_dir.join("backing")
+            };
+            lazies.push(Lazy::mount(
+                &lazy_bin,
+                &backing,
+                &node_dir.join(LAZY_DIR),
+                &node_dir.join("lazyfs.log"),
+            )?);
+        }
+    }
+    let genesis = net.genesis.clone();
+    let genesis_path = Net::genesis_path(&dir);
+    let history = History::new();
+    let endpoints: Vec<Endpoint> = net
+        .nodes
+        .iter()
+        .map(|node| Endpoint::new(&node.url()))
+        .collect::<anyhow::Result<_>>()?;
+    let data_dirs: Vec<PathBuf> = net.nodes.iter().map(|node| node.data_dir.clone()).collect();
+    let fake_clock = if opts.kinds.iter().any(|k| k.needs_fake_clock()) {
+        Some(faketime_library()?)
+    } else {
+        None
+    };
+    let cluster = Arc::new(Mutex::new(Cluster::new(
+        net,
+        lazies,
+        disks,
+        topology,
+        opts.bin.clone(),
+        history.clone(),
+        fake_clock.as_deref(),
+    )?));
+    cluster.lock().await.start_all()?;
+
+    let shared = Shared::new(history.clone(), n);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    workload::spawn(&mut tasks, &shared, &endpoints, &keys, opts.seed, &stop_rx);
+    let supervisor = tokio::spawn(supervise(cluster.clone()));
+
+    let first = ordo_harness::poll(FIRST_COMMIT, Duration::from_millis(100), || {
+        std::future::ready((shared.max_tip() > 0).then_some(()))
+    })
+    .await;
+    if first.is_none() {
+        supervisor.abort();
+        bail!(
+            "the cluster committed nothing within {FIRST_COMMIT:?} of its start; logs in {}",
+            dir.display()
+        );
+    }
+
+    let steps = schedule(opts.seed, opts.length, &opts.kinds);
+    info!(
+        seed = opts.seed,
+        faults = steps.len(),
+        "the cluster commits; faults begin"
+    );
+    inject(&cluster, &shared, &history, &steps, opts.length).await?;
+
+    cluster.lock().await.heal_all()?;
+    let healed = history.now();
+    history.push(Event::Healed { at: healed });
+    info!("healed; probing");
+    let probe = workload::probe(&endpoints, &keys[0], PROBE_MAX).await;
+    let heal_to_commit = probe.map(|_| history.now().saturating_sub(healed));
+
+    let end = history.now();
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+    converge(&endpoints).await;
+    supervisor.abort();
+    let _ = supervisor.await;
+    {
+        let mut c = cluster.lock().await;
+        let killed = ordo_harness::stop_all(
+            &mut c.net.nodes,
+            Duration::from_secs(30),
+            std::future::pending(),
+        )
+        .await;
+        if !killed.is_empty() {
+            warn!(
+                ?killed,
+                "validators that did not stop on SIGTERM were killed"
+            );
+        }
+    }
+
+    let bin = opts.bin.clone();
+    let (chains, audits) = tokio::task::spawn_blocking(move || {
+        let chains: Vec<_> = data_dirs
+            .iter()
+            .map(|d| read_chain(d, &genesis).map_err(|e| format!("{e:#}")))
+            .collect();
+        let audits: Vec<_> = data_dirs
+            .iter()
+            .map(|d| audit(&bin, d, &genesis_path))
+            .collect();
+        (chains, audits)
+    })
+    .await
+    .context("reading the chains")?;
+
+    let events = history.events();
+    let genesis_hash = cluster.lock().await.net.genesis.hash();
+    let (checks, figures) = check(&Run {
+        events: &events,
+        chains: &chains,
+        audits: &audits,
+        genesis_hash,
+        heal_to_commit,
+        end,
+        stall_max: opts.stall_max,
+        heal_max: opts.heal_max,
+    });
+    let pass = checks.iter().all(|c| c.ok);
+    write_history(&dir, &events, &steps)?;
+    let keep = opts.keep || !pass;
+    let report = Report {
+        seed: opts.seed,
+        seconds: opts.length.as_secs(),
+        validators: n,
+        pass,
+        figures,
+        checks,
+        dir: keep.then(|| dir.clone()),
+    };
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec_pretty(&report).context("report JSON")?,
+    )
+    .context("cannot write report.json")?;
+    drop(cluster);
+    if !keep {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    Ok(report)
+}
+
+/// Where Debian's and Ubuntu's `faketime` package put libfaketime; `ORDO_NEMESIS_FAKETIME`
+/// overrides.
+const FAKETIME_PATHS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+];
+
+fn faketime_library() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ORDO_NEMESIS_FAKETIME") {
+        return Ok(PathBuf::from(path));
+    }
+    FAKETIME_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .context(
+            "clock-skew faults need libfaketime: apt-get install faketime (or set \
+             ORDO_NEMESIS_FAKETIME to the library), or leave skew-* out of --faults",
+        )
+}
+
+/// Runs `steps`, then waits out the rest of `length`.
+async fn inject(
+    cluster: &Mutex<Cluster>,
+    shared: &Shared,
+    history: &History,
+    steps: &[Step],
+    length: Duration,
+) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    for step in steps {
+        tokio::time::sleep_until(start + step.at).await;
+        let leader = shared.leader();
+        let active = cluster.lock().await.begin(step, leader)?;
+        if let Some(Event::FaultStart { at, what, .. }) = history
+            .events()
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::FaultStart { .. }))
+        {
+            info!(
+                at_s = secs(*at),
+                kind = step.kind.name(),
+                hold_s = secs(step.hold),
+                "{what}"
+            );
+        }
+        tokio::time::sleep(step.hold).await;
+        cluster.lock().await.end(step.kind, active)?;
+    }
+    tokio::time::sleep_until(start + length).await;
+    Ok(())
+}
+
+/// Restarts validators that exit on their own (each is recorded as a failure).
+async fn supervise(cluster: Arc<Mutex<Cluster>>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(e) = cluster.lock().await.restart_crashed() {
+            warn!("cannot restart a validator: {e:#}");
+        }
+    }
+}
+
+/// Waits until every validator reports the same tip twice in a row, half a second apart,
+/// for at most [`CONVERGE`] (the chain check says what differs if they never do).
+async fn converge(endpoints: &[Endpoint]) {
+    let mut last = None;
+    for _ in 0..(CONVERGE.as_millis() / 500) {
+        let mut tips = Vec::new();
+        for e in endpoints {
+            if let Ok(s) = e.poll.status().await {
+                tips.push(s.tip);
+            }
+        }
+        let same = tips.len() == endpoints.len() && tips.iter().all(|t| *t == tips[0]);
+        if same && last == Some(tips[0]) {
+            return;
+        }
+        last = same.then(|| tips[0]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    warn!("the validators did not reach the same tip within {CONVERGE:?}");
+}
+
+/// Writes the schedule and every event, one JSON object a line.
+fn write_history(dir: &Path, events: &[Event], steps: &[Step]) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for s in steps {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"event": "scheduled", "step": s}),
+        )?;
+        out.push(b'\n');
+    }
+    for e in events {
+        serde_json::to_writer(&mut out, e)?;
+        out.push(b'\n');
+    }
+    std::fs::write(dir.join("history.jsonl"), out).context("cannot write history.jsonl")
+}
