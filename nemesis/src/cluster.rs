@@ -150,23 +150,21 @@ impl Cluster {
         let mut rng = Rng::new(step.pick);
         let random = rng.below(n as u64) as usize;
         let leader_or_random = leader.unwrap_or(random);
+        // The one validator a single-target fault hits.
+        let target = if step.kind.targets_leader() {
+            leader_or_random
+        } else {
+            random
+        };
         let (active, what) = match step.kind {
             FaultKind::KillRandom | FaultKind::KillLeader => {
-                let i = if step.kind == FaultKind::KillLeader {
-                    leader_or_random
-                } else {
-                    random
-                };
+                let i = target;
                 self.net.nodes[i].kill();
                 self.down[i] = true;
                 (Active::Killed(i), format!("validator-{i} killed"))
             }
             FaultKind::PauseRandom | FaultKind::PauseLeader => {
-                let i = if step.kind == FaultKind::PauseLeader {
-                    leader_or_random
-                } else {
-                    random
-                };
+                let i = target;
                 self.net.nodes[i].pause();
                 self.paused[i] = true;
                 (Active::Paused(i), format!("validator-{i} paused"))
@@ -228,11 +226,7 @@ impl Cluster {
                 )
             }
             FaultKind::SkewRandom | FaultKind::SkewLeader => {
-                let i = if step.kind == FaultKind::SkewLeader {
-                    leader_or_random
-                } else {
-                    random
-                };
+                let i = target;
                 let seconds = skew_seconds(&mut rng);
                 let file = self
                     .clocks

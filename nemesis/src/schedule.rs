@@ -134,6 +134,14 @@ impl FaultKind {
         }
     }
 
+    /// Whether the fault hits the leader (else a random validator, or a split).
+    pub fn targets_leader(self) -> bool {
+        matches!(
+            self,
+            FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::SkewLeader
+        )
+    }
+
     /// Whether the validators' data must be on disks of their own for this kind.
     pub fn needs_own_disks(self) -> bool {
         self == FaultKind::DiskFull
