@@ -309,7 +309,8 @@ fn faketime_library() -> anyhow::Result<PathBuf> {
         )
 }
 
-/// Runs `steps`, then waits out the rest of `length`.
+/// Runs `steps`, each after its gap, then waits out the rest of `length`. A run lasts
+/// longer than `length` by the time its faults took to end.
 async fn inject(
     cluster: &Mutex<Cluster>,
     shared: &Shared,
@@ -319,7 +320,7 @@ async fn inject(
 ) -> anyhow::Result<()> {
     let start = tokio::time::Instant::now();
     for step in steps {
-        tokio::time::sleep_until(start + step.at).await;
+        tokio::time::sleep(step.gap).await;
         let leader = shared.leader();
         let active = cluster.lock().await.begin(step, leader)?;
         if let Some(Event::FaultStart { at, what, .. }) = history
