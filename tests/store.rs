@@ -152,3 +152,40 @@ fn a_corrupt_stored_block_is_reported_not_panicked() {
     let store = Store::open(dir.path(), &chain.genesis.identity()).expect("open");
     assert!(matches!(store.block(2), Err(StoreError::Corrupt { .. })));
 }
+
+#[test]
+fn a_check_finds_a_whole_but_wrong_block_and_its_repair_puts_the_chain_back() {
+    use ordo_ledger::CheckDepth;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 2);
+    let store = chain.write(dir.path(), 6, 4, 16);
+    let policy = chain.genesis.policy();
+    assert!(
+        store
+            .check_range(1, 6, &policy, CheckDepth::Full)
+            .damage
+            .is_empty()
+    );
+    let good = store.block(3).expect("read").expect("stored");
+    // Block 4's bytes stored at height 3: whole (checksums pass, it decodes), but not the
+    // chain's block there.
+    let wrong = store.block_bytes(4).expect("read").expect("stored");
+    let blocks = store.db().cf_handle("blocks").expect("column family");
+    store
+        .db()
+        .put_cf(blocks, 3u64.to_be_bytes(), &wrong)
+        .expect("write");
+    let err = store.block(3).expect_err("a wrong block is never returned");
+    assert!(err.is_damage(), "{err}");
+    for depth in [CheckDepth::Hashes, CheckDepth::Full] {
+        let checked = store.check_range(1, 6, &policy, depth);
+        let heights: Vec<u64> = checked.damage.iter().map(|d| d.height()).collect();
+        assert_eq!(heights, [3], "{:?}", checked.damage);
+        assert!(!checked.table_damage);
+    }
+    store
+        .repair_block(&good, &good.tx_ids())
+        .expect("rewrite the block");
+    assert!(store.check_recent(6, &policy).damage.is_empty());
+    assert_eq!(store.block(3).expect("read"), Some(good));
+}

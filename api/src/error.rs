@@ -48,6 +48,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// 503 (`/health`): the node's consensus has stopped on a fatal error.
     ConsensusStopped,
+    /// 503: this node's copy of what was asked for is damaged and being repaired from its
+    /// peers (`/health` answers it while any damage is outstanding); ask another node.
+    StorageDamaged,
     /// 500: the node could not read its own database.
     Internal,
     /// A code this version of the API does not know.
@@ -57,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends, in the order `docs/api.md` lists them.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Malformed,
         ErrorCode::BadSignature,
         ErrorCode::WrongChain,
@@ -75,6 +78,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
         ErrorCode::ConsensusStopped,
+        ErrorCode::StorageDamaged,
         ErrorCode::Internal,
     ];
 
@@ -96,7 +100,8 @@ impl ErrorCode {
             | ErrorCode::Unavailable
             | ErrorCode::Busy
             | ErrorCode::ShuttingDown
-            | ErrorCode::ConsensusStopped => 503,
+            | ErrorCode::ConsensusStopped
+            | ErrorCode::StorageDamaged => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }
@@ -137,6 +142,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ConsensusStopped => "consensus_stopped",
+            ErrorCode::StorageDamaged => "storage_damaged",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -213,7 +219,8 @@ mod tests {
                 "unavailable",
                 "busy",
                 "shutting_down",
-                "consensus_stopped"
+                "consensus_stopped",
+                "storage_damaged"
             ]
         );
     }

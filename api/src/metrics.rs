@@ -69,6 +69,21 @@ pub const CONSENSUS_RUNNING: Metric = gauge(
     "ordo_consensus_running",
     "1 while Raft runs; 0 once it has stopped (a fatal storage error, or shutdown).",
 );
+/// Blocks known to be damaged in this node's ledger, waiting for their repair.
+pub const STORAGE_DAMAGED_BLOCKS: Metric = gauge(
+    "ordo_storage_damaged_blocks",
+    "Blocks known to be damaged in this node's ledger (checksum, hash, link or index), waiting for their repair from peers.",
+);
+/// Damaged blocks repaired since start.
+pub const STORAGE_REPAIRED_BLOCKS: Metric = counter(
+    "ordo_storage_repaired_blocks_total",
+    "Damaged blocks (or their index entries) repaired since start.",
+);
+/// Blocks the background scrub re-checked since start.
+pub const STORAGE_SCRUBBED_BLOCKS: Metric = counter(
+    "ordo_storage_scrubbed_blocks_total",
+    "Stored blocks the background scrub re-checked since start.",
+);
 /// Height of the last applied block.
 pub const TIP_HEIGHT: Metric = gauge("ordo_tip_height", "Height of the last applied block.");
 /// Current Raft term.

@@ -50,8 +50,9 @@ pub use policy::{
 };
 #[cfg(feature = "store")]
 pub use store::{
-    BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, ChainIdentity, Durability,
-    FORMAT_VERSION, LEDGER_DIR, Store, StoreError, StoreTuning, TxInclusion,
+    BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, ChainIdentity, CheckDepth,
+    Checked, Damage, Durability, FORMAT_VERSION, LEDGER_DIR, SALVAGE_MARKER, Salvaged, Store,
+    StoreError, StoreTuning, TxInclusion,
 };
 pub use types::{Block, BlockHeader, ChainTip, SignedTransaction, Transaction, TxId, encode};
 pub use verify::{

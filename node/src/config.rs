@@ -25,6 +25,8 @@
 //!
 //! [storage]
 //! background_write_mib_per_s = 128
+//! scrub_kib_per_s = 4096
+//! scrub_every_s = 3600
 //!
 //! [verify]
 //! threads = 0
@@ -111,11 +113,32 @@ pub struct StorageSection {
     /// sustained writes, as with large payloads at high rates on a fast disk.
     #[serde(default = "default_background_write_mib_per_s")]
     pub background_write_mib_per_s: u64,
+    /// Most KiB per second of stored blocks the background scrub re-checks (hashes, links,
+    /// index entries; 0: no scrub). A pass reads the whole chain.
+    #[serde(default = "default_scrub_kib_per_s")]
+    pub scrub_kib_per_s: u64,
+    /// Seconds from the start of one scrub pass to the start of the next (at least the
+    /// pass's own length).
+    #[serde(default = "default_scrub_every_s")]
+    pub scrub_every_s: u64,
+}
+
+fn default_scrub_kib_per_s() -> u64 {
+    4096
+}
+
+fn default_scrub_every_s() -> u64 {
+    3600
 }
 
 fn default_background_write_mib_per_s() -> u64 {
     ordo_ledger::BACKGROUND_WRITE_BYTES_PER_S_DEFAULT >> 20
 }
+
+/// Largest `[storage] scrub_kib_per_s` (1 TiB/s).
+const SCRUB_KIB_PER_S_MAX: u64 = 1 << 30;
+/// Largest `[storage] scrub_every_s` (a year).
+const SCRUB_EVERY_S_MAX: u64 = 366 * 24 * 3600;
 
 /// Largest `[storage] background_write_mib_per_s` (1 TiB/s).
 const BACKGROUND_WRITE_MIB_PER_S_MAX: u64 = 1 << 20;
@@ -124,6 +147,8 @@ impl Default for StorageSection {
     fn default() -> StorageSection {
         StorageSection {
             background_write_mib_per_s: default_background_write_mib_per_s(),
+            scrub_kib_per_s: default_scrub_kib_per_s(),
+            scrub_every_s: default_scrub_every_s(),
         }
     }
 }
@@ -336,6 +361,16 @@ impl NodeConfig {
         if self.storage.background_write_mib_per_s > BACKGROUND_WRITE_MIB_PER_S_MAX {
             out.push(format!(
                 "storage.background_write_mib_per_s must be at most {BACKGROUND_WRITE_MIB_PER_S_MAX}"
+            ));
+        }
+        if self.storage.scrub_kib_per_s > SCRUB_KIB_PER_S_MAX {
+            out.push(format!(
+                "storage.scrub_kib_per_s must be at most {SCRUB_KIB_PER_S_MAX} (0: no scrub)"
+            ));
+        }
+        if self.storage.scrub_every_s > SCRUB_EVERY_S_MAX {
+            out.push(format!(
+                "storage.scrub_every_s must be at most {SCRUB_EVERY_S_MAX} (a year)"
             ));
         }
         if self.verify.threads > VERIFY_THREADS_MAX {

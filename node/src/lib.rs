@@ -28,6 +28,7 @@ pub(crate) mod consensus;
 pub mod error;
 pub(crate) mod forward;
 pub(crate) mod gate;
+pub(crate) mod heal;
 pub(crate) mod http;
 pub(crate) mod id_hash;
 pub(crate) mod inbound;

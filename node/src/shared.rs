@@ -16,6 +16,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::consensus::{self, AppliedBlock, OrdoRaft, RaftStatus, RecentBlocks, Role};
 use crate::gate::Gate;
+use crate::heal::StorageHealth;
 use crate::mempool::{AdmitError, Mempool};
 use crate::network::Network;
 use crate::precheck::Prechecked;
@@ -91,6 +92,7 @@ pub(crate) struct Shared {
     /// Turns for checking forwarded submissions (`crate::forward`).
     forward_checks: Arc<Semaphore>,
     wake_proposer: Notify,
+    storage: Arc<StorageHealth>,
 }
 
 impl Shared {
@@ -129,7 +131,13 @@ impl Shared {
             gate: Gate::default(),
             forward_checks: Arc::new(Semaphore::new(forward_checks)),
             wake_proposer: Notify::new(),
+            storage: Arc::default(),
         }
+    }
+
+    /// What is known to be damaged in the ledger, and what was repaired (`crate::heal`).
+    pub(crate) fn storage(&self) -> &Arc<StorageHealth> {
+        &self.storage
     }
 
     /// Who this node is.

@@ -57,6 +57,21 @@ impl PeerBlockSource {
         }
     }
 
+    /// The peers, in the order to ask them (the last good one first).
+    pub(crate) fn peers(&self) -> Vec<PublicKey> {
+        self.order()
+    }
+
+    /// Asks `peer` alone for up to `max` blocks from `from` (unverified).
+    pub(crate) async fn ask_one(
+        &self,
+        peer: PublicKey,
+        from: u64,
+        max: u64,
+    ) -> Result<Vec<Block>, FetchError> {
+        self.ask(peer, from, max).await.1
+    }
+
     /// The peers in the order to ask them: the last good one, then the others in turn.
     fn order(&self) -> Vec<PublicKey> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);

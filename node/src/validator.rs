@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::config::NodeConfig;
 use crate::consensus::{
     self, BlockStateMachine, ConsensusError, LogStore, OrdoRaft, RaftServer, RaftSettings,
-    StatusWatch, node_id, node_ids, open_consensus_storage, open_store,
+    StatusWatch, node_id, node_ids, open_consensus_storage, open_store_salvaging,
 };
 use crate::error::Fatal;
 use crate::forward::FORWARD_CHECKS_MAX;
@@ -78,6 +78,12 @@ pub enum StartError {
     /// Consensus could not start.
     #[error("cannot start consensus: {0}")]
     Consensus(#[from] ConsensusError),
+    /// The ledger's latest blocks are damaged and no peer gave copies that verify.
+    #[error(
+        "the ledger's latest blocks are damaged and were not repaired within {wait:?}: {0}",
+        wait = crate::heal::START_REPAIR_WAIT
+    )]
+    Damaged(#[from] crate::heal::RepairError),
 }
 
 /// A running validator.
@@ -99,6 +105,8 @@ struct Started {
     announced: mpsc::Receiver<Vec<u8>>,
     others: Vec<PublicKey>,
     api: tokio::net::TcpListener,
+    /// The peers blocks are fetched from, for repairs.
+    source: Arc<PeerBlockSource>,
 }
 
 impl Validator {
@@ -181,7 +189,7 @@ impl Validator {
             Ok(Err(e)) => tracing::warn!(error = %e, "raft did not shut down cleanly"),
             Err(_) => tracing::warn!("raft did not shut down within {SHUTDOWN_GRACE:?}"),
         }
-        if let Err(e) = self.shared.store().db().flush() {
+        if let Err(e) = self.shared.store().flush_all() {
             tracing::warn!(error = %e, "cannot flush the database");
         }
         tracing::info!("stopped");
@@ -213,6 +221,8 @@ struct Base {
     others: Vec<PublicKey>,
     network: Network,
     inbound: mpsc::Receiver<InboundRequest>,
+    /// What a salvage at open set aside, if one ran.
+    salvaged: Option<ordo_ledger::Salvaged>,
 }
 
 /// Binds the API, opens the data directory and joins the network.
@@ -231,11 +241,37 @@ async fn open_base(
     let policy = Arc::new(genesis.policy());
     // Process-wide: validators started in one process (tests) share the last setting.
     ordo_crypto::set_batch_threads(config.verify.threads());
-    let store = open_store(
-        &config.data_dir,
-        &genesis.identity(),
-        &config.storage.tuning(),
-    )?;
+    let open = || {
+        open_store_salvaging(
+            &config.data_dir,
+            &genesis.identity(),
+            &config.storage.tuning(),
+        )
+    };
+    let (mut store, mut salvaged) = open()?;
+    // A damaged table file among the latest blocks is set aside now, before anything
+    // reads from it; older ones are found by the scrub (and set aside at the next start).
+    let checked = crate::heal::check_recent(&store, &policy).await;
+    if checked.table_damage && salvaged.is_none() {
+        let why = checked
+            .damage
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        store.request_salvage(&why)?;
+        drop(store);
+        (store, salvaged) = open()?;
+    }
+    if let Some(s) = &salvaged {
+        tracing::warn!(
+            reason = %s.reason,
+            files = ?s.files,
+            lost_blocks = ?s.lost_blocks,
+            reindexed_blocks = s.reindexed_blocks,
+            meta_rewritten = s.meta_rewritten,
+            "salvaged the ledger: damaged table files set aside in ledger/lost; their blocks come from the peers"
+        );
+    }
     let keys: Vec<PublicKey> = genesis.validators.iter().map(|v| v.public_key).collect();
     let others: Vec<PublicKey> = keys
         .iter()
@@ -256,6 +292,7 @@ async fn open_base(
         others,
         network,
         inbound,
+        salvaged,
     })
 }
 
@@ -272,7 +309,9 @@ async fn assemble(
         base.network.clone(),
         base.others.clone(),
     ));
-    let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source)
+    let later =
+        crate::heal::check_at_start(&store, &policy, &source, base.salvaged.as_ref()).await?;
+    let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source.clone())
         .map_err(StartError::ConsensusState)?;
     let (recent, timings) = (sm.recent(), log.timings());
     let raft = start_raft(config, &genesis, &key, &base, log.clone(), sm).await?;
@@ -309,8 +348,10 @@ async fn assemble(
         prechecked,
         stopping,
     };
+    let shared = Arc::new(Shared::new(parts, FORWARD_CHECKS_MAX));
+    shared.storage().report(later);
     Ok(Started {
-        shared: Arc::new(Shared::new(parts, FORWARD_CHECKS_MAX)),
+        shared,
         key,
         server,
         inbound: base.inbound,
@@ -318,6 +359,7 @@ async fn assemble(
         announced,
         others: base.others,
         api: base.api,
+        source,
     })
 }
 
@@ -398,6 +440,23 @@ fn spawn_tasks(s: Started, config: &NodeConfig, span: &tracing::Span) -> Vec<Joi
             prechecked.clone().run(s.announced, shared.stopping_watch()),
         )),
         spawn(Box::pin(crate::http::serve(shared.clone(), s.api))),
+        spawn(Box::pin(crate::heal::repair_reported(
+            shared.store().clone(),
+            shared.policy().clone(),
+            s.source,
+            shared.storage().clone(),
+            stopped(shared.stopping_watch()),
+        ))),
+        spawn(Box::pin(crate::heal::scrub(
+            shared.store().clone(),
+            shared.policy().clone(),
+            shared.storage().clone(),
+            (
+                config.storage.scrub_kib_per_s,
+                Duration::from_secs(config.storage.scrub_every_s),
+            ),
+            stopped(shared.stopping_watch()),
+        ))),
     ];
     for follower in s.others {
         let peer = shared

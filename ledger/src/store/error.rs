@@ -81,9 +81,29 @@ pub enum StoreError {
         /// Where it is.
         height: u64,
     },
+    /// Damage a salvage cannot repair (the ledger is left as it was).
+    #[error("ledger at {path} is damaged beyond salvage: {what}")]
+    Unsalvageable {
+        /// The database directory.
+        path: PathBuf,
+        /// What is damaged.
+        what: String,
+    },
     /// A write on a store opened read-only.
     #[error("ledger was opened read-only")]
     ReadOnly,
+}
+
+impl StoreError {
+    /// Whether this is damage to stored data — a failed checksum, a record that is not what
+    /// the store writes — rather than a refusal or a database that cannot be used.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Db { source, .. } => source.kind() == rocksdb::ErrorKind::Corruption,
+            _ => false,
+        }
+    }
 }
 
 /// Result type of the store.

@@ -19,7 +19,9 @@
 //! How RocksDB is tuned for this (memtables, pacing of background writes, the index's
 //! hashed memtable) is in [`tuning`].
 
+mod check;
 mod error;
+mod salvage;
 mod tuning;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +33,9 @@ use serde::Serialize;
 
 use crate::policy::BLOCK_BYTES_LIMIT;
 use crate::types::{Block, ChainTip, SignedTransaction, TxId};
+pub use check::{CheckDepth, Checked, Damage};
 pub use error::{ChainIdentity, Result, StoreError};
+pub use salvage::{SALVAGE_MARKER, Salvaged};
 pub use tuning::{BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, StoreTuning};
 use tuning::{cf_options, db_options};
 
@@ -383,6 +387,28 @@ impl Store {
         Ok(new_tip)
     }
 
+    /// Flushes every column family's memtable to table files (a tidy exit; nothing
+    /// acknowledged depends on it).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn flush_all(&self) -> Result<()> {
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &self.path)
+            .map_err(|e| self.db_err(e))?;
+        let cfs: Vec<_> = names.iter().filter_map(|n| self.db.cf_handle(n)).collect();
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Syncs every earlier write ([`Durability::WithNextSync`] appends among them) to disk.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn sync(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(|e| self.db_err(e))
+    }
+
     fn check_not_committed(&self, ids: &[TxId]) -> Result<()> {
         let cf = self.cf(CF_TX_INDEX);
         let found = self
@@ -414,11 +440,13 @@ impl Store {
         self.get(CF_BLOCKS, &height_key(height))
     }
 
-    /// The block at `height`, if stored. The decoded header must say the same height.
+    /// The block at `height`, if stored. The decoded header must say the same height, and
+    /// the hash index must give this height for its hash (a record that is whole but not
+    /// the block appended there is never returned).
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] when the stored bytes do not decode to that block, or
-    /// [`StoreError::Db`].
+    /// [`StoreError::Db`] (a failed checksum among others).
     pub fn block(&self, height: u64) -> Result<Option<Block>> {
         let Some(bytes) = self.block_bytes(height)? else {
             return Ok(None);
@@ -429,6 +457,13 @@ impl Store {
             return Err(self.corrupt(format!(
                 "block stored at height {height} has header height {}",
                 block.header.height
+            )));
+        }
+        let hash = block.hash();
+        if self.height_of(&hash)? != Some(height) {
+            return Err(self.corrupt(format!(
+                "block stored at height {height} hashes to {hash}, which the hash index \
+                 does not give that height"
             )));
         }
         Ok(Some(block))

@@ -42,7 +42,7 @@ pub use types::{ApplyOutcome, BlockEntry, TypeConfig, ValidatorNode, node_id, no
 use std::path::Path;
 use std::sync::Arc;
 
-use ordo_ledger::{ChainIdentity, Policy, Store, StoreError, StoreTuning};
+use ordo_ledger::{ChainIdentity, Policy, Salvaged, Store, StoreError, StoreTuning};
 
 use crate::timings::Timings;
 
@@ -56,13 +56,29 @@ pub const CF_RAFT_STATE: &str = "raft_state";
 ///
 /// # Errors
 /// As [`Store::open`].
-pub fn open_store(
+#[cfg(test)]
+pub(crate) fn open_store(
     data_dir: &Path,
     identity: &ChainIdentity,
     tuning: &StoreTuning,
 ) -> Result<Arc<Store>, StoreError> {
     Store::open_with_column_families(data_dir, identity, &[CF_RAFT_LOG, CF_RAFT_STATE], tuning)
         .map(Arc::new)
+}
+
+/// As [`open_store`], salvaging the ledger first when a damaged table file keeps it from
+/// opening or a salvage was requested; the consensus column families must come out of it
+/// whole (`ordo_ledger::Store::open_salvaging`).
+///
+/// # Errors
+/// As [`Store::open_salvaging`].
+pub fn open_store_salvaging(
+    data_dir: &Path,
+    identity: &ChainIdentity,
+    tuning: &StoreTuning,
+) -> Result<(Arc<Store>, Option<Salvaged>), StoreError> {
+    Store::open_salvaging(data_dir, identity, &[CF_RAFT_LOG, CF_RAFT_STATE], tuning)
+        .map(|(s, salvaged)| (Arc::new(s), salvaged))
 }
 
 /// Opens the Raft log storage and the block state machine over one store. Both record

@@ -327,14 +327,24 @@ impl Inner {
         Ok(())
     }
 
-    /// Verifies each fetched block against its parent and appends it; stops at the first bad one.
+    /// Verifies each fetched block against its parent and appends it; stops at the first
+    /// bad one. One sync per batch, not per block: the appends reach the disk in order, so
+    /// a crash keeps a prefix of them, which the next catch-up extends; the snapshot
+    /// counts as installed only once its own synced write is done (`install_snapshot`).
     fn append_fetched(&self, blocks: &[Block]) -> Result<(), AppendFetchedError> {
-        for block in blocks {
+        let mut unsynced = false;
+        let result = blocks.iter().try_for_each(|block| {
             let parent = self.store.tip();
             let ids = verify_block(&parent, block, &self.policy)?;
-            self.store.append_with_ids(block, &ids)?;
+            self.store
+                .append_with(block, &ids, Durability::WithNextSync, |_, _| {})?;
+            unsynced = true;
+            Ok(())
+        });
+        if unsynced {
+            self.store.sync()?;
         }
-        Ok(())
+        result
     }
 }
 

@@ -28,6 +28,19 @@ impl ApiError {
         ApiError::new(ErrorCode::Internal, e.to_string())
     }
 
+    /// A ledger read that failed: `storage_damaged` when the data is damaged (the repair
+    /// is under way), else `internal`.
+    pub(crate) fn store(e: &ordo_ledger::StoreError) -> ApiError {
+        if e.is_damage() {
+            ApiError::new(
+                ErrorCode::StorageDamaged,
+                format!("{e}; being repaired from the peers, ask another node"),
+            )
+        } else {
+            ApiError::internal(e)
+        }
+    }
+
     pub(crate) fn body_too_large() -> ApiError {
         ApiError::new(
             ErrorCode::TooLarge,

@@ -5,6 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use ordo_api::{BlockId, BlockJson, BlockQuery, CommittedTx, ErrorCode, SignedTxJson, TxStatus};
 use ordo_crypto::Hash;
+use ordo_ledger::Damage;
 
 use super::{Api, ApiError};
 
@@ -23,7 +24,7 @@ pub(super) async fn transaction(
     let found = crate::tasks::spawn_blocking(move || store.tx_with_proof(&id))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::store(&e))?;
     if let Some(inc) = found {
         return Ok(Json(TxStatus::Committed(Box::new(CommittedTx {
             id: inc.id,
@@ -53,18 +54,30 @@ pub(super) async fn block(
     let Query(q) = query?;
     let which: BlockId = id.parse().map_err(ApiError::malformed)?;
     let store = api.shared.store().clone();
+    let height = match which {
+        BlockId::Latest => Some(api.shared.tip().height),
+        BlockId::Height(height) => Some(height),
+        BlockId::Hash(_) => None,
+    };
     let found = match which {
-        BlockId::Latest => {
-            let height = api.shared.tip().height;
-            crate::tasks::spawn_blocking(move || store.block(height)).await
-        }
-        BlockId::Height(height) => crate::tasks::spawn_blocking(move || store.block(height)).await,
         BlockId::Hash(hash) => {
             crate::tasks::spawn_blocking(move || store.block_by_hash(&hash)).await
         }
+        _ => {
+            let height = height.unwrap_or(0);
+            crate::tasks::spawn_blocking(move || store.block(height)).await
+        }
     }
     .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    .map_err(|e| {
+        if let Some(height) = height.filter(|_| e.is_damage()) {
+            api.shared.storage().report([Damage::Block {
+                height,
+                what: e.to_string(),
+            }]);
+        }
+        ApiError::store(&e)
+    })?;
     match found {
         Some(b) => Ok(Json(BlockJson::new(
             &b,

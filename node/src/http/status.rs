@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use ordo_api::{Health, MempoolInfo, NodeInfo, PeerInfo, RaftInfo, Status, TipInfo};
+use ordo_api::{ErrorCode, Health, MempoolInfo, NodeInfo, PeerInfo, RaftInfo, Status, TipInfo};
 use ordo_crypto::PublicKey;
 
 use super::{Api, ApiError};
@@ -11,9 +11,12 @@ use crate::error::Fatal;
 use crate::shared::Shared;
 use crate::wire::PROTOCOL_VERSION;
 
-/// `GET /health`: 200 while the node serves and its consensus runs.
+/// `GET /health`: 200 while the node serves, its consensus runs and its ledger is whole.
 pub(super) async fn health(State(api): State<Api>) -> Result<Json<Health>, ApiError> {
     health_of(api.shared.is_stopping(), &api.shared.raft_status())?;
+    if let Some(problem) = api.shared.storage().problem() {
+        return Err(ApiError::new(ErrorCode::StorageDamaged, problem));
+    }
     Ok(Json(Health::ok()))
 }
 
