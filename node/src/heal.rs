@@ -402,8 +402,9 @@ pub(crate) async fn repair_reported(
     }
 }
 
-/// Re-checks every stored block, `kib_per_s` at most, a pass every `every`, reporting what
-/// it finds to `health`, until `stopped` completes. Off when `kib_per_s` is 0.
+/// Re-checks every stored block, `kib_per_s` at most, a pass every `every` (each up to
+/// the tip when it began), reporting what it finds to `health`, until `stopped` completes.
+/// Off when `kib_per_s` is 0.
 pub(crate) async fn scrub(
     store: Arc<Store>,
     policy: Arc<Policy>,
@@ -418,15 +419,19 @@ pub(crate) async fn scrub(
     let work = async {
         loop {
             let pass = tokio::time::Instant::now();
+            // What was stored when the pass began: newer blocks were checked as they were
+            // appended, and a pass that chased the tip of a busy chain would never end.
+            let end = store.tip().height;
             let mut height = 1;
-            while height <= store.tip().height {
-                let to = height + SCRUB_STEP_BLOCKS - 1;
+            while height <= end {
+                let to = (height + SCRUB_STEP_BLOCKS - 1).min(end);
                 let (s, p) = (store.clone(), policy.clone());
                 let step = tokio::time::Instant::now();
                 let checked =
                     blocking(move || s.check_range(height, to, &p, CheckDepth::Hashes)).await;
-                let n = to.min(store.tip().height) + 1 - height;
-                health.scrubbed.fetch_add(n, Ordering::Relaxed);
+                health
+                    .scrubbed
+                    .fetch_add(to + 1 - height, Ordering::Relaxed);
                 if checked.table_damage {
                     let why = checked
                         .damage
@@ -445,7 +450,7 @@ pub(crate) async fn scrub(
                 tokio::time::sleep_until(step + budget).await;
                 height = to + 1;
             }
-            tracing::debug!(blocks = height - 1, "scrub pass done");
+            tracing::debug!(blocks = end, "scrub pass done");
             tokio::time::sleep_until(pass + every).await;
         }
     };
