@@ -189,3 +189,57 @@ fn a_check_finds_a_whole_but_wrong_block_and_its_repair_puts_the_chain_back() {
     assert!(store.check_recent(6, &policy).damage.is_empty());
     assert_eq!(store.block(3).expect("read"), Some(good));
 }
+
+#[test]
+fn a_requested_salvage_of_a_whole_ledger_loses_nothing_and_clears_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 2);
+    let identity = chain.genesis.identity();
+    let tip = {
+        let store = chain.write(dir.path(), 5, 3, 16);
+        store.request_salvage("a test asked").expect("request");
+        store.tip()
+    };
+    let ledger = dir.path().join(ordo_ledger::LEDGER_DIR);
+    assert!(ledger.join(ordo_ledger::SALVAGE_MARKER).is_file());
+    let (store, salvaged) =
+        Store::open_salvaging(dir.path(), &identity, &[], &Default::default()).expect("open");
+    let salvaged = salvaged.expect("a salvage ran");
+    assert!(salvaged.reason.contains("a test asked"), "{salvaged:?}");
+    assert!(
+        salvaged.files.is_empty() && salvaged.lost_blocks.is_empty(),
+        "{salvaged:?}"
+    );
+    assert_eq!(store.tip(), tip);
+    assert!(
+        store
+            .check_recent(5, &chain.genesis.policy())
+            .damage
+            .is_empty()
+    );
+    assert!(!ledger.join(ordo_ledger::SALVAGE_MARKER).exists());
+    drop(store);
+    let (_, again) =
+        Store::open_salvaging(dir.path(), &identity, &[], &Default::default()).expect("open");
+    assert!(again.is_none(), "the request is cleared once done");
+}
+
+#[test]
+fn a_salvage_interrupted_between_its_renames_is_finished_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 2);
+    let identity = chain.genesis.identity();
+    let tip = chain.write(dir.path(), 4, 2, 16).tip();
+    // As a crash leaves it after the first rename: the complete copy beside no ledger.
+    let (ledger, work) = (
+        dir.path().join(ordo_ledger::LEDGER_DIR),
+        dir.path().join("ledger.salvage"),
+    );
+    std::fs::rename(&ledger, &work).expect("rename");
+    std::fs::write(work.join("SALVAGED"), b"").expect("mark");
+    let (store, salvaged) =
+        Store::open_salvaging(dir.path(), &identity, &[], &Default::default()).expect("open");
+    assert!(salvaged.is_none());
+    assert_eq!(store.tip(), tip);
+    assert!(!work.exists() && !ledger.join("SALVAGED").exists());
+}

@@ -7,7 +7,9 @@
 //! column families may lose data: a co-located component's (the Raft state) may not,
 //! since a validator that forgets what it voted or acknowledged breaks Raft's guarantees.
 //!
-//! So a salvage repairs a copy made of hard links (table files are immutable), sees which
+//! So a salvage first flushes the write-ahead log into table files (the repair would drop
+//! log records of column families it cannot name), then repairs a copy made of hard links
+//! (table files are immutable), sees which
 //! files the repair set aside, and keeps the copy only when each of them belongs to the
 //! ledger's own column families. Then it puts the ledger back in order: the meta records
 //! (format, chain, tip), and the index entries of every stored block if an index lost a
@@ -141,6 +143,7 @@ fn finish_swap(data_dir: &Path) -> Result<()> {
     if !ledger.exists() && work.join(DONE_MARKER).is_file() {
         std::fs::rename(&work, &ledger).map_err(|e| err("cannot finish a salvage", e))?;
         sync_dir(data_dir).map_err(|e| err("cannot sync the data directory", e))?;
+        let _ = std::fs::remove_file(ledger.join(DONE_MARKER));
     }
     if ledger.exists() {
         for dir in [&work, &old] {
@@ -193,6 +196,34 @@ fn table_files(path: &Path, cfs: &[&str]) -> Result<HashMap<String, TableFile>> 
         .collect())
 }
 
+/// Moves what the write-ahead log holds into table files. RocksDB's repair learns the
+/// column families from the table files (it sets the manifest aside), and drops log
+/// records of any it does not know: the Raft state written since the last flush among
+/// them. Opened tolerating damaged files, without compactions (which could read one).
+fn flush_write_ahead_log(path: &Path, cfs: &[&str]) -> Result<()> {
+    let mut opts = db_options(&StoreTuning::default());
+    opts.create_if_missing(false);
+    opts.set_paranoid_checks(false);
+    opts.set_disable_auto_compactions(true);
+    let descriptors = cfs.iter().map(|n| {
+        let mut o = cf_options(n);
+        o.set_disable_auto_compactions(true);
+        ColumnFamilyDescriptor::new(*n, o)
+    });
+    let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| {
+        unsalvageable(
+            path,
+            format!("it cannot be opened even to flush its write-ahead log first: {e}"),
+        )
+    })?;
+    let handles: Vec<_> = cfs.iter().filter_map(|n| db.cf_handle(n)).collect();
+    db.flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())
+        .map_err(|source| StoreError::Db {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// Hard-links every file of `from` into a new directory `to`.
 fn link_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir(to)?;
@@ -222,6 +253,7 @@ fn salvage(
         .copied()
         .chain(extra.iter().copied())
         .collect();
+    flush_write_ahead_log(&ledger, &cfs)?;
     let listed = table_files(&ledger, &cfs)?;
     if work.exists() {
         std::fs::remove_dir_all(&work).map_err(|e| io(&work, "cannot remove", e))?;
