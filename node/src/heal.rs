@@ -316,16 +316,15 @@ pub(crate) async fn check_recent(store: &Arc<Store>, policy: &Arc<Policy>) -> Ch
     blocking(move || s.check_recent(START_CHECK_BLOCKS, &p)).await
 }
 
-/// The start-up check: the last blocks in full, repaired from peers before the node takes
-/// part, within [`START_REPAIR_WAIT`]. Blocks a salvage lost below them are returned, to
+/// The start-up check: damage `checked` found among the last blocks (by [`check_recent`])
+/// is repaired from peers before the node takes part, within [`START_REPAIR_WAIT`]. Blocks a salvage lost below them are returned, to
 /// be repaired while the node runs.
 pub(crate) async fn check_at_start(
     store: &Arc<Store>,
     policy: &Arc<Policy>,
     peers: &PeerBlockSource,
-    salvaged: Option<&Salvaged>,
+    (checked, salvaged): (Checked, Option<&Salvaged>),
 ) -> Result<Vec<Damage>, RepairError> {
-    let checked = check_recent(store, policy).await;
     let recent = store.tip().height.saturating_sub(START_CHECK_BLOCKS);
     let lost = salvaged
         .map(|s| s.lost_blocks.clone())
@@ -336,7 +335,8 @@ pub(crate) async fn check_at_start(
             height,
             what: "lost with a damaged table file".into(),
         });
-    let later: Vec<Damage> = lost.collect();
+    // More than the repairer remembers at once are found again by the scrub.
+    let later: Vec<Damage> = lost.take(DAMAGE_MAX).collect();
     if checked.damage.is_empty() {
         return Ok(later);
     }

@@ -223,6 +223,8 @@ struct Base {
     inbound: mpsc::Receiver<InboundRequest>,
     /// What a salvage at open set aside, if one ran.
     salvaged: Option<ordo_ledger::Salvaged>,
+    /// The start check of the latest blocks (`crate::heal::check_recent`).
+    checked: ordo_ledger::Checked,
 }
 
 /// Binds the API, opens the data directory and joins the network.
@@ -251,7 +253,7 @@ async fn open_base(
     let (mut store, mut salvaged) = open()?;
     // A damaged table file among the latest blocks is set aside now, before anything
     // reads from it; older ones are found by the scrub (and set aside at the next start).
-    let checked = crate::heal::check_recent(&store, &policy).await;
+    let mut checked = crate::heal::check_recent(&store, &policy).await;
     if checked.table_damage && salvaged.is_none() {
         let why = checked
             .damage
@@ -261,6 +263,7 @@ async fn open_base(
         store.request_salvage(&why)?;
         drop(store);
         (store, salvaged) = open()?;
+        checked = crate::heal::check_recent(&store, &policy).await;
     }
     if let Some(s) = &salvaged {
         tracing::warn!(
@@ -293,6 +296,7 @@ async fn open_base(
         network,
         inbound,
         salvaged,
+        checked,
     })
 }
 
@@ -303,14 +307,16 @@ async fn assemble(
     key: Keypair,
     stopping: watch::Receiver<bool>,
 ) -> Result<Started, StartError> {
-    let base = open_base(config, &genesis, &key, stopping.clone()).await?;
+    let mut base = open_base(config, &genesis, &key, stopping.clone()).await?;
     let (policy, store) = (base.policy.clone(), base.store.clone());
     let source = Arc::new(PeerBlockSource::new(
         base.network.clone(),
         base.others.clone(),
     ));
+    let checked = std::mem::take(&mut base.checked);
     let later =
-        crate::heal::check_at_start(&store, &policy, &source, base.salvaged.as_ref()).await?;
+        crate::heal::check_at_start(&store, &policy, &source, (checked, base.salvaged.as_ref()))
+            .await?;
     let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source.clone())
         .map_err(StartError::ConsensusState)?;
     let (recent, timings) = (sm.recent(), log.timings());
