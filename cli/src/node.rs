@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ordo_node::config::NodeConfig;
+use ordo_config::NodeConfig;
 use ordo_node::validator::Validator;
 
 use crate::failure::{CmdResult, Failure};

@@ -128,8 +128,22 @@ pub fn load_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
         return Err(malformed(format!("larger than {KEY_FILE_BYTES_MAX} bytes")));
     }
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    parse_key_file(&text, path)
+}
+
+/// The key pair in `text`, the content of the key file at `path` (which is not read; it
+/// names the file in errors).
+///
+/// # Errors
+/// [`KeyFileError::Malformed`] when `text` does not parse or the public key does not match
+/// the secret.
+pub fn parse_key_file(text: &str, path: &Path) -> Result<Keypair, KeyFileError> {
+    let malformed = |reason: String| KeyFileError::Malformed {
+        path: path.to_owned(),
+        reason,
+    };
     let parsed: KeyFileToml =
-        toml::from_str(&text).map_err(|e| malformed(e.message().to_owned()))?;
+        toml::from_str(text).map_err(|e| malformed(e.message().to_owned()))?;
     let secret_text = Zeroizing::new(parsed.secret_key);
     let mut secret = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(secret_text.trim(), secret.as_mut())

@@ -27,7 +27,7 @@ pub mod merkle;
 mod verify;
 
 pub use hash::{Domain, Hash, Hasher};
-pub use keyfile::{KeyFileError, load_key_file, write_key_file};
+pub use keyfile::{KeyFileError, load_key_file, parse_key_file, write_key_file};
 pub use keys::{KeyError, Keypair, PublicKey, Signature};
 pub use verify::{
     BatchVerifier, SPREAD_PART_MIN, SignatureError, batch_threads, cores, set_batch_threads, verify,

@@ -45,7 +45,7 @@ pub enum HarnessError {
     Genesis(#[from] ordo_genesis::GenesisError),
     /// A node configuration is not valid.
     #[error(transparent)]
-    Config(#[from] ordo_node::config::ConfigError),
+    Config(#[from] ordo_config::ConfigError),
     /// The directory does not hold a network, or the request does not fit one.
     #[error("{0}")]
     Invalid(String),
@@ -178,7 +178,7 @@ mod tests {
         for (i, n) in again.nodes.iter().enumerate() {
             assert_eq!(n.name, format!("validator-{i}"));
             assert!(!n.is_running());
-            let c = ordo_node::config::NodeConfig::load(&n.config).expect("config");
+            let c = ordo_config::NodeConfig::load(&n.config).expect("config");
             assert!(!c.mdns);
             assert_eq!(c.raft.blocks_in_flight_max, i + 1, "the tweak applies");
             assert_eq!(c.data_dir, dir.join(format!("validator-{i}/data")));

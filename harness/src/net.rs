@@ -12,9 +12,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use ordo_config::NodeConfig;
 use ordo_crypto::{Keypair, write_key_file};
 use ordo_genesis::{Client, Genesis, Validator};
-use ordo_node::config::NodeConfig;
 
 use crate::{HarnessError, NodeProcess, free_ports};
 

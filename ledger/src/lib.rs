@@ -38,6 +38,7 @@ mod builder;
 mod policy;
 #[cfg(feature = "store")]
 mod store;
+mod tuning;
 pub mod types;
 mod verify;
 
@@ -45,15 +46,15 @@ mod verify;
 pub use audit::{AuditError, AuditFailure, AuditReport, audit};
 pub use builder::{build_block, build_block_with_ids};
 pub use policy::{
-    BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, CHAIN_ID_BYTES_MAX, Limits, Policy, TX_BYTES_LIMIT,
-    TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
+    BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, CHAIN_ID_BYTES_MAX, ChainIdentity, Limits, Policy,
+    TX_BYTES_LIMIT, TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
 };
 #[cfg(feature = "store")]
 pub use store::{
-    BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, ChainIdentity, CheckDepth,
-    Checked, Damage, Durability, FORMAT_VERSION, LEDGER_DIR, SALVAGE_MARKER, Salvaged, Store,
-    StoreError, StoreTuning, TxInclusion,
+    CheckDepth, Checked, Damage, Durability, FORMAT_VERSION, LEDGER_DIR, SALVAGE_MARKER, Salvaged,
+    Store, StoreError, TxInclusion,
 };
+pub use tuning::{BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, StoreTuning};
 pub use types::{Block, BlockHeader, ChainTip, SignedTransaction, Transaction, TxId, encode};
 pub use verify::{
     TxError, VerifyError, check_tx_rules, verify_block, verify_block_with, verify_transaction,

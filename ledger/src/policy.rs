@@ -22,6 +22,15 @@ pub const CHAIN_ID_BYTES_MAX: usize = 64;
 const _: () = assert!(TX_BYTES_LIMIT < BLOCK_BYTES_LIMIT);
 const _: () = assert!(BLOCK_BYTES_LIMIT < u32::MAX as u64);
 
+/// Which chain a store belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainIdentity {
+    /// The chain id.
+    pub chain_id: String,
+    /// The genesis hash.
+    pub genesis_hash: Hash,
+}
+
 /// Size limits every block must respect. Set in the genesis; all nodes must agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {

@@ -11,86 +11,44 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ordo_crypto::PublicKey;
-use ordo_ledger::{SignedTransaction, TxError, TxId};
-use serde::{Deserialize, Serialize};
+use ordo_ledger::{SignedTransaction, TxId};
 
 use crate::error::SubmitError;
 use crate::mempool::AdmitError;
 use crate::network::{Frame, InboundRequest, Kind};
 use crate::shared::Shared;
-use crate::wire::{TxBytes, decode_internal, encode_internal};
+use ordo_wire::{FORWARD_TXS_MAX, TxBytes, Verdict, decode_internal, encode_internal};
 
-/// Most transactions in one forwarded batch.
-pub(crate) const FORWARD_TXS_MAX: usize = 4096;
 /// Most checks of forwarded submissions a follower runs at once (see
 /// [`crate::precheck::Prechecked::check_forwarded`]); a submission that finds them all
 /// busy is left to the announcement or block check.
 pub(crate) const FORWARD_CHECKS_MAX: usize = 2;
 
-/// What a leader answers for each forwarded transaction.
-///
-/// On the wire (bincode) a variant is its position in this list: append new variants at
-/// the end, never reorder (`wire/tests.rs` pins each one's bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Verdict {
-    /// Admitted, its signature checked by the leader.
-    Accepted,
-    /// The leader already holds a transaction with this id (maybe under another
-    /// signature encoding: the id does not cover the signature).
-    AlreadyPending,
-    /// Already in the chain at `height`.
-    AlreadyCommitted {
-        /// Where.
-        height: u64,
-    },
-    /// The leader's mempool is full.
-    Busy,
-    /// Refused for a reason the follower has no variant for (the message says which).
-    Refused(String),
-    /// The node asked does not lead.
-    NotLeader,
-    /// It breaks a chain rule.
-    Invalid(TxError),
+/// The leader's verdict on one admission result.
+fn verdict_of(admitted: Result<TxId, AdmitError>) -> Verdict {
+    match admitted {
+        Ok(_) => Verdict::Accepted,
+        Err(AdmitError::AlreadyPending(_)) => Verdict::AlreadyPending,
+        Err(AdmitError::AlreadyCommitted { height, .. }) => Verdict::AlreadyCommitted { height },
+        Err(AdmitError::Busy { .. }) => Verdict::Busy,
+        Err(AdmitError::Invalid { error, .. }) => Verdict::Invalid(error),
+    }
 }
 
-impl Verdict {
-    /// The leader's verdict on one admission result.
-    fn of(admitted: Result<TxId, AdmitError>) -> Verdict {
-        match admitted {
-            Ok(_) => Verdict::Accepted,
-            Err(AdmitError::AlreadyPending(_)) => Verdict::AlreadyPending,
-            Err(AdmitError::AlreadyCommitted { height, .. }) => {
-                Verdict::AlreadyCommitted { height }
-            }
-            Err(AdmitError::Busy { .. }) => Verdict::Busy,
-            Err(AdmitError::Invalid { error, .. }) => Verdict::Invalid(error),
+/// What the follower's client hears for transaction `id`, given the leader's verdict.
+fn verdict_result(verdict: Verdict, id: TxId) -> Result<TxId, SubmitError> {
+    match verdict {
+        Verdict::Accepted | Verdict::AlreadyPending => Ok(id),
+        Verdict::Invalid(error) => Err(SubmitError::Admit(AdmitError::Invalid { id, error })),
+        Verdict::AlreadyCommitted { height } => {
+            Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
+                id,
+                height,
+            }))
         }
-    }
-
-    /// What the follower's client hears for transaction `id`.
-    fn into_result(self, id: TxId) -> Result<TxId, SubmitError> {
-        match self {
-            Verdict::Accepted | Verdict::AlreadyPending => Ok(id),
-            Verdict::Invalid(error) => Err(SubmitError::Admit(AdmitError::Invalid { id, error })),
-            Verdict::AlreadyCommitted { height } => {
-                Err(SubmitError::Admit(AdmitError::AlreadyCommitted {
-                    id,
-                    height,
-                }))
-            }
-            Verdict::Busy => Err(SubmitError::LeaderBusy),
-            Verdict::Refused(reason) => Err(SubmitError::Refused(reason)),
-            Verdict::NotLeader => Err(SubmitError::NoLeader),
-        }
-    }
-
-    /// Whether the leader is done with the transaction for good: a follower stops
-    /// re-sending it.
-    pub(crate) fn is_final(&self) -> bool {
-        matches!(
-            self,
-            Verdict::AlreadyCommitted { .. } | Verdict::Refused(_) | Verdict::Invalid(_)
-        )
+        Verdict::Busy => Err(SubmitError::LeaderBusy),
+        Verdict::Refused(reason) => Err(SubmitError::Refused(reason)),
+        Verdict::NotLeader => Err(SubmitError::NoLeader),
     }
 }
 
@@ -138,7 +96,7 @@ impl Shared {
             {
                 self.gate().leader_is_busy(leader);
             }
-            let outcome = verdict.and_then(|v| v.into_result(id));
+            let outcome = verdict.and_then(|v| verdict_result(v, id));
             if outcome.is_err() {
                 gone.push(id);
             }
@@ -284,7 +242,7 @@ impl Shared {
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.wake_proposer();
-        let mut admitted = admitted.into_iter().map(Verdict::of);
+        let mut admitted = admitted.into_iter().map(verdict_of);
         let verdicts: Vec<Verdict> = verdicts
             .into_iter()
             .map(|v| {

@@ -1,7 +1,7 @@
 //! The ordo validator node.
 //!
 //! Its public face is small: [`validator::Validator`] runs one from a
-//! [`config::NodeConfig`] and reports a [`error::Fatal`] when its consensus stops;
+//! [`ordo_config::NodeConfig`] and reports a [`error::Fatal`] when its consensus stops;
 //! [`network`] is public for tests that play a peer. Everything else is the node's inside,
 //! one module per flow:
 //!
@@ -23,7 +23,6 @@
 
 pub(crate) mod admission;
 pub(crate) mod applied;
-pub mod config;
 pub(crate) mod consensus;
 pub mod error;
 pub(crate) mod forward;
@@ -43,4 +42,3 @@ pub(crate) mod tasks;
 pub(crate) mod timings;
 pub mod validator;
 pub(crate) mod waiters;
-pub(crate) mod wire;

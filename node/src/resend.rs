@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use ordo_ledger::TxId;
 
-use crate::forward::FORWARD_TXS_MAX;
 use crate::shared::Shared;
+use ordo_wire::FORWARD_TXS_MAX;
 
 /// A follower re-sends a pending transaction to the leader after this long.
 pub const RESEND_AFTER: Duration = Duration::from_secs(3);

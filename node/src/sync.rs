@@ -14,21 +14,13 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use ordo_crypto::PublicKey;
 use ordo_ledger::{Block, Store};
-use serde::{Deserialize, Serialize};
 
 use crate::consensus::{BlockEntry, BlockSource, FETCH_BLOCKS_MAX, FetchError};
 use crate::network::{FRAME_BYTES_MAX, Frame, InboundRequest, Kind, Network};
-use crate::wire::{decode_internal, encode_internal};
+use ordo_wire::{BlocksRequest, decode_internal, encode_internal};
 
 /// Most block bytes in one answer, leaving room for framing.
 const ANSWER_BYTES_MAX: u64 = (FRAME_BYTES_MAX / 2) as u64;
-
-/// A block fetch (`Kind::Blocks` request): up to `max` blocks from height `from`.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct BlocksRequest {
-    pub(crate) from: u64,
-    pub(crate) max: u64,
-}
 
 /// How long a fetch waits for one peer's answer before it asks the next one too: a peer
 /// that is frozen or far away costs this much, not the network's request timeout.

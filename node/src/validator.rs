@@ -27,7 +27,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::config::NodeConfig;
 use crate::consensus::{
     self, BlockStateMachine, ConsensusError, LogStore, OrdoRaft, RaftServer, RaftSettings,
     StatusWatch, node_id, node_ids, open_consensus_storage, open_store_salvaging,
@@ -40,6 +39,7 @@ use crate::precheck::Prechecked;
 use crate::proposer::task::Proposer;
 use crate::shared::{Me, Parts, Shared};
 use crate::sync::PeerBlockSource;
+use ordo_config::NodeConfig;
 
 /// How long shutdown waits for tasks to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

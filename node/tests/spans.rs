@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ordo_client::{Client, Signer, SubmitOptions, TxTemplate};
+use ordo_config::NodeConfig;
 use ordo_crypto::{Keypair, write_key_file};
 use ordo_genesis::{Client as GenesisClient, Genesis, Validator as GenesisValidator};
-use ordo_node::config::NodeConfig;
 use ordo_node::validator::Validator;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};

@@ -1,22 +1,12 @@
-//! What the store reports when it cannot do what was asked, and the chain identity it
-//! checks on open.
+//! What the store reports when it cannot do what was asked.
 
 use std::path::PathBuf;
 
 use ordo_crypto::Hash;
-use serde::Serialize;
 
 use super::FORMAT_VERSION;
+use crate::policy::ChainIdentity;
 use crate::types::{ChainTip, TxId};
-
-/// Which chain a store belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ChainIdentity {
-    /// The chain id.
-    pub chain_id: String,
-    /// The genesis hash.
-    pub genesis_hash: Hash,
-}
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

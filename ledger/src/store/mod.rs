@@ -32,11 +32,12 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, WriteBatch
 use serde::Serialize;
 
 use crate::policy::BLOCK_BYTES_LIMIT;
+use crate::policy::ChainIdentity;
+use crate::tuning::StoreTuning;
 use crate::types::{Block, ChainTip, SignedTransaction, TxId};
 pub use check::{CheckDepth, Checked, Damage};
-pub use error::{ChainIdentity, Result, StoreError};
+pub use error::{Result, StoreError};
 pub use salvage::{SALVAGE_MARKER, Salvaged};
-pub use tuning::{BACKGROUND_WRITE_BYTES_PER_S_DEFAULT, BACKGROUND_WRITE_REFILL, StoreTuning};
 use tuning::{cf_options, db_options};
 
 const CF_BLOCKS: &str = "blocks";

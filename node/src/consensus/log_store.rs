@@ -16,7 +16,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch};
 use crate::timings::Timings;
 
 use super::{BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, write_batch};
-use crate::wire::{decode_internal, encode_internal, encode_internal_sized};
+use ordo_wire::{decode_internal, encode_internal, encode_internal_sized};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";

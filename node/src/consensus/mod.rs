@@ -30,10 +30,6 @@ pub use log_store::LogStore;
 #[cfg(test)]
 use raft_net::{AppendCheck, Refusal};
 pub use raft_net::{OrdoRaft, RaftNet, RaftServer};
-#[cfg(test)]
-pub(crate) use raft_net::{RaftRequest, RaftResponse};
-#[cfg(test)]
-pub(crate) use state_machine::{Applied, StoredSnapshot};
 pub use state_machine::{
     AppliedBlock, BlockSource, BlockStateMachine, FETCH_BLOCKS_MAX, FetchError, RecentBlocks,
 };

@@ -10,44 +10,20 @@ use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{EntryPayload, OptionalSend};
 use ordo_crypto::{Hash, PublicKey, Signature};
 use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
-use serde::{Deserialize, Serialize};
 
 use super::{BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode};
 use crate::network::{Frame, InboundRequest, Kind, Network};
 use crate::precheck::Prechecked;
-use crate::wire::{decode_internal, encode_internal, encode_internal_sized};
+use ordo_wire::{
+    RaftRequest, RaftResponse, decode_internal, encode_internal, encode_internal_sized,
+};
 
 /// ordo's Raft instance.
 pub type OrdoRaft = openraft::Raft<TypeConfig, BlockStateMachine>;
-
-/// A Raft RPC (`Kind::Raft` request). Variants are encoded by position: append new ones
-/// at the end (`wire/tests.rs` pins each).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RaftRequest {
-    Append(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<TypeConfig>),
-    PreVote(VoteRequest<TypeConfig>),
-    Snapshot {
-        vote: VoteOf<TypeConfig>,
-        meta: SnapshotMetaOf<TypeConfig>,
-        data: Vec<u8>,
-    },
-}
-
-/// The answer to a [`RaftRequest`]. Variants are encoded by position, as above.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RaftResponse {
-    Append(AppendEntriesResponse<TypeConfig>),
-    Vote(VoteResponse<TypeConfig>),
-    Snapshot(SnapshotResponse<TypeConfig>),
-    /// The receiver would not process the request (a block failed verification, or Raft
-    /// returned an error). The sender treats the peer as unreachable for this round.
-    Refused(String),
-}
 
 /// Creates a client per peer; peers are addressed by the key in their Raft node record.
 #[derive(Clone)]

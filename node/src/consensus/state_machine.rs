@@ -34,13 +34,15 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use ordo_crypto::Hash;
 use ordo_ledger::{Block, ChainTip, Durability, Policy, Store, StoreError, TxId, verify_block};
 use rocksdb::WriteBatch;
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::types::{ApplyOutcome, BlockEntry, TypeConfig};
 use super::{CF_RAFT_STATE, cf, io_err, write_batch};
 use crate::timings::Timings;
-use crate::wire::{decode_internal, encode_internal};
+use ordo_wire::{
+    Applied, StoredSnapshot, decode_internal, decode_snapshot_data, encode_internal,
+    encode_snapshot_data,
+};
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
@@ -132,13 +134,6 @@ impl RecentBlocks {
     }
 }
 
-/// What the state machine has applied, persisted under `raft_state/applied`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Applied {
-    pub(crate) last_applied: Option<LogIdOf<TypeConfig>>,
-    pub(crate) membership: StoredMembershipOf<TypeConfig>,
-}
-
 struct Inner {
     store: Arc<Store>,
     policy: Arc<Policy>,
@@ -165,12 +160,6 @@ pub struct SnapshotBuilder {
 
 /// The snapshot's content.
 type SnapshotData = Cursor<Vec<u8>>;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredSnapshot {
-    pub(crate) meta: SnapshotMetaOf<TypeConfig>,
-    pub(crate) tip: ChainTip,
-}
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Applied> {
@@ -388,10 +377,9 @@ impl BlockStateMachine {
 }
 
 fn snapshot_of(stored: StoredSnapshot) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
-    let data = borsh::to_vec(&stored.tip).map_err(io::Error::other)?;
     Ok(openraft::storage::Snapshot {
         meta: stored.meta,
-        snapshot: Cursor::new(data),
+        snapshot: Cursor::new(encode_snapshot_data(&stored.tip)),
     })
 }
 
@@ -462,9 +450,7 @@ impl RaftStateMachine<TypeConfig> for BlockStateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let tip: ChainTip = borsh::from_slice(snapshot.get_ref()).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("snapshot content: {e}"))
-        })?;
+        let tip = decode_snapshot_data(snapshot.get_ref())?;
         let span = self.inner.span.clone();
         self.inner.catch_up(&tip).instrument(span).await?;
         let applied = Applied {

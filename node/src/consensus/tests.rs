@@ -14,7 +14,7 @@ use ordo_ledger::{Block, ChainIdentity, Limits, Policy, Store, Transaction, buil
 use tempfile::TempDir;
 
 use super::*;
-use crate::wire::{decode_internal, encode_internal};
+use ordo_wire::{decode_internal, encode_internal};
 
 const CHAIN: &str = "consensus-test";
 

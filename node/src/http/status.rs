@@ -9,7 +9,7 @@ use super::{Api, ApiError};
 use crate::consensus::{RaftStatus, Role};
 use crate::error::Fatal;
 use crate::shared::Shared;
-use crate::wire::PROTOCOL_VERSION;
+use ordo_wire::PROTOCOL_VERSION;
 
 /// `GET /health`: 200 while the node serves, its consensus runs and its ledger is whole.
 pub(super) async fn health(State(api): State<Api>) -> Result<Json<Health>, ApiError> {

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ordo_config::MempoolLimits;
 use ordo_ledger::{Policy, SignedTransaction, TxError, TxId};
 
 use crate::id_hash::{IdHashBuilder, IdSet};
@@ -22,24 +23,6 @@ mod admit;
 
 /// Room a block header and framing take, kept free when filling a block by bytes.
 const BLOCK_OVERHEAD_BYTES: u64 = 512;
-
-/// Mempool bounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MempoolLimits {
-    /// Most pending transactions.
-    pub txs_max: usize,
-    /// Most pending bytes (encoded transactions).
-    pub bytes_max: u64,
-}
-
-impl Default for MempoolLimits {
-    fn default() -> MempoolLimits {
-        MempoolLimits {
-            txs_max: 100_000,
-            bytes_max: 256 << 20,
-        }
-    }
-}
 
 /// Why a transaction was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

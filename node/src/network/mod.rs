@@ -29,11 +29,8 @@ use libp2p::{
 use ordo_crypto::{Keypair, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 
-pub use codec::{Frame, FrameCodec, PROTOCOL};
-
-/// Largest frame on the wire: a maximal block plus room for its envelope.
-pub const FRAME_BYTES_MAX: usize = 40 << 20;
-const _: () = assert!((ordo_ledger::BLOCK_BYTES_LIMIT as usize) + (1 << 20) < FRAME_BYTES_MAX);
+pub use codec::{FrameCodec, PROTOCOL};
+pub use ordo_wire::{FRAME_BYTES_MAX, Frame, Kind};
 
 /// Most inbound requests queued for the node before new ones are refused.
 pub const INBOUND_QUEUE_MAX: usize = 1024;
@@ -55,36 +52,6 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// dialled afresh, instead of after TCP's retransmission back-off (tens of seconds).
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What a frame's body is; each kind has its own encoding, owned by its layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Kind {
-    /// Raft RPCs.
-    Raft = 1,
-    /// Transactions forwarded to the leader.
-    Transactions = 2,
-    /// Block fetches by a node catching up.
-    Blocks = 3,
-    /// Transactions the leader admitted, sent to followers to check ahead of their block.
-    Announce = 4,
-    /// A request the peer could not serve.
-    Error = 255,
-}
-
-impl Kind {
-    /// The kind a frame's first byte names.
-    pub(crate) fn from_byte(b: u8) -> Option<Kind> {
-        match b {
-            1 => Some(Kind::Raft),
-            2 => Some(Kind::Transactions),
-            3 => Some(Kind::Blocks),
-            4 => Some(Kind::Announce),
-            255 => Some(Kind::Error),
-            _ => None,
-        }
-    }
-}
 
 /// Network settings.
 #[derive(Clone, Debug)]

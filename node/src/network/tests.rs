@@ -186,3 +186,11 @@ async fn bad_addresses_are_reported() {
     cfg.listen = vec!["/ip4/127.0.0.1/udp/0".into()];
     assert!(Network::start(&k, &[k.public()], &cfg, std::future::pending()).is_err());
 }
+
+#[test]
+fn the_protocol_id_carries_the_protocol_version() {
+    assert_eq!(
+        PROTOCOL.as_ref(),
+        format!("/ordo/{}", ordo_wire::PROTOCOL_VERSION)
+    );
+}

@@ -8,7 +8,7 @@ use ordo_ledger::{SignedTransaction, TxId};
 use tokio::sync::{mpsc, watch};
 
 use super::{ANNOUNCE_MERGE_BYTES_MAX, ANNOUNCE_QUEUE_BYTES_MAX, ANNOUNCE_TXS_MAX, Prechecked};
-use crate::wire::{TxBytes, decode_internal};
+use ordo_wire::{TxBytes, decode_internal};
 
 impl Prechecked {
     /// Takes an announcement (the frame body) for checking, or drops it if the queue is

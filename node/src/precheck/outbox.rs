@@ -10,7 +10,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use super::{ANNOUNCE_PENDING_BYTES_MAX, ANNOUNCE_TXS_MAX, ANNOUNCES_IN_FLIGHT_MAX, Prechecked};
 use crate::network::{Frame, Kind, Network};
-use crate::wire::{TxBytes, encode_internal};
+use ordo_wire::{TxBytes, encode_internal};
 
 /// Transactions waiting on a leader to be announced to one follower.
 #[derive(Default)]

@@ -7,7 +7,7 @@ use ordo_crypto::{Keypair, Signature};
 use ordo_ledger::{SignedTransaction, Transaction, TxId};
 
 use super::*;
-use crate::wire::encode_internal;
+use ordo_wire::encode_internal;
 
 fn tx(key: &Keypair, nonce: u64) -> SignedTransaction {
     let tx = Transaction {

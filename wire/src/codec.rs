@@ -1,26 +1,21 @@
-//! The internal wire: how the validators' messages (Raft RPCs, forwarded and announced
-//! transactions, block fetches) and the consensus state on disk are encoded.
-//!
-//! Internal values are never hashed or signed, so they use bincode 2 (standard
-//! configuration: little-endian varints, enum variants as their position). What is hashed
-//! or signed (transactions, blocks) travels inside them as its canonical borsh bytes. The
-//! bytes of every message, variant by variant, are pinned by the tests in `wire/tests.rs`:
-//! reordering an enum's variants or a struct's fields changes the wire, and those tests say
-//! so. A change to any of them is a new [`PROTOCOL_VERSION`].
+//! bincode 2 for internal values: what is never hashed or signed.
 
-/// The version of the validators' protocol: part of the libp2p protocol id
-/// ([`crate::network::PROTOCOL`]) and of `/v1/status`. Validators of different versions
-/// refuse each other's streams.
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::FRAME_BYTES_MAX;
 
 /// Encodes an internal (never hashed) value with bincode.
-pub(crate) fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+///
+/// # Errors
+/// When `value`'s `Serialize` fails (ordo's types never do).
+pub fn encode_internal<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(std::io::Error::other)
 }
 
 /// As [`encode_internal`], into a buffer allocated for about `capacity` bytes (so that
 /// encoding a block does not copy it again each time the buffer grows).
-pub(crate) fn encode_internal_sized<T: serde::Serialize>(
+///
+/// # Errors
+/// As [`encode_internal`].
+pub fn encode_internal_sized<T: serde::Serialize>(
     value: &T,
     capacity: usize,
 ) -> std::io::Result<Vec<u8>> {
@@ -31,12 +26,15 @@ pub(crate) fn encode_internal_sized<T: serde::Serialize>(
 }
 
 /// Decodes an internal value written by [`encode_internal`], rejecting trailing bytes and
-/// anything claiming more than a network frame's worth of memory.
-pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(
+/// anything claiming more than a frame's worth of memory.
+///
+/// # Errors
+/// [`std::io::ErrorKind::InvalidData`] naming `what` and the fault.
+pub fn decode_internal<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
 ) -> std::io::Result<T> {
-    let config = bincode::config::standard().with_limit::<{ crate::network::FRAME_BYTES_MAX }>();
+    let config = bincode::config::standard().with_limit::<{ FRAME_BYTES_MAX }>();
     let (value, read) = bincode::serde::decode_from_slice(bytes, config).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
     })?;
@@ -54,7 +52,7 @@ pub(crate) fn decode_internal<T: serde::de::DeserializeOwned>(
 /// this is copied in one piece. The encoding is the same bytes either way: a length, then
 /// the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TxBytes(pub Vec<u8>);
+pub struct TxBytes(pub Vec<u8>);
 
 impl serde::Serialize for TxBytes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -82,6 +80,3 @@ impl serde::de::Visitor<'_> for TxBytesVisitor {
         Ok(TxBytes(v.to_vec()))
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -37,7 +37,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::mempool::MempoolLimits;
+/// Largest `node.toml` read.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Bounds on the mempool: pending transactions and their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MempoolLimits {
+    /// Most pending transactions.
+    pub txs_max: usize,
+    /// Most pending bytes (encoded transactions).
+    pub bytes_max: u64,
+}
+
+impl Default for MempoolLimits {
+    fn default() -> MempoolLimits {
+        MempoolLimits {
+            txs_max: 100_000,
+            bytes_max: 256 << 20,
+        }
+    }
+}
 
 /// A validator's configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -291,11 +310,30 @@ impl NodeConfig {
     /// # Errors
     /// [`ConfigError`] naming the file and every problem found.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
-        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        };
+        let bytes = std::fs::metadata(path).map_err(read)?.len();
+        if bytes > CONFIG_FILE_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: vec![format!(
+                    "the file has {bytes} bytes; a node configuration has at most {CONFIG_FILE_BYTES_MAX}"
+                )],
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        NodeConfig::parse(&text, path)
+    }
+
+    /// Parses and checks `text`, the content of the file at `path`, and resolves its
+    /// relative paths against the directory that holds `path` (which is not read).
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`], naming `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let mut config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -336,7 +374,7 @@ impl NodeConfig {
         }
         for (field, addrs) in [("listen", &self.listen), ("bootstrap", &self.bootstrap)] {
             for a in addrs.iter() {
-                if a.parse::<libp2p::Multiaddr>().is_err() {
+                if a.parse::<multiaddr::Multiaddr>().is_err() {
                     out.push(format!(
                         "{field}: '{a}' is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7000)"
                     ));

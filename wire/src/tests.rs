@@ -20,13 +20,7 @@ use ordo_ledger::{ChainTip, Transaction, TxError, build_block};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::*;
-use crate::consensus::{
-    Applied, BlockEntry, RaftRequest, RaftResponse, StoredSnapshot, TypeConfig, ValidatorNode,
-};
-use crate::forward::Verdict;
-use crate::network::Kind;
-use crate::sync::BlocksRequest;
+use crate::*;
 
 /// The bytes `value` encodes to, as hex.
 fn bytes_of<T: Serialize>(value: &T) -> String {
@@ -90,14 +84,6 @@ fn block_field(block: &ordo_ledger::Block) -> String {
     let bytes = block.to_bytes();
     let len = encode_internal(&(bytes.len() as u64)).expect("a length");
     hex::encode([len, bytes].concat())
-}
-
-#[test]
-fn the_protocol_id_carries_the_protocol_version() {
-    assert_eq!(
-        crate::network::PROTOCOL.as_ref(),
-        format!("/ordo/{PROTOCOL_VERSION}")
-    );
 }
 
 #[test]
@@ -328,4 +314,25 @@ fn the_raft_state_on_disk_has_its_bytes() {
         ]
         .concat(),
     )]);
+}
+
+#[test]
+fn a_frame_is_its_kind_its_length_and_its_body() {
+    let frame = Frame {
+        kind: Kind::Blocks,
+        body: vec![7, 8, 9],
+    };
+    assert_eq!(hex::encode(frame.encode()), "0303000000070809");
+    assert_eq!(Frame::decode(&frame.encode()).expect("decodes"), frame);
+}
+
+#[test]
+fn a_bad_frame_is_refused_with_its_fault() {
+    let refused = |bytes: &[u8]| Frame::decode(bytes).expect_err("refused").to_string();
+    assert!(refused(&[3, 0, 0]).contains("no head"));
+    assert!(refused(&[9, 0, 0, 0, 0]).contains("unknown frame kind 9"));
+    assert!(refused(&[3, 2, 0, 0, 0, 1]).contains("says 2 bytes, 1 follow"));
+    assert!(refused(&[3, 0, 0, 0, 0, 1]).contains("says 0 bytes, 1 follow"));
+    let over = (FRAME_BYTES_MAX as u32 + 1).to_le_bytes();
+    assert!(refused(&[3, over[0], over[1], over[2], over[3]]).contains("exceeds"));
 }

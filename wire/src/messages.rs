@@ -1,0 +1,55 @@
+//! The messages besides Raft's: forwarded transactions and the leader's verdicts, and block
+//! fetches.
+
+use ordo_ledger::TxError;
+use serde::{Deserialize, Serialize};
+
+/// Most transactions in one forwarded batch (`Kind::Transactions`); a leader refuses a
+/// larger one.
+pub const FORWARD_TXS_MAX: usize = 4096;
+
+/// A block fetch (`Kind::Blocks` request): up to `max` blocks from height `from`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlocksRequest {
+    /// The first height wanted.
+    pub from: u64,
+    /// Most blocks wanted (the server may send fewer).
+    pub max: u64,
+}
+
+/// What a leader answers for each forwarded transaction.
+///
+/// On the wire (bincode) a variant is its position in this list: append new variants at
+/// the end, never reorder (the crate's tests pin each one's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Admitted, its signature checked by the leader.
+    Accepted,
+    /// The leader already holds a transaction with this id (maybe under another
+    /// signature encoding: the id does not cover the signature).
+    AlreadyPending,
+    /// Already in the chain at `height`.
+    AlreadyCommitted {
+        /// Where.
+        height: u64,
+    },
+    /// The leader's mempool is full.
+    Busy,
+    /// Refused for a reason the follower has no variant for (the message says which).
+    Refused(String),
+    /// The node asked does not lead.
+    NotLeader,
+    /// It breaks a chain rule.
+    Invalid(TxError),
+}
+
+impl Verdict {
+    /// Whether the leader is done with the transaction for good: a follower stops
+    /// re-sending it.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Verdict::AlreadyCommitted { .. } | Verdict::Refused(_) | Verdict::Invalid(_)
+        )
+    }
+}
