@@ -243,3 +243,59 @@ fn a_salvage_interrupted_between_its_renames_is_finished_at_the_next_open() {
     assert_eq!(store.tip(), tip);
     assert!(!work.exists() && !ledger.join("SALVAGED").exists());
 }
+
+/// The `*.log` files of the ledger database in `data_dir` that hold bytes, oldest first.
+fn write_ahead_logs(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let ledger = data_dir.join(ordo_ledger::LEDGER_DIR);
+    let mut logs: Vec<_> = std::fs::read_dir(&ledger)
+        .expect("ledger dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// A closed write-ahead log still holds records other column families have not flushed;
+/// cut short (a disk that lost what it had synced), it would replay a shorter history
+/// without a word. The store refuses to open instead, and so does a salvage.
+#[test]
+fn a_closed_write_ahead_log_cut_short_keeps_the_store_from_opening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = TestChain::new(1, 2);
+    let identity = chain.genesis.identity();
+    {
+        let store = chain.write(dir.path(), 3, 2, 64);
+        // Flushing one column family closes the log the others still need.
+        let meta = store.db().cf_handle("meta").expect("meta");
+        store.db().flush_cf(meta).expect("flush meta");
+        for _ in 0..2 {
+            let block = chain.next_block(&store, 2, 64);
+            store.append(&block).expect("append");
+        }
+    }
+    let logs = write_ahead_logs(dir.path());
+    assert!(logs.len() >= 2, "a closed log and the live one: {logs:?}");
+    let closed = &logs[0];
+    let len = std::fs::metadata(closed).expect("stat").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(closed)
+        .expect("open log")
+        .set_len(len / 2)
+        .expect("truncate");
+    let Err(err) = Store::open(dir.path(), &identity) else {
+        panic!("a store with a damaged log opened");
+    };
+    assert!(err.is_damage(), "{err}");
+    assert!(err.to_string().contains("WAL"), "{err}");
+    let Err(err) = Store::open_salvaging(dir.path(), &identity, &[], &Default::default()) else {
+        panic!("a salvage of a store with a damaged log went through");
+    };
+    assert!(
+        matches!(err, StoreError::Unsalvageable { .. }) && err.to_string().contains("WAL"),
+        "{err}"
+    );
+}

@@ -17,6 +17,11 @@ pub(super) fn db_options(tuning: &StoreTuning) -> Options {
     // are few and large (one batch per block), so this costs nothing.
     opts.set_allow_concurrent_memtable_write(false);
     opts.set_keep_log_file_num(4);
+    // The MANIFEST records each closed write-ahead log's synced size: at open, a closed
+    // log that is missing or shorter than that is corruption, not a shorter history to
+    // replay silently (what it held may be Raft votes and entries already acknowledged).
+    // The live log's synced size is not recorded (docs/design/storage.md).
+    opts.set_track_and_verify_wals_in_manifest(true);
     // Write files back to disk as they grow, so that a synced write never has to wait for
     // a burst of dirty pages from a memtable flush or a compaction.
     opts.set_bytes_per_sync(1 << 20);
