@@ -60,11 +60,16 @@ fn truncate_half(path: &Path) {
 /// A cluster with some committed blocks, a follower stopped (its memtables flushed to
 /// table files), and what was acknowledged.
 fn with_stopped_follower() -> (Cluster, usize, HashSet<TxId>) {
+    with_stopped_follower_after(20)
+}
+
+/// As [`with_stopped_follower`], after `n_blocks` blocks (or about as many).
+fn with_stopped_follower_after(n_blocks: usize) -> (Cluster, usize, HashSet<TxId>) {
     let mut c = Cluster::start(Options::default());
     let leader = c.wait_leader(ELECTION);
     let follower = (leader + 1) % 3;
     let mut acked = HashSet::new();
-    for _ in 0..20 {
+    for _ in 0..n_blocks {
         let txs = c.txs(5, 0);
         acked.extend(committed_ids(&c.submit(leader, &txs, true)));
     }
@@ -146,6 +151,21 @@ fn a_flipped_byte_in_the_meta_column_family_is_set_aside_and_the_records_rewritt
 #[test]
 fn a_truncated_block_table_file_is_set_aside_and_its_blocks_fetched_from_peers() {
     follower_heals_from("blocks", truncate_half, &["salvaged the ledger", FETCHED]);
+}
+
+/// A lost file that held the latest blocks and many below them: the latest are repaired
+/// before the node starts, without the block below them, from the block above (the tip).
+#[test]
+fn a_lost_table_file_of_more_than_the_latest_blocks_is_fetched_from_peers() {
+    let (c, follower, acked) = with_stopped_follower_after(100);
+    let file = table_file(&c.node(follower).data_dir, "blocks");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open")
+        .set_len(100)
+        .expect("truncate");
+    heals(c, follower, acked, &["salvaged the ledger", FETCHED]);
 }
 
 /// The Raft state cannot be rebuilt from the chain: a validator that forgot what it voted

@@ -199,19 +199,22 @@ fn missing(store: &Store, height: u64) -> StoreError {
     }
 }
 
-/// The tip below `from` and the hash the chain above `to` links to.
+/// The tip below `from` — none when that block is missing or damaged too (a salvage
+/// that lost a whole file loses the blocks below the latest ones as well) — and the hash
+/// the chain above `to` links to.
 fn neighbours(
     store: &Store,
     policy: &Policy,
     from: u64,
     to: u64,
-) -> Result<(ChainTip, ordo_crypto::Hash), StoreError> {
+) -> Result<(Option<ChainTip>, ordo_crypto::Hash), StoreError> {
     let parent = match from {
-        0 | 1 => policy.genesis_tip(),
-        _ => store
-            .block(from - 1)?
-            .ok_or_else(|| missing(store, from - 1))?
-            .tip(),
+        0 | 1 => Some(policy.genesis_tip()),
+        _ => match store.block(from - 1) {
+            Ok(block) => block.map(|b| b.tip()),
+            Err(e) if e.is_damage() => None,
+            Err(e) => return Err(e),
+        },
     };
     let tip = store.tip();
     let above = if to >= tip.height {
@@ -226,8 +229,9 @@ fn neighbours(
     Ok((parent, above))
 }
 
-/// Fetches `from..=to` chunk by chunk, each from the first peer whose blocks verify
-/// against the chain below (and, for the last chunk, the chain above), and rewrites them.
+/// Fetches `from..=to` and rewrites it. Anchored on the block below `from`, chunk by chunk
+/// upwards; when that block is missing or damaged too, from the top down instead, one
+/// chunk at a time, each verified against the block above it before it is written.
 async fn fetch_and_rewrite(
     store: &Arc<Store>,
     policy: &Arc<Policy>,
@@ -235,11 +239,41 @@ async fn fetch_and_rewrite(
     from: u64,
     to: u64,
 ) -> Result<(), RepairError> {
-    let (s, p) = (store.clone(), policy.clone());
-    let (mut parent, above) = blocking(move || neighbours(&s, &p, from, to)).await?;
+    let mut top = to;
+    loop {
+        let (s, p) = (store.clone(), policy.clone());
+        let (parent, above) = blocking(move || neighbours(&s, &p, from, top)).await?;
+        if parent.is_some() || top - from < FETCH_BLOCKS_MAX {
+            if parent.is_none() {
+                tracing::info!(
+                    from,
+                    to = top,
+                    "the block below damaged blocks is damaged too: they are checked against the block above, and their link below when that block is repaired"
+                );
+            }
+            return fetch_span(store, policy, peers, (from, top), parent, above).await;
+        }
+        let low = top + 1 - FETCH_BLOCKS_MAX;
+        fetch_span(store, policy, peers, (low, top), None, above).await?;
+        top = low - 1;
+    }
+}
+
+/// Fetches `from..=to` chunk by chunk, each from the first peer whose blocks verify
+/// against the chain below (`parent`; see [`verify_chunk`] without one) and, for the last
+/// chunk, the hash `above` links to, and rewrites them.
+async fn fetch_span(
+    store: &Arc<Store>,
+    policy: &Arc<Policy>,
+    peers: &PeerBlockSource,
+    (from, to): (u64, u64),
+    mut parent: Option<ChainTip>,
+    above: ordo_crypto::Hash,
+) -> Result<(), RepairError> {
     let mut at = from;
     while at <= to {
         let want = (to - at + 1).min(FETCH_BLOCKS_MAX);
+        let last = at + want - 1 == to;
         let mut why = String::from("no peers");
         let mut done = None;
         for peer in peers.peers() {
@@ -250,11 +284,9 @@ async fn fetch_and_rewrite(
                     continue;
                 }
             };
-            let last = at + want - 1 == to;
             let (p, par) = (policy.clone(), parent);
-            let verified =
-                blocking(move || verify_chunk(&p, par, blocks, want, last.then_some(above))).await;
-            match verified {
+            let check = move || verify_chunk(&p, (at, par), blocks, want, last.then_some(above));
+            match blocking(check).await {
                 Ok(chunk) => {
                     done = Some((peer, chunk));
                     break;
@@ -266,7 +298,7 @@ async fn fetch_and_rewrite(
             return Err(RepairError::NoGoodCopy { from, to, why });
         };
         let s = store.clone();
-        let next_parent = chunk.last().map(|(b, _)| b.tip()).unwrap_or(parent);
+        let next_parent = chunk.last().map(|(b, _)| b.tip()).or(parent);
         blocking(move || {
             chunk
                 .iter()
@@ -280,11 +312,14 @@ async fn fetch_and_rewrite(
     Ok(())
 }
 
-/// A peer's blocks, verified in full as the `want` blocks above `parent`, the last one
-/// hashing to `above` when given.
+/// A peer's blocks, verified in full as the `want` blocks from height `at` above
+/// `parent`, the last one hashing to `above` when given. Without a parent (the block below
+/// is damaged here too; then `above` must be given) the first block is taken to link to
+/// the hash it names: every rule but that link is checked here, and the link itself when
+/// the block below is repaired, against this one.
 fn verify_chunk(
     policy: &Policy,
-    mut parent: ChainTip,
+    (at, parent): (u64, Option<ChainTip>),
     blocks: Vec<Block>,
     want: u64,
     above: Option<ordo_crypto::Hash>,
@@ -292,6 +327,15 @@ fn verify_chunk(
     if blocks.len() as u64 != want {
         return Err(format!("{} blocks, {want} were asked for", blocks.len()));
     }
+    let mut parent = match (parent, blocks.first()) {
+        (Some(parent), _) => parent,
+        (None, Some(first)) if above.is_some() => ChainTip {
+            height: at.saturating_sub(1),
+            hash: first.header.prev_hash,
+            timestamp_ms: 0,
+        },
+        _ => return Err("neither the block below nor the one above is known".into()),
+    };
     let mut out = Vec::with_capacity(blocks.len());
     for block in blocks {
         let ids = verify_block(&parent, &block, policy)
