@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ordo_config::NodeConfig;
+use ordo_node::error::Fatal;
 use ordo_node::validator::Validator;
 
 use crate::failure::{CmdResult, Failure};
@@ -121,9 +122,50 @@ fn run_node(a: RunArgs) -> CmdResult {
         validator.shutdown().await;
         match failure {
             None => Ok(()),
+            Some(Fatal::Salvage(_)) => Err(restart_for_salvage()),
             Some(fatal) => Err(Failure::Negative(format!("error: {fatal}"))),
         }
     })
+}
+
+/// Set in the environment of a node that restarted itself for a salvage: the Unix time
+/// it did.
+const RESTARTED_FOR_SALVAGE: &str = "ORDO_RESTARTED_FOR_SALVAGE";
+/// A node that needs another salvage sooner than this after the last one stops instead:
+/// the damage is coming back faster than salvages clear it (a failing disk).
+const SALVAGE_RESTART_MIN_S: u64 = 60;
+
+/// Replaces this process with a fresh `ordo node run` of the same arguments, which sets
+/// the damaged table files aside as it opens the ledger. A fresh process (same pid, same
+/// output) rather than a fresh validator in this one: nothing of the damaged database can
+/// outlive it. Returns only if it cannot.
+fn restart_for_salvage() -> Failure {
+    use std::os::unix::process::CommandExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last: Option<u64> = std::env::var(RESTARTED_FOR_SALVAGE)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(last) = last
+        && now.saturating_sub(last) < SALVAGE_RESTART_MIN_S
+    {
+        return Failure::Negative(format!(
+            "error: the ledger met a damaged table file again within {SALVAGE_RESTART_MIN_S} s of a salvage; check the disk (the salvage runs at the next start)"
+        ));
+    }
+    tracing::warn!("restarting to salvage the ledger");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return Failure::Negative(format!("error: cannot restart for a salvage: {e}")),
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(RESTARTED_FOR_SALVAGE, now.to_string())
+        .exec();
+    Failure::Negative(format!(
+        "error: cannot restart for a salvage ({err}); it runs at the next start"
+    ))
 }
 
 /// Installs SIGINT and SIGTERM handlers now; the future completes at the first signal.

@@ -5,8 +5,9 @@
 use crate::mempool::AdmitError;
 
 /// Why the node can no longer order anything. `/health` answers `consensus_stopped` with
-/// it, `ordo node run` logs it, shuts down and exits with status 1, and a supervisor
-/// should restart the node once the cause is fixed.
+/// it, `ordo node run` logs it, shuts down and exits with status 1 (for
+/// [`Fatal::Salvage`], starts itself afresh instead), and a supervisor should restart the
+/// node once the cause is fixed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Fatal {
     /// Raft stopped on a storage error: a full disk, a failing device, state it cannot
@@ -19,6 +20,12 @@ pub enum Fatal {
     /// Raft stopped while the node still ran, without saying why.
     #[error("consensus stopped")]
     Stopped,
+    /// A table file of the ledger is damaged: every read that touches it fails, and a
+    /// compaction that reads it would stop the database. Only reopening sets it aside (a
+    /// salvage, requested on disk); `ordo node run` restarts itself for it, and the blocks
+    /// the file held come from the peers.
+    #[error("a table file of the ledger is damaged ({0}); restarting to set it aside")]
+    Salvage(String),
 }
 
 /// Why a submission was not accepted. Each maps to one API error code

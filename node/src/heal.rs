@@ -482,7 +482,7 @@ pub(crate) async fn scrub(
                         .first()
                         .map(ToString::to_string)
                         .unwrap_or_default();
-                    tracing::error!(damage = %why, "a table file of the ledger is damaged: its records are rewritten from peers now, and the file is set aside at the next start");
+                    tracing::error!(damage = %why, "a table file of the ledger is damaged: the node restarts to set it aside, and its records come from peers");
                     if let Err(e) = store.request_salvage(&why) {
                         tracing::error!(error = %e, "cannot ask for a salvage at the next start");
                     }

@@ -43,6 +43,8 @@ use ordo_config::NodeConfig;
 
 /// How long shutdown waits for tasks to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often [`Validator::failed`] asks the ledger whether it met a damaged table file.
+const SALVAGE_POLL: Duration = Duration::from_millis(500);
 /// Deadline of one request to another validator.
 const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -195,16 +197,28 @@ impl Validator {
         tracing::info!("stopped");
     }
 
-    /// Completes if Raft stops on its own (a fatal storage error): the node can no longer
-    /// order anything and should exit.
+    /// Completes if Raft stops on its own (a fatal storage error), or when the ledger meets
+    /// a damaged table file ([`Fatal::Salvage`], with the salvage requested on disk): the
+    /// node can no longer order anything as it is and should exit, or restart.
     pub async fn failed(&self) -> Fatal {
         let mut watch = StatusWatch::new(self.shared.raft());
+        let mut poll = tokio::time::interval(SALVAGE_POLL);
         loop {
+            // A storage error that stopped Raft may be the damaged file itself.
+            if let Some(why) = self.shared.store().salvage_wanted() {
+                return match self.shared.store().request_salvage(&why) {
+                    Ok(()) => Fatal::Salvage(why),
+                    Err(e) => Fatal::Storage(format!("{why}; and {e}")),
+                };
+            }
             if let Some(fatal) = self.shared.raft_status().failure {
                 return fatal;
             }
-            if !watch.changed().await {
-                return self.shared.raft_status().failure.unwrap_or(Fatal::Stopped);
+            tokio::select! {
+                changed = watch.changed() => if !changed {
+                    return self.shared.raft_status().failure.unwrap_or(Fatal::Stopped);
+                },
+                _ = poll.tick() => {}
             }
         }
     }

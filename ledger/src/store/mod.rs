@@ -96,6 +96,9 @@ pub struct Store {
     read_only: bool,
     /// Cached tip; the lock also serialises appends.
     tip: Mutex<ChainTip>,
+    /// Why the ledger wants a salvage, once a read or write met a damaged table file or
+    /// one was requested ([`Store::salvage_wanted`]).
+    salvage: Mutex<Option<String>>,
 }
 
 fn height_key(height: u64) -> [u8; 8] {
@@ -181,6 +184,7 @@ impl Store {
             identity: identity.clone(),
             read_only,
             tip: Mutex::new(ChainTip::genesis(identity.genesis_hash)),
+            salvage: Mutex::new(None),
         };
         match store.get(CF_META, META_FORMAT_VERSION)? {
             None if read_only => return Err(StoreError::NotFound(store.path.clone())),
@@ -247,6 +251,10 @@ impl Store {
     }
 
     fn db_err(&self, source: rocksdb::Error) -> StoreError {
+        if source.kind() == rocksdb::ErrorKind::Corruption && !self.read_only {
+            let mut salvage = self.salvage.lock().expect("salvage lock poisoned");
+            salvage.get_or_insert_with(|| format!("a damaged table file: {source}"));
+        }
         StoreError::Db {
             path: self.path.clone(),
             source,
@@ -285,6 +293,14 @@ impl Store {
     /// ledger's alone: write them only through this type.
     pub fn db(&self) -> &DB {
         &self.db
+    }
+
+    /// Why this (writable) store wants a salvage, if it does: a read or write met a
+    /// damaged table file, which every later read that touches it meets again (and a
+    /// compaction that reads it fails), or [`Store::request_salvage`] asked for one. Only
+    /// reopening sets the file aside (`Store::open_salvaging`).
+    pub fn salvage_wanted(&self) -> Option<String> {
+        self.salvage.lock().expect("salvage lock poisoned").clone()
     }
 
     /// The current tip (the genesis tip when the chain is empty).

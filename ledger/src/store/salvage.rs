@@ -67,6 +67,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Corrupt`] when the request cannot be written.
     pub fn request_salvage(&self, reason: &str) -> Result<()> {
+        self.salvage
+            .lock()
+            .expect("salvage lock poisoned")
+            .get_or_insert_with(|| reason.to_owned());
         let marker = self.path.join(SALVAGE_MARKER);
         write_synced_file(&marker, reason.as_bytes()).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
