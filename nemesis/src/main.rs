@@ -1,11 +1,13 @@
 //! `ordo-nemesis`: runs real validators in network namespaces, breaks them on a seeded
-//! schedule (kill -9, SIGSTOP, iptables partitions, clock skew) under a load of clients, heals them,
-//! and checks that nothing acknowledged was lost and the chain never forked.
+//! schedule (kill -9, SIGSTOP, iptables partitions, clock skew, full disks, power cuts,
+//! damaged ledger files) under a load of clients, heals them, and checks that nothing
+//! acknowledged was lost and the chain never forked.
 //! See docs/reliability.md.
 
 mod chains;
 mod check;
 mod cluster;
+mod damage;
 mod disk;
 mod history;
 mod lazy;

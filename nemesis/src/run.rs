@@ -78,6 +78,9 @@ const FIRST_COMMIT: Duration = Duration::from_secs(60);
 const PROBE_MAX: Duration = Duration::from_secs(60);
 /// Waits this long at most for every validator to reach the same tip after the load stops.
 const CONVERGE: Duration = Duration::from_secs(60);
+/// Seconds between the starts of two scrub passes when the run damages ledger files (a
+/// pass also starts when a validator starts): damage is found, and repaired, under load.
+const SCRUB_EVERY_S: u64 = 10;
 
 /// Makes the hosts, enters the hub on this thread, and runs `opts` on a runtime of its
 /// own. Call from a thread with no runtime.
@@ -117,9 +120,15 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         (false, true) => Some(DISK_DIR),
         (false, false) => None,
     };
-    if let Some(parent) = data_parent {
-        spec.node = Box::new(move |_, c| c.data_dir = PathBuf::from(parent).join("data"));
-    }
+    let frequent_scrub = opts.kinds.iter().any(|k| k.needs_frequent_scrub());
+    spec.node = Box::new(move |_, c| {
+        if let Some(parent) = data_parent {
+            c.data_dir = PathBuf::from(parent).join("data");
+        }
+        if frequent_scrub {
+            c.storage.scrub_every_s = SCRUB_EVERY_S;
+        }
+    });
     let keys = spec.clients.clone();
     let net = Net::create(&dir, &spec)?;
     let mut disks = Vec::new();
