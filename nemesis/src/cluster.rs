@@ -36,6 +36,8 @@ pub struct Cluster {
     paused: Vec<bool>,
     /// Disk filled by the nemesis.
     full: Vec<bool>,
+    /// Ledger files damaged by the nemesis (at any time in the run).
+    damaged: Vec<bool>,
     /// `deaf[i]`: the validators validator `i` hears nothing from.
     deaf: Vec<BTreeSet<usize>>,
     /// Each validator's libfaketime offset file, when they run under a fake clock.
@@ -127,6 +129,7 @@ impl Cluster {
             down: vec![false; n],
             paused: vec![false; n],
             full: vec![false; n],
+            damaged: vec![false; n],
             deaf: vec![BTreeSet::new(); n],
             clocks,
             available: false,
@@ -292,7 +295,10 @@ impl Cluster {
                 self.down[i] = true;
                 let how = if graceful { "SIGTERM" } else { "SIGKILL" };
                 let done = match damage::damage(&self.net.nodes[i].data_dir, &mut rng) {
-                    Ok(Some(d)) => d.to_string(),
+                    Ok(Some(d)) => {
+                        self.damaged[i] = true;
+                        d.to_string()
+                    }
                     Ok(None) => "no ledger table file to damage yet".to_owned(),
                     // What keeps the files from being listed is the node's to meet.
                     Err(e) => format!("nothing damaged: {e:#}"),
@@ -421,6 +427,21 @@ impl Cluster {
             node.wait_exit_blocking(STOP_GRACE);
         }
         node.kill();
+    }
+
+    /// Stops validator `i` with SIGTERM and starts it again (a tidy restart: the
+    /// supervisor, which waits for this lock, never sees it gone).
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn restart_gracefully(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop(i, true);
+        self.restart(i)
+    }
+
+    /// The validators whose ledger files the nemesis damaged.
+    pub fn damaged(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.damaged[i]).collect()
     }
 
     /// Frees validator `i`'s disk and restarts it if it stopped meanwhile.

@@ -168,11 +168,12 @@ fn print_report(r: &Report) {
         f.submitted, f.acknowledged, f.lost, f.moved, f.duplicated, f.blocks, f.chain_txs, f.reads
     );
     println!(
-        "  longest stall with a majority up {:.2} s (at {:.1} s) · heal to commit {}",
+        "  longest stall with a majority up {:.2} s (at {:.1} s) · heal to commit {} · restarted for a salvage {}",
         f.longest_stall_s,
         f.longest_stall_at_s,
         f.heal_to_commit_s
-            .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s"))
+            .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s")),
+        f.salvage_restarts
     );
     for c in &r.checks {
         println!(
@@ -209,9 +210,10 @@ fn print_summary(reports: &[Report]) {
         sum(|r| r.figures.duplicated)
     );
     println!(
-        "  longest stall with a majority up {:.2} s · longest heal to commit {:.2} s",
+        "  longest stall with a majority up {:.2} s · longest heal to commit {:.2} s · restarted for a salvage {}",
         max(|r| r.figures.longest_stall_s),
-        max(|r| r.figures.heal_to_commit_s.unwrap_or(f64::INFINITY))
+        max(|r| r.figures.heal_to_commit_s.unwrap_or(f64::INFINITY)),
+        sum(|r| r.figures.salvage_restarts)
     );
     let failed: Vec<String> = reports
         .iter()
