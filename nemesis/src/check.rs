@@ -137,6 +137,7 @@ pub fn check(run: &Run<'_>) -> (Vec<Check>, Figures) {
     checks.push(acknowledged(&events, chain, &place_of, &mut fig));
     checks.push(reads(&events, chain, &place_of, &mut fig));
     checks.push(invalid_answers(&events));
+    checks.push(converged(&events));
     checks.push(healed(&events, &mut fig));
 
     let (stall, at) = longest_stall(&events, run.end);
@@ -188,6 +189,7 @@ fn event_time(e: &Event) -> Duration {
         | Event::StoppedOnFullDisk { at, .. }
         | Event::Majority { at, .. }
         | Event::Healed { at }
+        | Event::Diverged { at, .. }
         | Event::SalvageRestart { at, .. }
         | Event::Unhealed { at, .. } => *at,
     }
@@ -230,6 +232,21 @@ fn full_disk_stops(events: &[Event]) -> Check {
     v.check("a validator stopped by a full disk says so", || {
         format!("{stops} stopped on a full disk, each saying so")
     })
+}
+
+/// Once the load stops, every validator reaches the same tip (a validator that falls
+/// behind for good would otherwise go unseen while the others have a majority).
+fn converged(events: &[Event]) -> Check {
+    let mut v = Violations::default();
+    for e in events {
+        if let Event::Diverged { detail, .. } = e {
+            v.add(|| detail.clone());
+        }
+    }
+    v.check(
+        "every validator reaches the same tip after the load",
+        || "all did".into(),
+    )
 }
 
 /// Every validator whose ledger the nemesis damaged re-checked its chain and was healthy
@@ -846,7 +863,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_validator_left_unhealed_fails_and_salvage_restarts_are_counted() {
+    fn a_validator_left_behind_or_unhealed_fails_and_salvage_restarts_are_counted() {
         let c = chain(&[&[1]], Hash([9; 32]));
         let mut events = steady();
         events.push(Event::SalvageRestart {
@@ -862,8 +879,21 @@ mod tests {
             node: 1,
             detail: "health: storage_damaged".into(),
         });
-        let (checks, _) = judge(&events, &[c]);
+        let (checks, _) = judge(&events, std::slice::from_ref(&c));
         assert_eq!(failed(&checks), ["damaged validators heal before the end"]);
+
+        events.push(Event::Diverged {
+            at: Duration::from_secs(13),
+            detail: "validator-0 at 7, validator-1 at 9".into(),
+        });
+        let (checks, _) = judge(&events, &[c]);
+        assert_eq!(
+            failed(&checks),
+            [
+                "every validator reaches the same tip after the load",
+                "damaged validators heal before the end"
+            ]
+        );
     }
 
     #[test]

@@ -144,6 +144,13 @@ pub enum Event {
         /// When.
         at: Duration,
     },
+    /// After the load, the validators did not reach the same tip.
+    Diverged {
+        /// When it was given up on.
+        at: Duration,
+        /// Each validator's last tip.
+        detail: String,
+    },
     /// After the load, a validator whose ledger asked for a salvage (`ledger/SALVAGE`:
     /// its scrub met a damaged table file) was restarted, so that the salvage sets the
     /// file aside.

@@ -230,9 +230,15 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
     {
         tasks.abort_all();
     }
-    converge(&endpoints).await;
+    if let Err(detail) = converge(&endpoints).await {
+        history.push(Event::Diverged {
+            at: history.now(),
+            detail,
+        });
+    }
     if settle_damage(&cluster, &endpoints, &history).await {
-        converge(&endpoints).await;
+        // The final chains show whether they meet now.
+        let _ = converge(&endpoints).await;
     }
     supervisor.abort();
     let _ = supervisor.await;
@@ -370,24 +376,33 @@ async fn supervise(cluster: Arc<Mutex<Cluster>>) {
 }
 
 /// Waits until every validator reports the same tip twice in a row, half a second apart,
-/// for at most [`CONVERGE`] (the chain check says what differs if they never do).
-async fn converge(endpoints: &[Endpoint]) {
+/// for at most [`CONVERGE`]; if they never do, each one's last tip.
+async fn converge(endpoints: &[Endpoint]) -> Result<(), String> {
     let mut last = None;
+    let mut tips = Vec::new();
     for _ in 0..(CONVERGE.as_millis() / 500) {
-        let mut tips = Vec::new();
+        tips.clear();
         for e in endpoints {
-            if let Ok(s) = e.poll.status().await {
-                tips.push(s.tip);
-            }
+            tips.push(e.poll.status().await.ok().map(|s| s.tip));
         }
-        let same = tips.len() == endpoints.len() && tips.iter().all(|t| *t == tips[0]);
-        if same && last == Some(tips[0]) {
-            return;
+        let first = tips[0];
+        let same = first.is_some() && tips.iter().all(|t| *t == first);
+        if same && last == first {
+            return Ok(());
         }
-        last = same.then(|| tips[0]);
+        last = if same { first } else { None };
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     warn!("the validators did not reach the same tip within {CONVERGE:?}");
+    let shown: Vec<String> = tips
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Some(t) => format!("validator-{i} at height {}", t.height),
+            None => format!("validator-{i} silent"),
+        })
+        .collect();
+    Err(format!("after {CONVERGE:?}: {}", shown.join(", ")))
 }
 
 /// Before the final stop and audit: every validator whose ledger files were damaged must
