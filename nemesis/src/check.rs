@@ -53,6 +53,8 @@ pub struct Figures {
     pub longest_stall_at_s: f64,
     /// From the heal to the probe's commit, seconds (`None`: it never committed).
     pub heal_to_commit_s: Option<f64>,
+    /// Validators restarted after the load because their ledger asked for a salvage.
+    pub salvage_restarts: u64,
 }
 
 /// What the checker is given.
@@ -135,6 +137,8 @@ pub fn check(run: &Run<'_>) -> (Vec<Check>, Figures) {
     checks.push(acknowledged(&events, chain, &place_of, &mut fig));
     checks.push(reads(&events, chain, &place_of, &mut fig));
     checks.push(invalid_answers(&events));
+    checks.push(converged(&events));
+    checks.push(healed(&events, &mut fig));
 
     let (stall, at) = longest_stall(&events, run.end);
     fig.longest_stall_s = secs(stall);
@@ -184,7 +188,10 @@ fn event_time(e: &Event) -> Duration {
         | Event::Crashed { at, .. }
         | Event::StoppedOnFullDisk { at, .. }
         | Event::Majority { at, .. }
-        | Event::Healed { at } => *at,
+        | Event::Healed { at }
+        | Event::Diverged { at, .. }
+        | Event::SalvageRestart { at, .. }
+        | Event::Unhealed { at, .. } => *at,
     }
 }
 
@@ -224,6 +231,38 @@ fn full_disk_stops(events: &[Event]) -> Check {
     }
     v.check("a validator stopped by a full disk says so", || {
         format!("{stops} stopped on a full disk, each saying so")
+    })
+}
+
+/// Once the load stops, every validator reaches the same tip (a validator that falls
+/// behind for good would otherwise go unseen while the others have a majority).
+fn converged(events: &[Event]) -> Check {
+    let mut v = Violations::default();
+    for e in events {
+        if let Event::Diverged { detail, .. } = e {
+            v.add(|| detail.clone());
+        }
+    }
+    v.check(
+        "every validator reaches the same tip after the load",
+        || "all did".into(),
+    )
+}
+
+/// Every validator whose ledger the nemesis damaged re-checked its chain and was healthy
+/// by the end, and none still asked for a salvage.
+fn healed(events: &[Event], fig: &mut Figures) -> Check {
+    let mut v = Violations::default();
+    for e in events {
+        match e {
+            Event::SalvageRestart { .. } => fig.salvage_restarts += 1,
+            Event::Unhealed { node, detail, .. } => v.add(|| format!("validator-{node}: {detail}")),
+            _ => {}
+        }
+    }
+    let restarts = fig.salvage_restarts;
+    v.check("damaged validators heal before the end", || {
+        format!("all did; {restarts} restarted for a salvage")
     })
 }
 
@@ -821,6 +860,40 @@ mod tests {
             ["no long stall while a majority is up and connected"]
         );
         assert_eq!(fig.longest_stall_s, 6.0);
+    }
+
+    #[test]
+    fn a_validator_left_behind_or_unhealed_fails_and_salvage_restarts_are_counted() {
+        let c = chain(&[&[1]], Hash([9; 32]));
+        let mut events = steady();
+        events.push(Event::SalvageRestart {
+            at: Duration::from_secs(11),
+            node: 1,
+        });
+        let (checks, fig) = judge(&events, std::slice::from_ref(&c));
+        assert!(failed(&checks).is_empty(), "{checks:?}");
+        assert_eq!(fig.salvage_restarts, 1);
+
+        events.push(Event::Unhealed {
+            at: Duration::from_secs(12),
+            node: 1,
+            detail: "health: storage_damaged".into(),
+        });
+        let (checks, _) = judge(&events, std::slice::from_ref(&c));
+        assert_eq!(failed(&checks), ["damaged validators heal before the end"]);
+
+        events.push(Event::Diverged {
+            at: Duration::from_secs(13),
+            detail: "validator-0 at 7, validator-1 at 9".into(),
+        });
+        let (checks, _) = judge(&events, &[c]);
+        assert_eq!(
+            failed(&checks),
+            [
+                "every validator reaches the same tip after the load",
+                "damaged validators heal before the end"
+            ]
+        );
     }
 
     #[test]

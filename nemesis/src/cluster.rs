@@ -4,11 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use ordo_harness::Net;
 
+use crate::damage;
 use crate::disk::Disk;
 use crate::history::{Event, History};
 use crate::lazy::Lazy;
@@ -34,6 +36,8 @@ pub struct Cluster {
     paused: Vec<bool>,
     /// Disk filled by the nemesis.
     full: Vec<bool>,
+    /// Ledger files damaged by the nemesis (at any time in the run).
+    damaged: Vec<bool>,
     /// `deaf[i]`: the validators validator `i` hears nothing from.
     deaf: Vec<BTreeSet<usize>>,
     /// Each validator's libfaketime offset file, when they run under a fake clock.
@@ -56,7 +60,12 @@ pub enum Active {
     Filled(usize),
     /// Validators' power cut: mount their filesystems again and start them.
     PowerCut(Vec<usize>),
+    /// Validator stopped and its files damaged: start it.
+    Corrupted(usize),
 }
+
+/// How long a validator stopped by SIGTERM may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// The environment variables that run a validator under libfaketime (`library`), its wall
 /// clock offset by what `file` holds (`+0`, `-42`, `+3600`: seconds), re-read every
@@ -120,6 +129,7 @@ impl Cluster {
             down: vec![false; n],
             paused: vec![false; n],
             full: vec![false; n],
+            damaged: vec![false; n],
             deaf: vec![BTreeSet::new(); n],
             clocks,
             available: false,
@@ -278,6 +288,26 @@ impl Cluster {
                     format!("power cut: {}", cuts.join("; ")),
                 )
             }
+            FaultKind::CorruptRandom => {
+                let i = target;
+                let graceful = rng.below(2) == 0;
+                self.stop(i, graceful);
+                self.down[i] = true;
+                let how = if graceful { "SIGTERM" } else { "SIGKILL" };
+                let done = match damage::damage(&self.net.nodes[i].data_dir, &mut rng) {
+                    Ok(Some(d)) => {
+                        self.damaged[i] = true;
+                        d.to_string()
+                    }
+                    Ok(None) => "no ledger table file to damage yet".to_owned(),
+                    // What keeps the files from being listed is the node's to meet.
+                    Err(e) => format!("nothing damaged: {e:#}"),
+                };
+                (
+                    Active::Corrupted(i),
+                    format!("validator-{i} stopped ({how}); {done}"),
+                )
+            }
         };
         self.history.push(Event::FaultStart {
             at: self.history.now(),
@@ -308,6 +338,7 @@ impl Cluster {
                     self.restart(i)?;
                 }
             }
+            Active::Corrupted(i) => self.restart(i)?,
         }
         self.history.push(Event::FaultEnd {
             at: self.history.now(),
@@ -385,6 +416,32 @@ impl Cluster {
         self.down[i] = false;
         self.paused[i] = false;
         Ok(())
+    }
+
+    /// Stops validator `i`: SIGTERM (killed if it has not exited within [`STOP_GRACE`])
+    /// when `graceful`, else SIGKILL. Blocks the thread meanwhile.
+    fn stop(&mut self, i: usize, graceful: bool) {
+        let node = &mut self.net.nodes[i];
+        if graceful {
+            node.sigterm();
+            node.wait_exit_blocking(STOP_GRACE);
+        }
+        node.kill();
+    }
+
+    /// Stops validator `i` with SIGTERM and starts it again (a tidy restart: the
+    /// supervisor, which waits for this lock, never sees it gone).
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn restart_gracefully(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop(i, true);
+        self.restart(i)
+    }
+
+    /// The validators whose ledger files the nemesis damaged.
+    pub fn damaged(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&i| self.damaged[i]).collect()
     }
 
     /// Frees validator `i`'s disk and restarts it if it stopped meanwhile.

@@ -144,6 +144,32 @@ pub enum Event {
         /// When.
         at: Duration,
     },
+    /// After the load, the validators did not reach the same tip.
+    Diverged {
+        /// When it was given up on.
+        at: Duration,
+        /// Each validator's last tip.
+        detail: String,
+    },
+    /// After the load, a validator whose ledger asked for a salvage (`ledger/SALVAGE`:
+    /// its scrub met a damaged table file) was restarted, so that the salvage sets the
+    /// file aside.
+    SalvageRestart {
+        /// When.
+        at: Duration,
+        /// Which validator.
+        node: usize,
+    },
+    /// After the load, a validator whose ledger was damaged had not re-checked its chain,
+    /// or was not healthy, or still asked for a salvage.
+    Unhealed {
+        /// When it was given up on.
+        at: Duration,
+        /// Which validator.
+        node: usize,
+        /// What was still wrong.
+        detail: String,
+    },
 }
 
 /// The shared record of a run.

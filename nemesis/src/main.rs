@@ -1,11 +1,13 @@
 //! `ordo-nemesis`: runs real validators in network namespaces, breaks them on a seeded
-//! schedule (kill -9, SIGSTOP, iptables partitions, clock skew) under a load of clients, heals them,
-//! and checks that nothing acknowledged was lost and the chain never forked.
+//! schedule (kill -9, SIGSTOP, iptables partitions, clock skew, full disks, power cuts,
+//! damaged ledger files) under a load of clients, heals them, and checks that nothing
+//! acknowledged was lost and the chain never forked.
 //! See docs/reliability.md.
 
 mod chains;
 mod check;
 mod cluster;
+mod damage;
 mod disk;
 mod history;
 mod lazy;
@@ -166,11 +168,12 @@ fn print_report(r: &Report) {
         f.submitted, f.acknowledged, f.lost, f.moved, f.duplicated, f.blocks, f.chain_txs, f.reads
     );
     println!(
-        "  longest stall with a majority up {:.2} s (at {:.1} s) · heal to commit {}",
+        "  longest stall with a majority up {:.2} s (at {:.1} s) · heal to commit {} · restarted for a salvage {}",
         f.longest_stall_s,
         f.longest_stall_at_s,
         f.heal_to_commit_s
-            .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s"))
+            .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s")),
+        f.salvage_restarts
     );
     for c in &r.checks {
         println!(
@@ -207,9 +210,10 @@ fn print_summary(reports: &[Report]) {
         sum(|r| r.figures.duplicated)
     );
     println!(
-        "  longest stall with a majority up {:.2} s · longest heal to commit {:.2} s",
+        "  longest stall with a majority up {:.2} s · longest heal to commit {:.2} s · restarted for a salvage {}",
         max(|r| r.figures.longest_stall_s),
-        max(|r| r.figures.heal_to_commit_s.unwrap_or(f64::INFINITY))
+        max(|r| r.figures.heal_to_commit_s.unwrap_or(f64::INFINITY)),
+        sum(|r| r.figures.salvage_restarts)
     );
     let failed: Vec<String> = reports
         .iter()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ordo_client::api::metrics;
 use ordo_harness::{Net, Spec};
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
@@ -78,6 +79,12 @@ const FIRST_COMMIT: Duration = Duration::from_secs(60);
 const PROBE_MAX: Duration = Duration::from_secs(60);
 /// Waits this long at most for every validator to reach the same tip after the load stops.
 const CONVERGE: Duration = Duration::from_secs(60);
+/// Waits this long at most, after the load, for a damaged validator to have re-checked its
+/// chain and be healthy, and for one restarted for a salvage to be healthy again.
+const SETTLE: Duration = Duration::from_secs(90);
+/// Seconds between the starts of two scrub passes when the run damages ledger files (a
+/// pass also starts when a validator starts): damage is found, and repaired, under load.
+const SCRUB_EVERY_S: u64 = 10;
 
 /// Makes the hosts, enters the hub on this thread, and runs `opts` on a runtime of its
 /// own. Call from a thread with no runtime.
@@ -117,9 +124,15 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         (false, true) => Some(DISK_DIR),
         (false, false) => None,
     };
-    if let Some(parent) = data_parent {
-        spec.node = Box::new(move |_, c| c.data_dir = PathBuf::from(parent).join("data"));
-    }
+    let frequent_scrub = opts.kinds.iter().any(|k| k.needs_frequent_scrub());
+    spec.node = Box::new(move |_, c| {
+        if let Some(parent) = data_parent {
+            c.data_dir = PathBuf::from(parent).join("data");
+        }
+        if frequent_scrub {
+            c.storage.scrub_every_s = SCRUB_EVERY_S;
+        }
+    });
     let keys = spec.clients.clone();
     let net = Net::create(&dir, &spec)?;
     let mut disks = Vec::new();
@@ -217,7 +230,16 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
     {
         tasks.abort_all();
     }
-    converge(&endpoints).await;
+    if let Err(detail) = converge(&endpoints).await {
+        history.push(Event::Diverged {
+            at: history.now(),
+            detail,
+        });
+    }
+    if settle_damage(&cluster, &endpoints, &history).await {
+        // The final chains show whether they meet now.
+        let _ = converge(&endpoints).await;
+    }
     supervisor.abort();
     let _ = supervisor.await;
     {
@@ -354,24 +376,138 @@ async fn supervise(cluster: Arc<Mutex<Cluster>>) {
 }
 
 /// Waits until every validator reports the same tip twice in a row, half a second apart,
-/// for at most [`CONVERGE`] (the chain check says what differs if they never do).
-async fn converge(endpoints: &[Endpoint]) {
+/// for at most [`CONVERGE`]; if they never do, each one's last tip.
+async fn converge(endpoints: &[Endpoint]) -> Result<(), String> {
     let mut last = None;
+    let mut tips = Vec::new();
     for _ in 0..(CONVERGE.as_millis() / 500) {
-        let mut tips = Vec::new();
+        tips.clear();
         for e in endpoints {
-            if let Ok(s) = e.poll.status().await {
-                tips.push(s.tip);
-            }
+            tips.push(e.poll.status().await.ok().map(|s| s.tip));
         }
-        let same = tips.len() == endpoints.len() && tips.iter().all(|t| *t == tips[0]);
-        if same && last == Some(tips[0]) {
-            return;
+        let first = tips[0];
+        let same = first.is_some() && tips.iter().all(|t| *t == first);
+        if same && last == first {
+            return Ok(());
         }
-        last = same.then(|| tips[0]);
+        last = if same { first } else { None };
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     warn!("the validators did not reach the same tip within {CONVERGE:?}");
+    let shown: Vec<String> = tips
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Some(t) => format!("validator-{i} at height {}", t.height),
+            None => format!("validator-{i} silent"),
+        })
+        .collect();
+    Err(format!("after {CONVERGE:?}: {}", shown.join(", ")))
+}
+
+/// Before the final stop and audit: every validator whose ledger files were damaged must
+/// have re-checked its whole chain since it last started (a scrub pass), so that damage
+/// only a scrub finds is found, and be healthy (what was found, repaired from peers);
+/// then every validator whose ledger asks for a salvage (the scrub met a damaged table
+/// file, which the audit would meet too) is restarted once, so that the salvage sets the
+/// file aside, and must be healthy again. Shortfalls are recorded. Returns whether a
+/// validator was restarted.
+async fn settle_damage(
+    cluster: &Mutex<Cluster>,
+    endpoints: &[Endpoint],
+    history: &History,
+) -> bool {
+    let unhealed = |node, detail| {
+        history.push(Event::Unhealed {
+            at: history.now(),
+            node,
+            detail,
+        });
+    };
+    let damaged = cluster.lock().await.damaged();
+    for &i in &damaged {
+        if let Err(detail) = settled(&endpoints[i], true).await {
+            unhealed(i, detail);
+        }
+    }
+    let asking: Vec<usize> = {
+        let c = cluster.lock().await;
+        (0..c.len())
+            .filter(|&i| salvage_requested(&c.net.nodes[i].data_dir))
+            .collect()
+    };
+    for &i in &asking {
+        info!(
+            validator = i,
+            "restarting a validator whose ledger asks for a salvage"
+        );
+        if let Err(e) = cluster.lock().await.restart_gracefully(i) {
+            unhealed(i, format!("cannot restart it for its salvage: {e:#}"));
+            continue;
+        }
+        history.push(Event::SalvageRestart {
+            at: history.now(),
+            node: i,
+        });
+        if let Err(detail) = settled(&endpoints[i], false).await {
+            unhealed(i, format!("after its restart for a salvage: {detail}"));
+        }
+    }
+    for &i in &asking {
+        let data_dir = cluster.lock().await.net.nodes[i].data_dir.clone();
+        if salvage_requested(&data_dir) {
+            unhealed(i, "its ledger still asks for a salvage".into());
+        }
+    }
+    !asking.is_empty()
+}
+
+/// Whether the ledger in `data_dir` asks the next start to salvage it.
+fn salvage_requested(data_dir: &Path) -> bool {
+    data_dir
+        .join(ordo_ledger::LEDGER_DIR)
+        .join(ordo_ledger::SALVAGE_MARKER)
+        .is_file()
+}
+
+/// Waits, for at most [`SETTLE`], until the validator at `endpoint` is healthy and, when
+/// `scrubbed`, its scrub has re-checked at least as many blocks since it started as its
+/// tip height when the wait began (so its first pass, over every block it held then, is
+/// done). What was still missing when it gave up.
+async fn settled(endpoint: &Endpoint, scrubbed: bool) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut tip = None;
+    loop {
+        let (done, missing) = match endpoint.poll.metrics().await {
+            Ok(page) => {
+                let height = *tip.get_or_insert(sample(&page, metrics::TIP_HEIGHT.name));
+                let checked = sample(&page, metrics::STORAGE_SCRUBBED_BLOCKS.name);
+                match endpoint.poll.health().await {
+                    Err(e) => (false, format!("not healthy: {e}")),
+                    Ok(_) if scrubbed && checked < height => (
+                        false,
+                        format!("its scrub re-checked {checked} of {height} blocks"),
+                    ),
+                    Ok(_) => (true, String::new()),
+                }
+            }
+            Err(e) => (false, format!("no metrics: {e}")),
+        };
+        if done {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("after {SETTLE:?}, {missing}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The value of the unlabelled sample `name` on a metrics page (0 when absent).
+fn sample(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Writes the schedule and every event, one JSON object a line.

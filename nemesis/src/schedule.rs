@@ -74,11 +74,14 @@ pub enum FaultKind {
     PowerCutRandom,
     /// Cut every validator's power at once, as [`FaultKind::PowerCutRandom`] does one's.
     PowerCutAll,
+    /// Stop a random validator (SIGKILL or SIGTERM), damage one of its ledger's table
+    /// files (bytes flipped, or cut short), start it after the hold.
+    CorruptRandom,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::KillRandom,
         FaultKind::KillLeader,
         FaultKind::PauseRandom,
@@ -93,6 +96,7 @@ impl FaultKind {
         FaultKind::DiskFull,
         FaultKind::PowerCutRandom,
         FaultKind::PowerCutAll,
+        FaultKind::CorruptRandom,
     ];
 
     /// Its name on the command line and in reports.
@@ -112,6 +116,7 @@ impl FaultKind {
             FaultKind::DiskFull => "disk-full",
             FaultKind::PowerCutRandom => "power-cut-random",
             FaultKind::PowerCutAll => "power-cut-all",
+            FaultKind::CorruptRandom => "corrupt-random",
         }
     }
 
@@ -131,6 +136,7 @@ impl FaultKind {
             FaultKind::PowerCutRandom | FaultKind::PowerCutAll => {
                 (Duration::from_millis(500), s(5))
             }
+            FaultKind::CorruptRandom => (s(1), s(8)),
         }
     }
 
@@ -155,6 +161,11 @@ impl FaultKind {
     /// Whether the validators must run under libfaketime for this kind.
     pub fn needs_fake_clock(self) -> bool {
         matches!(self, FaultKind::SkewRandom | FaultKind::SkewLeader)
+    }
+
+    /// Whether the validators' scrub must re-check their ledgers often for this kind.
+    pub fn needs_frequent_scrub(self) -> bool {
+        self == FaultKind::CorruptRandom
     }
 }
 
