@@ -116,8 +116,12 @@ fn run_node(a: RunArgs) -> CmdResult {
             r = signal => { r?; None }
             fatal = validator.failed() => Some(fatal),
         };
-        if let Some(fatal) = &failure {
-            tracing::error!(error = %fatal, "stopping: the node can order nothing more");
+        match &failure {
+            Some(Fatal::Salvage(why)) => {
+                tracing::error!(damage = %why, "stopping to restart: a table file of the ledger is damaged");
+            }
+            Some(fatal) => tracing::error!(error = %fatal, "stopping: the node can order nothing more"),
+            None => {}
         }
         validator.shutdown().await;
         match failure {
