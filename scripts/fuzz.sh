@@ -7,7 +7,8 @@
 # the coverage instrumentation flags), writes each target's seed corpus from
 # docs/format.md's vectors, then runs every target (or those named) for N seconds (default
 # 60), P at a time (default 1). Inputs that add coverage are kept in
-# $CARGO_TARGET_DIR/fuzz/corpus/<target> and reused by the next run. A crash, a panic or an
+# $CARGO_TARGET_DIR/fuzz/corpus/<target> and reused by the next run (past 20,000 files, cut
+# to those that keep its coverage). A crash, a panic or an
 # allocation over 256 MiB stops the script with the input saved under
 # fuzz/artifacts/<target>/; `cargo fuzz run <target> <file>` (in fuzz/'s parent, with
 # RUSTC_BOOTSTRAP=1) replays it. Prints each target's executions per second and coverage.
@@ -17,6 +18,7 @@ source scripts/setup.sh
 
 seconds=60
 parallel=1
+corpus_files_max=20000
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,6 +61,13 @@ run_one() {
         local runs cov
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1)
+        # A corpus grows with every run; past a bound it is cut to the inputs that keep
+        # its coverage.
+        if [ "$(ls "$work/corpus/$t" | wc -l)" -gt "$corpus_files_max" ]; then
+            rm -rf "$work/corpus/$t.min" && mkdir "$work/corpus/$t.min"
+            "$bin/$t" -merge=1 "$work/corpus/$t.min" "$work/corpus/$t" >>"$log" 2>&1 &&
+                rm -rf "$work/corpus/$t" && mv "$work/corpus/$t.min" "$work/corpus/$t"
+        fi
         echo "$t: ok, $runs runs in ${seconds}s ($((runs / seconds))/s), $cov, corpus $(ls "$work/corpus/$t" | wc -l)"
     else
         echo "$t: FAILED — see $log; the input is under fuzz/artifacts/$t/" >&2
