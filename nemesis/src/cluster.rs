@@ -294,7 +294,8 @@ impl Cluster {
                 self.stop(i, graceful);
                 self.down[i] = true;
                 let how = if graceful { "SIGTERM" } else { "SIGKILL" };
-                let done = match damage::damage(&self.net.nodes[i].data_dir, &mut rng) {
+                let files = damage::ledger_table_files_apart(&self.net.nodes[i].data_dir);
+                let done = match files.and_then(|f| damage::damage_one(f, &mut rng)) {
                     Ok(Some(d)) => {
                         self.damaged[i] = true;
                         d.to_string()

@@ -113,8 +113,64 @@ pub fn ledger_table_files(data_dir: &Path) -> anyhow::Result<Vec<TableFile>> {
 ///
 /// # Errors
 /// When the files cannot be listed, read or written.
+#[cfg(test)]
 pub fn damage(data_dir: &Path, rng: &mut Rng) -> anyhow::Result<Option<Damage>> {
-    let files = ledger_table_files(data_dir)?;
+    damage_one(ledger_table_files(data_dir)?, rng)
+}
+
+/// As [`ledger_table_files`], in a child process (`ordo-nemesis --list-table-files`):
+/// the database may still hold an earlier fault's damage, and RocksDB meeting it must not
+/// take the nemesis down with it (and with it the cleanup of its namespaces and mounts).
+///
+/// # Errors
+/// When the child fails, or its output is not a list of files.
+pub fn ledger_table_files_apart(data_dir: &Path) -> anyhow::Result<Vec<TableFile>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--list-table-files")
+        .arg(data_dir)
+        .output()
+        .context("cannot run ordo-nemesis --list-table-files")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "listing the table files failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, '\t');
+            let (cf, len, path) = (parts.next(), parts.next(), parts.next());
+            match (cf, len.and_then(|l| l.parse().ok()), path) {
+                (Some(cf), Some(len), Some(path)) => Ok(TableFile {
+                    path: PathBuf::from(path),
+                    cf: cf.to_owned(),
+                    len,
+                }),
+                _ => Err(anyhow::anyhow!("not a table file: {line:?}")),
+            }
+        })
+        .collect()
+}
+
+/// Prints the table files of the ledger in `data_dir`, one a line (`cf`, length, path,
+/// tab-separated): what [`ledger_table_files_apart`] reads.
+///
+/// # Errors
+/// As [`ledger_table_files`].
+pub fn print_ledger_table_files(data_dir: &Path) -> anyhow::Result<()> {
+    for f in ledger_table_files(data_dir)? {
+        println!("{}\t{}\t{}", f.cf, f.len, f.path.display());
+    }
+    Ok(())
+}
+
+/// As [`damage`], choosing among `files`.
+///
+/// # Errors
+/// When the chosen file cannot be read or written.
+pub fn damage_one(files: Vec<TableFile>, rng: &mut Rng) -> anyhow::Result<Option<Damage>> {
     let files: Vec<TableFile> = files.into_iter().filter(|f| f.len > 0).collect();
     if files.is_empty() {
         return Ok(None);

@@ -70,10 +70,23 @@ struct Args {
     /// The longest acceptable time from the heal to a probe's commit, in seconds.
     #[arg(long, default_value_t = 10.0)]
     heal_max: f64,
+    /// Print the ledger's table files in this data directory and exit (what the
+    /// corrupt-random fault runs in a child process of its own).
+    #[arg(long, hide = true, value_name = "DATA_DIR")]
+    list_table_files: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.list_table_files {
+        return match damage::print_ledger_table_files(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
