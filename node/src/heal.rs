@@ -10,7 +10,8 @@
 //!   damage reports it.
 //! * **A repair** fetches the damaged range from a peer, verifies it as a chain from the
 //!   block below it to the hash the block above it links to (the tip record above the
-//!   tip), and rewrites each block with its index entries. Index entries of an intact block
+//!   tip) — from the top down, a chunk at a time, when the block below is damaged too —
+//!   and rewrites each block with its index entries. Index entries of an intact block
 //!   are rewritten from the block itself.
 //! * **Until then**: `/health` answers 503 `storage_damaged` naming the heights, a read of
 //!   a damaged block answers the same, `ordo_storage_damaged_blocks` counts them, and a log
