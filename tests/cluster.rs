@@ -283,6 +283,45 @@ fn a_follower_behind_the_purge_point_catches_up_quickly_while_the_other_is_froze
     c.stop_and_check(&acked);
 }
 
+/// A validator that stops answering (paused, as a partition or a dead host would look) is
+/// disconnected within seconds by its peers, not left on a silent connection that TCP's
+/// back-off would keep dead well after it answers again; once resumed it is reconnected.
+#[test]
+fn a_silent_peer_is_disconnected_within_seconds_and_reconnected_when_it_answers() {
+    let c = Cluster::start(Options::default());
+    let leader = c.wait_leader(ELECTION);
+    let paused = (leader + 1) % 3;
+    let connected = |i: usize| c.metric(i, m::PEERS_CONNECTED.name);
+    wait_for("every validator connected to both others", ELECTION, || {
+        (0..3).all(|i| connected(i) == Some(2)).then_some(())
+    });
+    c.pause(paused);
+    let at = Instant::now();
+    // libp2p's own ping failure would take 12 s (a free first failure, then a new
+    // stream's 10 s negotiation timeout).
+    wait_for(
+        "the leader to drop the paused validator",
+        Duration::from_secs(8),
+        || (connected(leader) == Some(1)).then_some(()),
+    );
+    let dropped = at.elapsed();
+    assert!(
+        c.metric(leader, m::SILENT_CONNECTIONS.name).unwrap_or(0) >= 1,
+        "the leader counts the connection it closed for silence"
+    );
+    c.resume(paused);
+    let resumed = Instant::now();
+    wait_for(
+        "the paused validator to be connected again",
+        ELECTION,
+        || (0..3).all(|i| connected(i) == Some(2)).then_some(()),
+    );
+    eprintln!(
+        "disconnected {dropped:?} after the pause, reconnected {:?} after the resume",
+        resumed.elapsed()
+    );
+}
+
 #[test]
 fn a_full_cluster_restart_keeps_the_chain_and_resumes_ordering() {
     let mut c = Cluster::start(Options::default());

@@ -158,6 +158,11 @@ pub const DROPPED_REQUESTS: Metric = counter(
     "ordo_dropped_requests_total",
     "Peer requests dropped because the node was overloaded.",
 );
+/// Connections to validators closed because their pings went unanswered.
+pub const SILENT_CONNECTIONS: Metric = counter(
+    "ordo_silent_connections_closed_total",
+    "Connections to validators closed after 3 s without an answered ping (a partition, a paused or vanished peer).",
+);
 
 /// Leader: how long the oldest transaction of each block waited in the mempool.
 pub const BLOCK_QUEUE_SECONDS: Metric = histogram(

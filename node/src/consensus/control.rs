@@ -143,6 +143,11 @@ pub async fn start(
         // A snapshot install fetches blocks from peers; give it time.
         install_snapshot_timeout: 30_000,
         enable_pre_vote: Some(true),
+        // A leader that has heard no quorum for a lease goes quiet for one more lease and an
+        // election timeout, so followers that still receive its heartbeats (a one-way cut:
+        // it hears nothing, they hear it) elect a leader that can commit instead of waiting
+        // for the connection to die. The shortest interval openraft allows.
+        quorum_loss_probe_interval: Some(2 * settings.election_max_ms),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
         max_in_snapshot_log_to_keep: settings.keep,
         max_payload_entries: 64,

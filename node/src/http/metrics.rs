@@ -49,6 +49,7 @@ fn rows(s: &Shared) -> Vec<(Metric, u64)> {
         (m::ANNOUNCEMENTS_DROPPED, load(&pre.dropped)),
         (m::REFUSED_CONNECTIONS, load(&net.refused_connections)),
         (m::DROPPED_REQUESTS, load(&net.dropped_requests)),
+        (m::SILENT_CONNECTIONS, load(&net.silent_connections)),
         (m::STORAGE_DAMAGED_BLOCKS, s.storage().damaged_blocks()),
         (m::STORAGE_REPAIRED_BLOCKS, s.storage().repaired_blocks()),
         (m::STORAGE_SCRUBBED_BLOCKS, s.storage().scrubbed_blocks()),

@@ -15,13 +15,13 @@ mod codec;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, identity, mdns, ping,
     request_response as rr,
@@ -46,12 +46,17 @@ const CONNECTIONS_PER_PEER_MAX: u32 = 2;
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// A dial (TCP, Noise, yamux) that takes longer has failed.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often each connection is pinged, and how long an answer may take. A ping left
-/// unanswered closes the connection, so a peer cut off by a partition (whose TCP
-/// connection stays open, silently dropping everything) is noticed within about 2 s and
-/// dialled afresh, instead of after TCP's retransmission back-off (tens of seconds).
+/// How often each connection is pinged, and how long an answer may take.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection without an answered ping for this long is closed, so a peer cut off by a
+/// partition (whose TCP connection stays open, silently dropping everything) is dialled
+/// afresh instead of waiting out TCP's retransmission back-off after the heal. libp2p's
+/// own ping failure comes too late for that: the first is not reported, and the second
+/// waits out a new stream's 10 s negotiation timeout.
+const SILENCE_MAX: Duration = Duration::from_secs(3);
+/// How often connections are checked for silence.
+const SILENCE_CHECK: Duration = Duration::from_millis(250);
 
 /// Network settings.
 #[derive(Clone, Debug)]
@@ -101,6 +106,8 @@ pub struct NetworkStats {
     pub refused_connections: AtomicU64,
     /// Inbound requests dropped because the node's queue was full.
     pub dropped_requests: AtomicU64,
+    /// Connections closed because no ping was answered for [`SILENCE_MAX`].
+    pub silent_connections: AtomicU64,
 }
 
 /// A request from a validator, waiting for the node's answer.
@@ -213,6 +220,8 @@ impl Network {
             keys: keys.clone(),
             bootstrap,
             dialled: HashMap::new(),
+            alive: HashMap::new(),
+            checked: Instant::now(),
             inbound: inbound_tx,
             stats: stats.clone(),
             pending: HashMap::new(),
@@ -356,6 +365,11 @@ struct SwarmTask {
     bootstrap: Vec<Multiaddr>,
     /// Established connections this node dialled, by address: not dialled again.
     dialled: HashMap<Multiaddr, usize>,
+    /// Every open connection, with the last time it showed it was alive (opened, or a
+    /// ping answered).
+    alive: HashMap<ConnectionId, (PeerId, Instant)>,
+    /// When connections were last checked for silence.
+    checked: Instant,
     inbound: mpsc::Sender<InboundRequest>,
     stats: Arc<NetworkStats>,
     connected: Arc<ConnectedPeers>,
@@ -371,6 +385,7 @@ impl SwarmTask {
     ) {
         self.dial_bootstrap();
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        let mut silence = tokio::time::interval(SILENCE_CHECK);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -384,6 +399,7 @@ impl SwarmTask {
                     let _ = self.swarm.behaviour_mut().rr.send_response(channel, frame);
                 }
                 _ = redial.tick() => self.redial_if_missing(),
+                _ = silence.tick() => self.close_silent(),
             }
         }
         *self.connected.write().expect("peer list lock poisoned") = None;
@@ -404,6 +420,35 @@ impl SwarmTask {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%addr, error = %e, "bootstrap dial failed");
             }
+        }
+    }
+
+    /// Closes every connection without an answered ping for [`SILENCE_MAX`]; the
+    /// redial replaces it once the peer answers again. After a gap in the checks (this
+    /// process was stopped or starved), the silence was this node's own: every
+    /// connection starts a fresh wait instead.
+    fn close_silent(&mut self) {
+        let now = Instant::now();
+        let gap = now.saturating_duration_since(std::mem::replace(&mut self.checked, now));
+        if gap > 4 * SILENCE_CHECK {
+            for (_, at) in self.alive.values_mut() {
+                *at = now;
+            }
+            return;
+        }
+        let silent: Vec<(ConnectionId, PeerId, Duration)> = self
+            .alive
+            .iter()
+            .map(|(id, (peer, at))| (*id, *peer, now.saturating_duration_since(*at)))
+            .filter(|(_, _, quiet)| *quiet >= SILENCE_MAX)
+            .collect();
+        for (id, peer, quiet) in silent {
+            self.alive.remove(&id);
+            self.stats
+                .silent_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, quiet_ms = quiet.as_millis(), "closing a connection that stopped answering pings");
+            self.swarm.close_connection(id);
         }
     }
 
@@ -435,14 +480,13 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Rr(e)) => self.on_rr(e),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
                 connection,
-                result: Err(error),
-            })) if !matches!(error, ping::Failure::Unsupported) => {
-                // Silent: a partition, a paused or vanished peer. Close it; the redial
-                // makes a fresh connection once the peer answers again.
-                tracing::info!(%peer, %error, "closing a connection that stopped answering pings");
-                self.swarm.close_connection(connection);
+                result: Ok(_),
+                ..
+            })) => {
+                if let Some((_, at)) = self.alive.get_mut(&connection) {
+                    *at = Instant::now();
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
@@ -484,8 +528,12 @@ impl SwarmTask {
                 tracing::warn!(peer = ?peer_id, %cause, "refused an outgoing connection (not a validator, or over the connection limits)");
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
+                self.alive.insert(connection_id, (peer_id, Instant::now()));
                 if let ConnectedPoint::Dialer { address, .. } = endpoint {
                     *self.dialled.entry(without_peer_id(&address)).or_default() += 1;
                 }
@@ -493,8 +541,12 @@ impl SwarmTask {
                 tracing::debug!(%peer_id, "validator connected");
             }
             SwarmEvent::ConnectionClosed {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
+                self.alive.remove(&connection_id);
                 let address = match endpoint {
                     ConnectedPoint::Dialer { address, .. } => Some(without_peer_id(&address)),
                     ConnectedPoint::Listener { .. } => None,
