@@ -205,7 +205,9 @@ const WARMUP: Duration = Duration::from_secs(2);
 const GAP: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
 
 /// The faults of a run of `length` with `seed`, drawn from `kinds`, one at a time, each
-/// over before `length` ends.
+/// over before `length` ends. Kinds are drawn without replacement: every kind once, in a
+/// random order, before any kind again, so that a run meets as many kinds as it has
+/// faults, and runs meet each kind about equally often.
 pub fn schedule(seed: u64, length: Duration, kinds: &[FaultKind]) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let mut steps = Vec::new();
@@ -214,8 +216,12 @@ pub fn schedule(seed: u64, length: Duration, kinds: &[FaultKind]) -> Vec<Step> {
     if kinds.is_empty() {
         return steps;
     }
+    let mut bag: Vec<FaultKind> = Vec::new();
     loop {
-        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        if bag.is_empty() {
+            bag.extend_from_slice(kinds);
+        }
+        let kind = bag.swap_remove(rng.below(bag.len() as u64) as usize);
         let (lo, hi) = kind.hold();
         let hold = rng.between(lo, hi);
         let pick = rng.next_u64();
@@ -252,6 +258,24 @@ mod tests {
         }
         let last = a.last().expect("faults");
         assert!(last.at + last.hold <= len);
+    }
+
+    #[test]
+    fn every_kind_comes_once_before_any_comes_again() {
+        let steps = schedule(3, Duration::from_secs(3600), &FaultKind::ALL);
+        let n = FaultKind::ALL.len();
+        assert!(steps.len() >= 3 * n, "{} faults", steps.len());
+        for round in steps.chunks_exact(n) {
+            let mut kinds: Vec<FaultKind> = round.iter().map(|s| s.kind).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            assert_eq!(kinds.len(), n, "each round of {n} faults holds every kind");
+        }
+        // Not the same order every round.
+        let order = |r: usize| -> Vec<FaultKind> {
+            steps[r * n..(r + 1) * n].iter().map(|s| s.kind).collect()
+        };
+        assert_ne!(order(0), order(1));
     }
 
     #[test]
