@@ -3,11 +3,12 @@
 # real validators in network namespaces. Needs root. Arguments go to ordo-nemesis, e.g.
 #   scripts/nemesis.sh --runs 20 --seconds 120 [--seed X] [--faults kill-leader,partition-halves]
 # Prints each run's report and a summary; exits non-zero if any check of any run fails.
+# With --plan, prints the runs' fault schedules and runs nothing (no root needed).
 # A failed run's directory (logs, data, history.jsonl, report.json) is kept; its path is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-if [ "$(id -u)" -ne 0 ]; then
+if [ "$(id -u)" -ne 0 ] && [[ " $* " != *" --plan "* ]]; then
     echo "scripts/nemesis.sh: the nemesis needs root (network namespaces, iptables)" >&2
     exit 2
 fi

@@ -70,6 +70,10 @@ struct Args {
     /// The longest acceptable time from the heal to a probe's commit, in seconds.
     #[arg(long, default_value_t = 10.0)]
     heal_max: f64,
+    /// Print the fault schedule of each run and the faults by kind over all runs, and
+    /// exit without running anything (needs no root).
+    #[arg(long)]
+    plan: bool,
     /// Print the ledger's table files in this data directory and exit (what the
     /// corrupt-random fault runs in a child process of its own).
     #[arg(long, hide = true, value_name = "DATA_DIR")]
@@ -87,6 +91,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    let first = args.seed.unwrap_or_else(random_seed);
+    let kinds = if args.faults.is_empty() {
+        FaultKind::ALL.to_vec()
+    } else {
+        args.faults.clone()
+    };
+    let seeds = first..first.saturating_add(args.runs);
+    if args.plan {
+        print_plan(seeds, Duration::from_secs(args.seconds), &kinds);
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -101,14 +116,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let first = args.seed.unwrap_or_else(random_seed);
-    let kinds = if args.faults.is_empty() {
-        FaultKind::ALL.to_vec()
-    } else {
-        args.faults.clone()
-    };
     let mut reports = Vec::new();
-    for seed in first..first.saturating_add(args.runs) {
+    for seed in seeds {
         eprintln!(
             "== nemesis seed {seed}: {} s, {} validators",
             args.seconds, args.validators
@@ -159,6 +168,35 @@ fn random_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     (nanos ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000_000
+}
+
+/// What `--plan` prints: each run's faults, then how many of each kind in all.
+fn print_plan(seeds: std::ops::Range<u64>, length: Duration, kinds: &[FaultKind]) {
+    let mut total: BTreeMap<&str, u64> = kinds.iter().map(|k| (k.name(), 0)).collect();
+    let runs = seeds.end - seeds.start;
+    for seed in seeds {
+        let steps = schedule::schedule(seed, length, kinds);
+        println!(
+            "seed {seed}: {} faults in {} s",
+            steps.len(),
+            length.as_secs()
+        );
+        for s in &steps {
+            println!(
+                "  at {:>6.1} s  {:<20} for {:>5.1} s",
+                s.at.as_secs_f64(),
+                s.kind.name(),
+                s.hold.as_secs_f64()
+            );
+            *total.entry(s.kind.name()).or_default() += 1;
+        }
+    }
+    if runs > 1 {
+        println!("== {runs} runs, {} faults", total.values().sum::<u64>());
+        for (k, n) in &total {
+            println!("  {k:<22} {n}");
+        }
+    }
 }
 
 fn print_report(r: &Report) {

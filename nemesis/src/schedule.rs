@@ -199,33 +199,90 @@ pub struct Step {
     pub pick: u64,
 }
 
+/// Consecutive seeds form cycles of this many (0–19, 20–39, …): the runs of a cycle take
+/// their kinds, one after the other, from one sequence of rounds.
+const CYCLE: u64 = 20;
+
+/// Mixed into a cycle's number to seed its rounds, so that they are not drawn by the
+/// generator of any one seed.
+const CYCLE_SALT: u64 = 0x6f72_646f_6379_636c;
+
 /// Quiet time before the first fault.
 const WARMUP: Duration = Duration::from_secs(2);
 /// Quiet time between two faults: the least and the most.
 const GAP: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
 
-/// The faults of a run of `length` with `seed`, drawn from `kinds`, one at a time, each
-/// over before `length` ends. Kinds are drawn without replacement: every kind once, in a
-/// random order, before any kind again, so that a run meets as many kinds as it has
-/// faults, and runs meet each kind about equally often.
+/// Kinds in rounds: every kind once, in a random order, before any kind again.
+struct Rounds<'a> {
+    kinds: &'a [FaultKind],
+    rng: Rng,
+    /// What is left of the current round.
+    bag: Vec<FaultKind>,
+    /// A kind taken but not used, given out again first.
+    back: Option<FaultKind>,
+}
+
+impl<'a> Rounds<'a> {
+    fn new(kinds: &'a [FaultKind], rng: Rng) -> Rounds<'a> {
+        Rounds {
+            kinds,
+            rng,
+            bag: Vec::new(),
+            back: None,
+        }
+    }
+
+    fn take(&mut self) -> FaultKind {
+        if let Some(kind) = self.back.take() {
+            return kind;
+        }
+        if self.bag.is_empty() {
+            self.bag.extend_from_slice(self.kinds);
+        }
+        let i = self.rng.below(self.bag.len() as u64) as usize;
+        self.bag.swap_remove(i)
+    }
+
+    fn put_back(&mut self, kind: FaultKind) {
+        self.back = Some(kind);
+    }
+}
+
+/// The faults of a run of `length` with `seed`, drawn from `kinds` (not empty), one at a
+/// time, each over before `length` ends.
+///
+/// Kinds come in rounds, every kind once before any again. The runs of a cycle of
+/// [`CYCLE`] consecutive seeds share one sequence of rounds, each run going on where the
+/// seed before it stopped: a run of two minutes meets 10–13 faults, too few to finish a
+/// round, and a series of runs still meets each kind about equally often. Everything else
+/// (holds, gaps, targets) is drawn by the seed's own generator. The schedule of a seed is
+/// thus a function of the seed, `length` and `kinds` (computing it computes those of the
+/// seeds before it in its cycle).
 pub fn schedule(seed: u64, length: Duration, kinds: &[FaultKind]) -> Vec<Step> {
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let mut rounds = Rounds::new(kinds, Rng::new(CYCLE_SALT ^ (seed / CYCLE)));
+    for earlier in seed - seed % CYCLE..seed {
+        run_schedule(earlier, length, &mut rounds);
+    }
+    run_schedule(seed, length, &mut rounds)
+}
+
+/// The faults of one run, its kinds taken from `rounds`.
+fn run_schedule(seed: u64, length: Duration, rounds: &mut Rounds) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let mut steps = Vec::new();
     let mut at = WARMUP;
     let mut gap = WARMUP;
-    if kinds.is_empty() {
-        return steps;
-    }
-    let mut bag: Vec<FaultKind> = Vec::new();
     loop {
-        if bag.is_empty() {
-            bag.extend_from_slice(kinds);
-        }
-        let kind = bag.swap_remove(rng.below(bag.len() as u64) as usize);
+        let kind = rounds.take();
         let (lo, hi) = kind.hold();
         let hold = rng.between(lo, hi);
         let pick = rng.next_u64();
         if at + hold > length {
+            // The next run of the cycle starts with it.
+            rounds.put_back(kind);
             return steps;
         }
         steps.push(Step {
@@ -261,21 +318,44 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_comes_once_before_any_comes_again() {
-        let steps = schedule(3, Duration::from_secs(3600), &FaultKind::ALL);
+    fn the_runs_of_a_cycle_take_every_kind_once_before_any_again() {
+        let len = Duration::from_secs(120);
         let n = FaultKind::ALL.len();
-        assert!(steps.len() >= 3 * n, "{} faults", steps.len());
-        for round in steps.chunks_exact(n) {
-            let mut kinds: Vec<FaultKind> = round.iter().map(|s| s.kind).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            assert_eq!(kinds.len(), n, "each round of {n} faults holds every kind");
+        for cycle in [0, 1, 40] {
+            let kinds: Vec<FaultKind> = (cycle * CYCLE..(cycle + 1) * CYCLE)
+                .flat_map(|seed| schedule(seed, len, &FaultKind::ALL))
+                .map(|s| s.kind)
+                .collect();
+            assert!(kinds.len() >= 10 * n, "{} faults", kinds.len());
+            for round in kinds.chunks_exact(n) {
+                let mut round = round.to_vec();
+                round.sort_unstable();
+                round.dedup();
+                assert_eq!(round.len(), n, "each round of {n} faults holds every kind");
+            }
+            assert_ne!(kinds[..n], kinds[n..2 * n], "rounds are shuffled apart");
         }
-        // Not the same order every round.
-        let order = |r: usize| -> Vec<FaultKind> {
-            steps[r * n..(r + 1) * n].iter().map(|s| s.kind).collect()
-        };
-        assert_ne!(order(0), order(1));
+        // One long run goes through its rounds too.
+        let long = schedule(3, Duration::from_secs(3600), &FaultKind::ALL);
+        assert!(long.len() >= 3 * n, "{} faults", long.len());
+    }
+
+    #[test]
+    fn twenty_runs_of_two_minutes_meet_every_kind_at_least_ten_times() {
+        // What `scripts/nemesis.sh --runs 20 --seconds 120` promises, from any first seed.
+        let len = Duration::from_secs(120);
+        for first in (0..600).chain([1_000_003, 987_654_321]) {
+            let mut count = std::collections::BTreeMap::new();
+            for seed in first..first + 20 {
+                for s in schedule(seed, len, &FaultKind::ALL) {
+                    *count.entry(s.kind).or_insert(0u32) += 1;
+                }
+            }
+            for k in FaultKind::ALL {
+                let c = count.get(&k).copied().unwrap_or(0);
+                assert!(c >= 10, "seeds {first}..: {} drawn {c} times", k.name());
+            }
+        }
     }
 
     #[test]
