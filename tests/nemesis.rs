@@ -4,18 +4,148 @@
 //! It needs root (namespaces, iptables). Without root it is skipped with a message, unless
 //! `ORDO_NEMESIS_REQUIRED=1` (set by CI) makes that a failure.
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-#[test]
-fn short_seeded_runs_keep_every_promise() {
+/// One nemesis at a time: two at once would load the machine past the stall check.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Whether the nemesis can run here (root); without it, a skip, or a failure in CI.
+fn can_run() -> bool {
     if !nix::unistd::Uid::effective().is_root() {
         assert!(
             std::env::var_os("ORDO_NEMESIS_REQUIRED").is_none(),
             "ORDO_NEMESIS_REQUIRED is set, but the nemesis needs root"
         );
         eprintln!("skipped: the nemesis needs root (network namespaces, iptables)");
+        return false;
+    }
+    true
+}
+
+/// The namespaces the nemesis with process id `pid` made and left.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("ordo-nem-{pid}-")))
+        .collect()
+}
+
+/// The mounts at or under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().expect("dir").display().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .expect("mounts")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The processes whose command line names `dir` (validators, lazyfs daemons).
+fn processes_naming(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&dir).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_run_cleans_up_and_keeps_its_directory() {
+    if !can_run() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Power cuts and full disks: lazyfs mounts on loop-mounted disks, the most to undo.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ordo-nemesis"))
+        .args(["--seed", "1", "--seconds", "60", "--faults"])
+        .args(["power-cut-random,disk-full", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ordo-nemesis starts");
+    let pid = child.id();
+    // Read on a thread of its own: a process that kept the pipe open must not hang the test.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("faults begin")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the nemesis never began its faults:\n{}", seen.join("\n")),
+        }
+    }
+    assert!(!namespaces_of(pid).is_empty(), "namespaces while running");
+    assert!(!mounts_under(dir.path()).is_empty(), "mounts while running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("the nemesis did not stop within 90 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(130), "{}", rest.join("\n"));
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted by SIGINT")),
+        "{}",
+        rest.join("\n")
+    );
+    assert_eq!(namespaces_of(pid), Vec::<String>::new(), "namespaces left");
+    assert_eq!(
+        mounts_under(dir.path()),
+        Vec::<String>::new(),
+        "mounts left"
+    );
+    assert_eq!(
+        processes_naming(dir.path()),
+        Vec::<String>::new(),
+        "processes left"
+    );
+    assert!(
+        dir.path().join("seed-1").join("genesis.toml").exists(),
+        "the run's directory is kept"
+    );
+}
+
+#[test]
+fn short_seeded_runs_keep_every_promise() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let child = Command::new(env!("CARGO_BIN_EXE_ordo-nemesis"))
         .args(["--seed", "1", "--runs", "3", "--seconds", "40", "--dir"])
@@ -34,12 +164,6 @@ fn short_seeded_runs_keep_every_promise() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.matches(": PASS ·").count(), 3, "{stdout}");
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&format!("ordo-nem-{pid}-")))
-        .collect();
+    let left = namespaces_of(pid);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }

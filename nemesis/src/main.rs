@@ -33,8 +33,11 @@ use crate::schedule::FaultKind;
 /// that submit (waiting for commits or not) and read, injects faults on the schedule its
 /// seed gives, heals, probes, stops the validators and checks their chains. Needs root.
 ///
+/// SIGINT or SIGTERM stops the run: its validators are killed, its filesystems unmounted
+/// and its namespaces removed; its directory is kept.
+///
 /// Exit status: 0 when every check of every run holds, 1 when one does not, 2 when a run
-/// could not be set up.
+/// could not be set up, 130 when interrupted.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -137,6 +140,13 @@ fn main() -> ExitCode {
             Ok(report) => {
                 print_report(&report);
                 reports.push(report);
+            }
+            Err(e) if e.is::<run::Interrupted>() => {
+                eprintln!(
+                    "seed {seed}: {e}; cleaned up, its directory kept: {}",
+                    args.dir.join(format!("seed-{seed}")).display()
+                );
+                return ExitCode::from(130);
             }
             Err(e) => {
                 eprintln!("error: seed {seed} could not run: {e:#}");

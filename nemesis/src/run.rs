@@ -99,9 +99,60 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let report = runtime.block_on(run_inside(opts, topology));
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run_inside(opts, topology) => report,
+            signal = interrupted() => {
+                eprintln!(
+                    "nemesis: {signal}: stopping the validators, unmounting, removing the namespaces"
+                );
+                Err(Interrupted { signal }.into())
+            }
+        }
+    });
+    // An interrupted run's cluster is dropped with the supervisor task: its processes
+    // killed, its filesystems unmounted (up to 10 s each), its namespaces removed.
+    runtime.shutdown_timeout(Duration::from_secs(60));
     report
+}
+
+/// A run stopped by SIGINT or SIGTERM, after cleaning up; its directory is kept.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// `SIGINT` or `SIGTERM`.
+    pub signal: &'static str,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", self.signal)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The first SIGINT or SIGTERM (pending for ever if they cannot be caught).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+/// Aborts a task when dropped (the supervisor, when a run is interrupted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report> {
@@ -192,14 +243,14 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     workload::spawn(&mut tasks, &shared, &endpoints, &keys, opts.seed, &stop_rx);
-    let supervisor = tokio::spawn(supervise(cluster.clone()));
+    let mut supervisor = AbortOnDrop(tokio::spawn(supervise(cluster.clone())));
 
     let first = ordo_harness::poll(FIRST_COMMIT, Duration::from_millis(100), || {
         std::future::ready((shared.max_tip() > 0).then_some(()))
     })
     .await;
     if first.is_none() {
-        supervisor.abort();
+        supervisor.0.abort();
         bail!(
             "the cluster committed nothing within {FIRST_COMMIT:?} of its start; logs in {}",
             dir.display()
@@ -240,8 +291,8 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         // The final chains show whether they meet now.
         let _ = converge(&endpoints).await;
     }
-    supervisor.abort();
-    let _ = supervisor.await;
+    supervisor.0.abort();
+    let _ = (&mut supervisor.0).await;
     {
         let mut c = cluster.lock().await;
         let killed = ordo_harness::stop_all(
