@@ -110,9 +110,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             }
         }
     });
-    // An interrupted run's cluster is dropped with the supervisor task: its processes
-    // killed, its filesystems unmounted (up to 10 s each), its namespaces removed.
-    runtime.shutdown_timeout(Duration::from_secs(60));
+    // The cluster of a run that ended in an error (interrupted, or not set up) is dropped
+    // with the supervisor task, at the shutdown: its processes killed, its filesystems
+    // unmounted (up to 10 s each), its namespaces removed. A finished run dropped it.
+    runtime.shutdown_timeout(Duration::from_secs(if report.is_err() { 60 } else { 5 }));
     report
 }
 
@@ -250,7 +251,7 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
     })
     .await;
     if first.is_none() {
-        supervisor.0.abort();
+        // The supervisor is aborted as it drops.
         bail!(
             "the cluster committed nothing within {FIRST_COMMIT:?} of its start; logs in {}",
             dir.display()
