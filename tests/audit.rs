@@ -253,6 +253,7 @@ fn a_replayed_transaction_written_behind_the_stores_back_is_caught() {
     let block = build_block(
         &parent,
         support::CHAIN,
+        vec![],
         txs,
         &chain.validators[0],
         1_800_000_000_000,

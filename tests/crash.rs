@@ -80,6 +80,7 @@ fn recover_and_continue(dir: &Path, min_height: u64) {
     let block = build_block(
         &tip,
         &genesis.chain_id,
+        vec![],
         vec![tx],
         &proposer,
         tip.timestamp_ms + 1,

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 
 use ordo_crypto::{Domain, Hash, Keypair, PublicKey, Signature, merkle};
 use ordo_genesis::{Client, Genesis, Validator};
-use ordo_ledger::{ChainTip, SignedTransaction, Transaction, build_block, encode};
+use ordo_ledger::{
+    Attestation, Certificate, ChainTip, Receipt, SignedTransaction, Transaction, ValidatorSet,
+    build_block, certificate, certs_root, encode, verify_certificate,
+};
 
 type Vector = BTreeMap<String, String>;
 
@@ -75,6 +78,8 @@ fn check_hash(v: &Vector) {
         "transaction" => Domain::Transaction,
         "block-header" => Domain::BlockHeader,
         "genesis" => Domain::Genesis,
+        "attestation" => Domain::Attestation,
+        "certificates" => Domain::Certificates,
         other => panic!("unknown domain {other}"),
     };
     let input = hex::decode(&v["input"]).expect("input hex");
@@ -92,21 +97,158 @@ fn check_transaction(v: &Vector) {
     assert_eq!(back, tx);
 }
 
-fn check_block(v: &Vector, txs: &[SignedTransaction]) {
+fn check_attestation(v: &Vector) {
+    let key = seed_key(v, "signer_seed");
+    let height = v["height"].parse().expect("height");
+    let block_hash = v["block_hash"].parse().expect("hash");
+    let a = Attestation::sign(&v["chain_id"], height, block_hash, &key);
+    check(v, "signer", &a.signer.to_string());
+    check(
+        v,
+        "digest",
+        &Attestation::digest(&v["chain_id"], height, &block_hash).to_string(),
+    );
+    check(v, "signature", &a.signature.to_string());
+}
+
+/// The validator set of a certificate vector (seeds, comma-separated).
+fn vector_validators(v: &Vector) -> Vec<Keypair> {
+    v["validator_seeds"]
+        .split(',')
+        .map(|s| {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(s.trim(), &mut seed).expect("seed hex");
+            Keypair::from_secret(&seed)
+        })
+        .collect()
+}
+
+/// The certificate a vector describes: `validator_seeds`, and `signers` (positions in key
+/// order) attesting block `block_hash` at `height` of `chain_id`.
+fn signed_certificate(v: &Vector, chain_id: &str, height: u64, block_hash: Hash) -> Certificate {
+    let keys = vector_validators(v);
+    let set: ValidatorSet = keys.iter().map(Keypair::public).collect();
+    let sigs: BTreeMap<PublicKey, Signature> = v["signers"]
+        .split(',')
+        .map(|p| {
+            let p: usize = p.trim().parse().expect("position");
+            let key = keys
+                .iter()
+                .find(|k| k.public() == set.keys()[p])
+                .expect("a validator");
+            let a = Attestation::sign(chain_id, height, block_hash, key);
+            (a.signer, a.signature)
+        })
+        .collect();
+    certificate(&set, height, block_hash, &sigs)
+}
+
+fn vector_certificate(v: &Vector) -> Certificate {
+    let set: ValidatorSet = vector_validators(v).iter().map(Keypair::public).collect();
+    let height = v["height"].parse().expect("height");
+    let block_hash = v["block_hash"].parse().expect("hash");
+    let cert = signed_certificate(v, &v["chain_id"], height, block_hash);
+    verify_certificate(&cert, &v["chain_id"], &set).expect("the vector certificate verifies");
+    cert
+}
+
+fn check_certificate(v: &Vector) {
+    let keys = vector_validators(v);
+    let set: ValidatorSet = keys.iter().map(Keypair::public).collect();
+    let order: Vec<String> = set.keys().iter().map(ToString::to_string).collect();
+    check(v, "validators", &order.join(","));
+    let cert = vector_certificate(v);
+    check(v, "bitmap", &hex::encode(&cert.signers));
+    check(v, "certificate", &hex::encode(encode(&cert)));
+    check(
+        v,
+        "certs_root",
+        &certs_root(std::slice::from_ref(&cert)).to_string(),
+    );
+}
+
+/// The receipt vector: a transaction of the first block vector, certified by the
+/// validators of the certificate vector.
+fn check_receipt(v: &Vector, blocks: &BTreeMap<String, ordo_ledger::Block>) {
+    let set: ValidatorSet = vector_validators(v).iter().map(Keypair::public).collect();
+    let block = &blocks[&v["block"]];
+    let index: usize = v["tx_index"].parse().expect("index");
+    let receipt = Receipt {
+        version: ordo_ledger::RECEIPT_VERSION,
+        tx: block.txs[index].clone(),
+        proof: merkle::prove(&block.tx_ids(), index).expect("in range"),
+        header: block.header.clone(),
+        certificate: signed_certificate(
+            v,
+            &block.header.chain_id,
+            block.header.height,
+            block.hash(),
+        ),
+    };
+    let bytes = receipt.to_bytes();
+    check(v, "receipt", &hex::encode(&bytes));
+    check(v, "id", &receipt.tx.id().to_string());
+    if printing() {
+        return;
+    }
+    // What a verifier in any language does: decode the vector's bytes, check them with
+    // the chain's rules (here: chain id, these validators, the vector's client).
+    let client = seed_key(v, "client_seed");
+    let policy = ordo_ledger::Policy {
+        chain_id: block.header.chain_id.clone(),
+        genesis_hash: Hash([0; 32]),
+        validators: set,
+        clients: [client.public()].into_iter().collect(),
+        limits: ordo_ledger::Limits::default(),
+        certify_lag: ordo_ledger::CERTIFY_LAG_DEFAULT,
+    };
+    let given = hex::decode(&v["receipt"]).expect("receipt hex");
+    let verified = Receipt::from_bytes(&given)
+        .and_then(|r| r.verify(&policy))
+        .expect("the vector receipt verifies");
+    assert_eq!(verified.id, receipt.tx.id());
+    for i in 0..given.len() {
+        let mut flipped = given.clone();
+        flipped[i] ^= 0x10;
+        assert!(
+            Receipt::from_bytes(&flipped)
+                .and_then(|r| r.verify(&policy))
+                .is_err(),
+            "the receipt vector with byte {i} flipped still verifies"
+        );
+    }
+}
+
+fn check_block(v: &Vector, txs: &[SignedTransaction], certs: &[Certificate]) -> ordo_ledger::Block {
     let proposer = seed_key(v, "proposer_seed");
     let parent = ChainTip {
         height: v["parent_height"].parse().expect("height"),
         hash: v["parent_hash"].parse().expect("hash"),
         timestamp_ms: v["parent_timestamp_ms"].parse().expect("ts"),
+        certified: v["parent_certified"].parse().expect("certified"),
     };
     let ts = v["timestamp_ms"].parse().expect("ts");
     let term = v["term"].parse().expect("term");
-    let block = build_block(&parent, &v["chain_id"], txs.to_vec(), &proposer, ts, term);
+    let certs = match v["certificates"].as_str() {
+        "none" => vec![],
+        "above" => certs.to_vec(),
+        other => panic!("certificates = {other}: none or above"),
+    };
+    let block = build_block(
+        &parent,
+        &v["chain_id"],
+        certs,
+        txs.to_vec(),
+        &proposer,
+        ts,
+        term,
+    );
     check(v, "proposer", &block.header.proposer.to_string());
     check(v, "tx_root", &block.header.tx_root.to_string());
     check(v, "header", &hex::encode(encode(&block.header)));
     check(v, "hash", &block.hash().to_string());
     check(v, "block", &hex::encode(block.to_bytes()));
+    block
 }
 
 fn check_merkle(v: &Vector) {
@@ -183,6 +325,8 @@ fn format_md_vectors_match_the_code() {
         all.len()
     );
     let mut txs = Vec::new();
+    let mut certs = Vec::new();
+    let mut blocks = BTreeMap::new();
     let mut counts = BTreeMap::new();
     for v in &all {
         let kind = v
@@ -196,7 +340,15 @@ fn format_md_vectors_match_the_code() {
                 check_transaction(v);
                 txs.push(vector_transaction(v));
             }
-            "block" => check_block(v, &txs),
+            "attestation" => check_attestation(v),
+            "certificate" => {
+                check_certificate(v);
+                certs.push(vector_certificate(v));
+            }
+            "block" => {
+                blocks.insert(v["name"].clone(), check_block(v, &txs, &certs));
+            }
+            "receipt" => check_receipt(v, &blocks),
             "merkle" => check_merkle(v),
             "genesis" => check_genesis(v),
             "signature" => check_signature(v),
@@ -207,6 +359,9 @@ fn format_md_vectors_match_the_code() {
         "hash",
         "transaction",
         "block",
+        "attestation",
+        "certificate",
+        "receipt",
         "merkle",
         "genesis",
         "signature",

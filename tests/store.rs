@@ -90,6 +90,7 @@ fn append_refuses_an_already_committed_transaction() {
     let replay = ordo_ledger::build_block(
         &parent,
         support::CHAIN,
+        vec![],
         vec![old_tx.clone()],
         &chain.validators[0],
         1,

@@ -2,7 +2,7 @@
 //! event stream).
 
 use ordo_crypto::{Hash, PublicKey, Signature};
-use ordo_ledger::{Block, BlockHeader, TxId};
+use ordo_ledger::{Block, BlockHeader, Certificate, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::tx::TxJson;
@@ -77,8 +77,14 @@ pub struct BlockJson {
     pub proposer: PublicKey,
     /// The Raft term it was proposed in.
     pub term: u64,
+    /// Every block at or below this height is certified (by this block or an earlier one).
+    pub certified: u64,
+    /// The hash the header commits to the certificates by.
+    pub certs_root: Hash,
     /// The proposer's signature of the header hash.
     pub signature: Signature,
+    /// The certificates of earlier blocks it carries, by height.
+    pub certificates: Vec<Certificate>,
     /// Bytes of its canonical encoding.
     pub bytes: u64,
     /// Its transactions in block order, when asked for.
@@ -130,7 +136,10 @@ impl BlockJson {
             timestamp_ms: h.timestamp_ms,
             proposer: h.proposer,
             term: h.term,
+            certified: h.certified,
+            certs_root: h.certs_root,
             signature: block.signature,
+            certificates: block.certificates.clone(),
             bytes: block.encoded_len(),
             transactions,
             tx_ids,
@@ -148,6 +157,8 @@ impl BlockJson {
             timestamp_ms: self.timestamp_ms,
             proposer: self.proposer,
             term: self.term,
+            certified: self.certified,
+            certs_root: self.certs_root,
         }
     }
 
@@ -181,6 +192,7 @@ mod tests {
         build_block(
             &ChainTip::genesis(Hash([3; 32])),
             "api",
+            vec![],
             vec![tx],
             &v,
             1_000,

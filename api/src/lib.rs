@@ -42,7 +42,7 @@ pub use submit::{
     BinaryFrames, BinaryQuery, Committed, Encoding, FramingError, SubmitRequest, SubmitResults,
     TxResult, TxState,
 };
-pub use tx::{CommittedTx, InclusionError, SignedTxJson, TxJson, TxStatus};
+pub use tx::{CommittedTx, InclusionError, ReceiptStatus, SignedTxJson, TxJson, TxStatus};
 
 /// The API's version prefix: every route but `/health` and `/metrics` is under it.
 pub const API_PREFIX: &str = "/v1";

@@ -106,6 +106,10 @@ pub struct TipInfo {
     pub height: u64,
     /// Its hash (the genesis hash at height 0).
     pub hash: Hash,
+    /// Every block at or below this height is certified by a majority of the validators
+    /// (0: none yet); the blocks above it are the uncertified tail.
+    #[serde(default)]
+    pub certified: u64,
 }
 
 /// Positions in a node's Raft log (log indexes, not heights).

@@ -217,3 +217,32 @@ impl CommittedTx {
         Ok(())
     }
 }
+
+/// The path of a transaction's receipt (`{id}`: its 64-digit hex id).
+pub const RECEIPT_PATH: &str = "/v1/transactions/{id}/receipt";
+
+/// `GET /v1/transactions/{id}/receipt`: the receipt of a committed transaction
+/// (`docs/format.md` §11), or where its block is while no block certifies it yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    /// Its block is certified: the receipt.
+    Certified {
+        /// The transaction id.
+        id: TxId,
+        /// Its block's height.
+        height: u64,
+        /// The receipt's canonical bytes, hex (`ordo_ledger::Receipt::from_bytes`).
+        #[serde(with = "hex")]
+        receipt: Vec<u8>,
+    },
+    /// Committed, in a block of the uncertified tail: ask again after a few blocks.
+    Uncertified {
+        /// The transaction id.
+        id: TxId,
+        /// Its block's height.
+        height: u64,
+        /// Every block at or below this height is certified.
+        certified: u64,
+    },
+}

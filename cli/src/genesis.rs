@@ -192,6 +192,12 @@ fn show(path: &Path, json: bool) -> CmdResult {
             "raft          heartbeat {} ms, election timeout {}–{} ms",
             c.heartbeat_interval_ms, c.election_timeout_min_ms, c.election_timeout_max_ms
         );
+        println!(
+            "certificates  block h certifies every block at or below h − {}, with {} of {} validators",
+            c.certify_lag,
+            g.validators.len() / 2 + 1,
+            g.validators.len()
+        );
     }
     if problems.is_empty() {
         return Ok(());

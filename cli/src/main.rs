@@ -13,6 +13,7 @@ mod keys;
 mod node;
 mod output;
 mod payload;
+mod receipt;
 mod remote;
 mod testchain;
 mod tx;
@@ -52,10 +53,17 @@ enum Command {
     Block(block::BlockCommand),
     /// Re-verify a stored chain from the genesis, offline.
     ///
-    /// Checks every block's height, hash link, Merkle root, proposer signature, every
-    /// transaction's signature and permissions, and the ledger's indexes. Exit code 0 only
-    /// when the whole chain verifies; otherwise 1, naming the first bad height.
+    /// Checks every block's height, hash link, Merkle root, proposer signature, its
+    /// certificates (a majority of the validators must have signed every block below the
+    /// last few), every transaction's signature and permissions, and the ledger's indexes;
+    /// then reports the uncertified tail, each validator's record, and any evidence of a
+    /// validator signing a block that is not this chain's. Exit code 0 only when the whole
+    /// chain verifies and there is no such evidence; otherwise 1, naming the first bad
+    /// height.
     Audit(audit::AuditArgs),
+    /// Check transaction receipts offline.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Write a locally signed chain for audit drills and benchmarks.
     ///
     /// Creates keys, a genesis and a ledger in DIR, then builds blocks with the same block
@@ -104,6 +112,7 @@ fn main() -> ExitCode {
         Command::Tx(c) => tx::run(c),
         Command::Block(c) => block::run(c),
         Command::Audit(a) => audit::run(a),
+        Command::Receipt(c) => receipt::run(c),
         Command::Testchain(a) => testchain::run(a),
         Command::Node(c) => node::run(c),
         Command::Devnet(a) => devnet::run(a),

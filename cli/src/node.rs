@@ -35,7 +35,8 @@ pub enum NodeCommand {
     ///   [raft]
     ///   snapshot_every_blocks   snapshot after this many blocks and purge the log (128)
     ///   keep_blocks             log entries kept behind the snapshot (128)
-    ///   blocks_in_flight_max    proposed blocks waiting to commit at once (4)
+    ///   blocks_in_flight_max    proposed blocks waiting to commit at once (4); must
+    ///                           be below the genesis's consensus.certify_lag
     ///   idle_batch_wait_ms      with no block in flight, cut a block once the first
     ///                           pending transaction has waited this long (5); otherwise
     ///                           the genesis batch timeout applies

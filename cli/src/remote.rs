@@ -59,7 +59,7 @@ pub fn block_on<F: std::future::Future<Output = CmdResult>>(f: F) -> CmdResult {
         .block_on(f)
 }
 
-fn api_err(e: ClientError) -> Failure {
+pub fn api_err(e: ClientError) -> Failure {
     Failure::Negative(format!("error: {e}"))
 }
 

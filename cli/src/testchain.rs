@@ -1,4 +1,5 @@
-//! `ordo testchain`: write a locally signed chain for audit drills and benchmarks.
+//! `ordo testchain`: write a locally signed chain for audit drills and benchmarks. It holds
+//! every validator's key, so every block is certified by all of them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -8,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ordo_crypto::{Keypair, write_key_file};
 use ordo_genesis::{Client, Genesis, Validator};
-use ordo_ledger::{SignedTransaction, Store, Transaction, build_block, verify_block};
+use ordo_ledger::{Certificate, ChainBuilder, SignedTransaction, Store, Transaction, verify_block};
 
 use crate::failure::CmdResult;
 
@@ -79,7 +80,10 @@ fn create_members(a: &TestchainArgs) -> anyhow::Result<(Genesis, Vec<Keypair>, V
         .consensus
         .tx_bytes_max
         .max(tx_bytes.next_power_of_two());
-    let block_bytes = (tx_bytes * u64::from(a.txs_per_block) + 4096).next_power_of_two();
+    let certificates =
+        genesis.consensus.certify_lag * Certificate::encoded_len_max(genesis.validators.len());
+    let block_bytes =
+        (tx_bytes * u64::from(a.txs_per_block) + 4096 + certificates).next_power_of_two();
     genesis.consensus.block_bytes_max = genesis.consensus.block_bytes_max.max(block_bytes);
     genesis.validate()?;
     genesis.save(&a.dir.join("genesis.toml"))?;
@@ -104,8 +108,10 @@ pub fn run(a: TestchainArgs) -> CmdResult {
     );
     let started = Instant::now();
     let mut nonce = 0u64;
+    // Every validator attests every block; each block certifies all blocks before it.
+    let mut chain = ChainBuilder::new(&policy, validators.clone());
     for _ in 0..a.blocks {
-        let parent = store.tip();
+        let parent = chain.tip();
         let height = parent.height + 1;
         let txs: Vec<SignedTransaction> = (0..a.txs_per_block)
             .map(|_| {
@@ -126,7 +132,7 @@ pub fn run(a: TestchainArgs) -> CmdResult {
             })
             .collect();
         let proposer = &validators[(height % validators.len() as u64) as usize];
-        let block = build_block(&parent, &a.chain_id, txs, proposer, now_ms(), 1);
+        let block = chain.build(txs, proposer, now_ms(), 1);
         let ids =
             verify_block(&parent, &block, &policy).context("the built block does not verify")?;
         store
@@ -134,6 +140,9 @@ pub fn run(a: TestchainArgs) -> CmdResult {
             .context("cannot append")?;
         bar.inc(1);
     }
+    store
+        .put_attestations(&chain.tail_attestations())
+        .context("cannot keep the last block's attestations")?;
     bar.finish_and_clear();
     let tip = store.tip();
     eprintln!(

@@ -30,6 +30,13 @@ pub enum TxCommand {
     Submit(crate::remote::SubmitArgs),
     /// Ask a running validator about a transaction: committed (with proof) or pending.
     Status(crate::remote::StatusArgs),
+    /// Fetch a committed transaction's receipt from a running validator.
+    ///
+    /// The receipt holds the signed transaction, its Merkle proof, its block's header and
+    /// that block's certificate: anyone with the genesis can check it offline (`ordo
+    /// receipt verify`). A block is certified a few blocks after it commits; until then
+    /// this says so (exit code 1), or waits with --wait.
+    Receipt(crate::receipt::FetchArgs),
 }
 
 #[derive(Args)]
@@ -102,6 +109,7 @@ pub fn run(cmd: TxCommand) -> CmdResult {
         TxCommand::Show(a) => show(a),
         TxCommand::Submit(a) => crate::remote::submit(a),
         TxCommand::Status(a) => crate::remote::tx_status(a),
+        TxCommand::Receipt(a) => crate::receipt::fetch(a),
     }
 }
 

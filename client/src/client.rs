@@ -387,6 +387,17 @@ impl Client {
         Ok(status)
     }
 
+    /// A committed transaction's receipt (`GET /v1/transactions/{id}/receipt`): its bytes
+    /// once its block is certified, else where the block is. Check a receipt with
+    /// [`crate::verify_receipt`]; it needs no node.
+    ///
+    /// # Errors
+    /// `not_found` when the transaction is not committed on this node.
+    pub async fn receipt(&self, id: &TxId) -> Result<ordo_api::ReceiptStatus> {
+        self.get_json(&format!("{}/{id}/receipt", submit::PATH))
+            .await
+    }
+
     /// A block, with whole transactions or only their ids.
     ///
     /// # Errors

@@ -2,12 +2,13 @@
 //!
 //! * [`Client`]: every route, typed ([`ordo_api`]'s types, re-exported as [`api`]): submit
 //!   one transaction or many (JSON or binary), wait for commits, read a transaction's
-//!   status and check its inclusion proof, read blocks, follow the block streams (which
+//!   status and check its inclusion proof, fetch its receipt, read blocks, follow the block streams (which
 //!   resume by themselves after a dropped connection), read the node's status. `https://`
 //!   URLs work (rustls; the system's roots, or a CA given to [`ClientBuilder`]).
 //! * [`RetryPolicy`]: the one way this client retries: while the node answers 503 or
 //!   cannot be reached, it waits as the node asks (`Retry-After`), else backs off with
 //!   jitter, for a bounded total time. Resubmitting a signed transaction is always safe.
+//! * [`verify_receipt`]: checks a receipt offline, with the chain's genesis alone.
 //! * [`TxTemplate`] and [`Signer`]: build and sign transactions for the chain a node
 //!   serves (chain id and expiry window read once).
 //!
@@ -37,3 +38,16 @@ pub use error::{ClientError, Result};
 pub use retry::RetryPolicy;
 pub use signer::{Signer, TxTemplate};
 pub use sse::{SseDecoder, SseEvent};
+
+/// Checks a receipt's bytes offline against a chain's rules (from its genesis:
+/// `ordo_genesis::Genesis::policy`): the transaction, its inclusion in the block, and the
+/// block's certificate by a majority of the validators. No node is asked.
+///
+/// # Errors
+/// [`ordo_ledger::ReceiptError`] naming the first check that fails.
+pub fn verify_receipt(
+    bytes: &[u8],
+    policy: &ordo_ledger::Policy,
+) -> std::result::Result<ordo_ledger::receipt::Verified, ordo_ledger::ReceiptError> {
+    ordo_ledger::Receipt::from_bytes(bytes)?.verify(policy)
+}

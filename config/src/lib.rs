@@ -220,7 +220,8 @@ pub struct RaftSection {
     /// Log entries kept behind the last snapshot, for followers that are slightly behind.
     /// Followers further behind fetch the blocks from a peer instead.
     pub keep_blocks: u64,
-    /// Most proposed blocks waiting to commit at once (pipelining).
+    /// Most proposed blocks waiting to commit at once (pipelining); below the genesis's
+    /// `certify_lag` (checked when the validator starts, which knows both).
     pub blocks_in_flight_max: usize,
     /// When this node leads and no block is in flight, it cuts a block once the first
     /// pending transaction has waited this long, instead of the genesis batch timeout: at

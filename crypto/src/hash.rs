@@ -24,6 +24,10 @@ pub enum Domain {
     BlockHeader,
     /// The canonical form of a genesis file; the digest is the parent of block 1.
     Genesis,
+    /// What a validator signs to vouch for a block: `(chain_id, height, block_hash)`.
+    Attestation,
+    /// A block's certificates; the digest is the header's `certs_root`.
+    Certificates,
 }
 
 impl Domain {
@@ -31,8 +35,10 @@ impl Domain {
     pub const fn tag(self) -> &'static [u8] {
         match self {
             Domain::Transaction => b"ordo/transaction/v1\n",
-            Domain::BlockHeader => b"ordo/block-header/v1\n",
+            Domain::BlockHeader => b"ordo/block-header/v2\n",
             Domain::Genesis => b"ordo/genesis/v1\n",
+            Domain::Attestation => b"ordo/attestation/v1\n",
+            Domain::Certificates => b"ordo/certificates/v1\n",
         }
     }
 }
@@ -115,7 +121,14 @@ mod tests {
 
     #[test]
     fn tags_are_prefix_free_and_not_merkle_prefixes() {
-        let tags = [Domain::Transaction, Domain::BlockHeader, Domain::Genesis].map(Domain::tag);
+        let tags = [
+            Domain::Transaction,
+            Domain::BlockHeader,
+            Domain::Genesis,
+            Domain::Attestation,
+            Domain::Certificates,
+        ]
+        .map(Domain::tag);
         for (i, a) in tags.iter().enumerate() {
             assert!(a[0] > 1, "tag must not start with a Merkle prefix byte");
             for (j, b) in tags.iter().enumerate() {

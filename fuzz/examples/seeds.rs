@@ -41,6 +41,7 @@ fn main() {
     let block = Block::from_bytes(&blocks[0], u64::MAX).expect("the block vector decodes");
     let mut corpus: BTreeMap<&str, Seeds> = BTreeMap::new();
     corpus.insert("tx", txs.clone());
+    corpus.insert("receipt", vector_values(&text, "receipt"));
     corpus.insert("block", blocks.clone());
     corpus.insert("forward", forward_seeds(&txs));
     corpus.insert("blocks", block_seeds(&block));
@@ -222,6 +223,7 @@ fn frame_seeds(corpus: &BTreeMap<&str, Seeds>) -> Seeds {
         (Kind::Transactions, corpus["forward"].clone()),
         (Kind::Blocks, corpus["blocks"].clone()),
         (Kind::Announce, corpus["forward"][..1].to_vec()),
+        (Kind::Attest, attest_seeds(&text_attestations())),
         (Kind::Error, vec![b"not the leader".to_vec()]),
     ];
     bodies
@@ -271,4 +273,22 @@ fn key_file_seed() -> String {
         key.public(),
         hex::encode(key.secret_bytes())
     )
+}
+
+/// An attestation like the vector's, and an answer naming a height to send again.
+fn text_attestations() -> Vec<ordo_ledger::Attestation> {
+    let key = ordo_crypto::Keypair::from_secret(&[3; 32]);
+    vec![ordo_ledger::Attestation::sign(
+        "ordo-vectors",
+        2,
+        ordo_crypto::Hash([2; 32]),
+        &key,
+    )]
+}
+
+fn attest_seeds(batch: &[ordo_ledger::Attestation]) -> Seeds {
+    vec![
+        internal(&batch.to_vec()),
+        internal(&ordo_wire::AttestReply { later: vec![2, 3] }),
+    ]
 }

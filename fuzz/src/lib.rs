@@ -22,12 +22,12 @@ use ordo_api::stream::StreamDecoder;
 use ordo_api::submit::{BinaryFrames, binary_body};
 use ordo_crypto::{Hash, Keypair};
 use ordo_ledger::{
-    BLOCK_BYTES_LIMIT, Block, ChainTip, Limits, Policy, SignedTransaction, TX_BYTES_LIMIT,
-    verify_block, verify_transaction,
+    Attestation, BLOCK_BYTES_LIMIT, Block, ChainTip, Limits, Policy, Receipt, SignedTransaction,
+    TX_BYTES_LIMIT, verify_attestation, verify_block, verify_transaction,
 };
 use ordo_wire::{
-    Applied, BlockEntry, BlocksRequest, Frame, Kind, RaftRequest, RaftResponse, StoredSnapshot,
-    TxBytes, TypeConfig, Verdict, decode_internal, decode_snapshot_data,
+    Applied, AttestReply, BlockEntry, BlocksRequest, Frame, Kind, RaftRequest, RaftResponse,
+    StoredSnapshot, TxBytes, TypeConfig, Verdict, decode_internal, decode_snapshot_data,
 };
 
 /// The chain of `docs/format.md`'s vectors: its validator (seed `02…`) may propose, its
@@ -37,9 +37,10 @@ pub fn vector_policy() -> &'static Policy {
     static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
         chain_id: "ordo-vectors".into(),
         genesis_hash: Hash([0; 32]),
-        validators: HashSet::from([Keypair::from_secret(&[2; 32]).public()]),
+        validators: ordo_ledger::ValidatorSet::from([Keypair::from_secret(&[2; 32]).public()]),
         clients: HashSet::from([Keypair::from_secret(&[1; 32]).public()]),
         limits: Limits::default(),
+        certify_lag: ordo_ledger::CERTIFY_LAG_DEFAULT,
     });
     &POLICY
 }
@@ -92,10 +93,35 @@ pub fn frame(data: &[u8]) {
         Kind::Transactions => forward(body),
         Kind::Blocks => blocks(body),
         Kind::Announce => announced(body),
+        Kind::Attest => attestations(body),
         Kind::Error => {
             let _ = String::from_utf8_lossy(body);
         }
     }
+}
+
+/// Attestations a validator sends, and the answer (`Kind::Attest`).
+fn attestations(data: &[u8]) {
+    if let Ok(batch) = decode_internal::<Vec<Attestation>>(data, "attestations") {
+        for a in &batch {
+            let _ = verify_attestation(a, &vector_policy().chain_id);
+        }
+    }
+    let _ = decode_internal::<AttestReply>(data, "attestation reply");
+}
+
+/// A receipt, as `ordo receipt verify` and `ordo_client::verify_receipt` read one from
+/// anyone: decoded, re-encoded to the same bytes, verified against the vectors' chain.
+pub fn receipt(data: &[u8]) {
+    let Ok(receipt) = Receipt::from_bytes(data) else {
+        return;
+    };
+    assert_eq!(
+        receipt.to_bytes(),
+        data,
+        "a decoded receipt re-encodes to its bytes"
+    );
+    let _ = receipt.verify(vector_policy());
 }
 
 /// A Raft RPC and its answer (`Kind::Raft`); the first byte chooses which.
@@ -248,5 +274,6 @@ pub fn tip_of(block: &Block) -> ChainTip {
         height: block.header.height,
         hash: block.hash(),
         timestamp_ms: block.header.timestamp_ms,
+        certified: block.header.certified,
     }
 }

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use borsh::BorshSerialize;
 use ordo_crypto::{Domain, Hash, PublicKey};
 use ordo_ledger::{
-    BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, ChainIdentity, Limits, Policy, TX_BYTES_LIMIT,
-    TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
+    BLOCK_BYTES_LIMIT, BLOCK_TXS_LIMIT, CERTIFY_LAG_DEFAULT, CERTIFY_LAG_LIMIT, Certificate,
+    ChainIdentity, Limits, Policy, TX_BYTES_LIMIT, TX_LIFETIME_BLOCKS_LIMIT, is_valid_chain_id,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,10 @@ pub struct ConsensusParams {
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomized election timeout.
     pub election_timeout_max_ms: u64,
+    /// Block `h` certifies (with a majority of the validators' attestations) every block
+    /// at or below `h - certify_lag` that no earlier block certified. Larger than any
+    /// validator's `raft.blocks_in_flight_max`, so blocks still in flight need none.
+    pub certify_lag: u64,
 }
 
 impl Default for ConsensusParams {
@@ -81,6 +85,7 @@ impl Default for ConsensusParams {
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
+            certify_lag: CERTIFY_LAG_DEFAULT,
         }
     }
 }
@@ -232,13 +237,7 @@ impl ConsensusParams {
             50,
             120_000,
         );
-        // A block must be able to hold at least one largest transaction plus its header.
-        if self.block_bytes_max < self.tx_bytes_max + 512 {
-            out.push(Problem::Rule(format!(
-                "consensus.block_bytes_max ({}) must exceed tx_bytes_max ({}) by at least 512 bytes for the header",
-                self.block_bytes_max, self.tx_bytes_max
-            )));
-        }
+        check_range(out, "certify_lag", self.certify_lag, 1, CERTIFY_LAG_LIMIT);
         if self.election_timeout_min_ms < 3 * self.heartbeat_interval_ms {
             out.push(Problem::Rule(format!(
                 "consensus.election_timeout_min_ms ({}) must be at least 3 × heartbeat_interval_ms ({})",
@@ -399,6 +398,20 @@ impl Genesis {
             }
         }
         self.consensus.problems(&mut out);
+        // A block must hold one largest transaction, its header and its certificates.
+        let c = &self.consensus;
+        let certificates = c.certify_lag * Certificate::encoded_len_max(self.validators.len());
+        if c.block_bytes_max < c.tx_bytes_max + 512 + certificates {
+            out.push(Problem::Rule(format!(
+                "consensus.block_bytes_max ({}) must exceed tx_bytes_max ({}) by 512 bytes for \
+                 the header and {certificates} for the certificates of {} validators \
+                 (certify_lag {})",
+                c.block_bytes_max,
+                c.tx_bytes_max,
+                self.validators.len(),
+                c.certify_lag
+            )));
+        }
         out
     }
 
@@ -484,6 +497,7 @@ impl Genesis {
             validators: self.validators.iter().map(|v| v.public_key).collect(),
             clients: self.clients.iter().map(|c| c.public_key).collect(),
             limits: self.consensus.limits(),
+            certify_lag: self.consensus.certify_lag,
         }
     }
 

@@ -7,15 +7,14 @@
 
 #![allow(missing_docs)]
 
-use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ordo_crypto::{BatchVerifier, Domain, Hash, Keypair, merkle};
 use ordo_ledger::{
-    Block, ChainIdentity, ChainTip, Limits, Policy, SignedTransaction, Store, Transaction, audit,
-    build_block, verify_block,
+    Attestation, Block, ChainIdentity, ChainTip, Limits, Policy, SignedTransaction, Store,
+    Transaction, audit, build_block, certificate, verify_block,
 };
 
 const CHAIN: &str = "bench";
@@ -34,13 +33,14 @@ fn fixture() -> Fixture {
     let policy = Policy {
         chain_id: CHAIN.into(),
         genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
-        validators: HashSet::from([validator.public()]),
+        validators: ordo_ledger::ValidatorSet::from([validator.public()]),
         clients: clients.iter().map(Keypair::public).collect(),
         limits: Limits {
             block_txs_max: 10_000,
             block_bytes_max: 32 << 20,
             ..Limits::default()
         },
+        certify_lag: ordo_ledger::CERTIFY_LAG_DEFAULT,
     };
     Fixture {
         policy,
@@ -77,6 +77,7 @@ impl Fixture {
         build_block(
             parent,
             CHAIN,
+            vec![],
             txs,
             &self.validator,
             1_700_000_000_000 + parent.height,
@@ -176,13 +177,13 @@ fn bench_blocks(c: &mut Criterion) {
     let mut g = c.benchmark_group("block");
     for n in [100usize, 1000] {
         let txs = f.txs(1, 0, n, 100);
-        let block = build_block(&parent, CHAIN, txs.clone(), &f.validator, 1, 1);
+        let block = build_block(&parent, CHAIN, vec![], txs.clone(), &f.validator, 1, 1);
         let bytes = block.to_bytes();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("build/{n}tx"), |b| {
             b.iter_batched(
                 || txs.clone(),
-                |t| build_block(&parent, CHAIN, t, &f.validator, 1, 1),
+                |t| build_block(&parent, CHAIN, vec![], t, &f.validator, 1, 1),
                 BatchSize::LargeInput,
             )
         });
@@ -192,6 +193,48 @@ fn bench_blocks(c: &mut Criterion) {
         g.bench_function(format!("encode/{n}tx"), |b| b.iter(|| block.to_bytes()));
         g.bench_function(format!("decode/{n}tx"), |b| {
             b.iter(|| Block::from_bytes(&bytes, u64::MAX).expect("decodes"))
+        });
+    }
+    g.finish();
+}
+
+/// What a certificate adds to a block: the verification of a 100-transaction block
+/// carrying one certificate signed by every one of 3, 5 or 7 validators (the most a block
+/// carries in steady state), against the same block with none.
+fn bench_certificates(c: &mut Criterion) {
+    let base = fixture();
+    let mut g = c.benchmark_group("certificate");
+    for n in [3usize, 5, 7] {
+        let keys: Vec<Keypair> = (0..n)
+            .map(|i| Keypair::from_label(&format!("bench-v{i}")))
+            .collect();
+        let mut policy = base.policy.clone();
+        policy.validators = keys.iter().map(Keypair::public).collect();
+        let parent = ChainTip {
+            height: 9,
+            hash: Hash::digest(Domain::BlockHeader, b"parent"),
+            timestamp_ms: 0,
+            certified: 0,
+        };
+        let certified = Hash::digest(Domain::BlockHeader, b"block 1");
+        let sigs = keys
+            .iter()
+            .map(|k| {
+                let a = Attestation::sign(CHAIN, 1, certified, k);
+                (a.signer, a.signature)
+            })
+            .collect();
+        let cert = certificate(&policy.validators, 1, certified, &sigs);
+        let txs = base.txs(10, 0, 100, 100);
+        let with = build_block(&parent, CHAIN, vec![cert], txs.clone(), &keys[0], 1, 1);
+        let mut lax = policy.clone();
+        lax.certify_lag = 64;
+        let without = build_block(&parent, CHAIN, vec![], txs, &keys[0], 1, 1);
+        g.bench_function(format!("verify_100tx_block/{n}_validators/with"), |b| {
+            b.iter(|| verify_block(&parent, &with, &policy).expect("valid"))
+        });
+        g.bench_function(format!("verify_100tx_block/{n}_validators/without"), |b| {
+            b.iter(|| verify_block(&parent, &without, &lax).expect("valid"))
         });
     }
     g.finish();
@@ -255,6 +298,7 @@ criterion_group!(
     bench_signatures,
     bench_merkle,
     bench_blocks,
+    bench_certificates,
     bench_store_append,
     bench_audit
 );

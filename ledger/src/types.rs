@@ -63,17 +63,58 @@ pub struct BlockHeader {
     pub proposer: PublicKey,
     /// Consensus term in which the block was proposed.
     pub term: u64,
+    /// Every block at or below this height is certified, by this block or an earlier one.
+    pub certified: u64,
+    /// `digest(certificates, borsh(certificates))` of the block's certificates.
+    pub certs_root: Hash,
 }
 
-/// A block: header, proposer signature over the header hash, transactions.
+/// A block: header, proposer signature over the header hash, certificates of earlier
+/// blocks, transactions.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Block {
     /// The signed header.
     pub header: BlockHeader,
     /// The proposer's signature of `header.hash()`'s 32 bytes.
     pub signature: Signature,
+    /// Certificates of the earlier blocks this block certifies, by ascending height: those
+    /// from the parent's `certified + 1` to this header's `certified`.
+    pub certificates: Vec<Certificate>,
     /// The ordered transactions.
     pub txs: Vec<SignedTransaction>,
+}
+
+/// A validator's signature vouching that `block_hash` is the chain's block at `height`.
+///
+/// A validator signs one after it has applied the block, so an honest validator never
+/// signs two blocks at one height; two such signatures by one key are evidence against it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Attestation {
+    /// The block's height.
+    pub height: u64,
+    /// The block's hash.
+    pub block_hash: Hash,
+    /// The validator that signed.
+    pub signer: PublicKey,
+    /// Its signature of [`Attestation::digest`]'s 32 bytes.
+    pub signature: Signature,
+}
+
+/// A majority of the validators' attestations of one block.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The certified block's height.
+    pub height: u64,
+    /// The certified block's hash.
+    pub block_hash: Hash,
+    /// Bit `i` (byte `i / 8`, bit `i % 8`, least significant first) is set when the `i`-th
+    /// validator in key order signed; exactly `ceil(n / 8)` bytes, no bit at or past `n`.
+    #[serde(with = "hex_bytes")]
+    pub signers: Vec<u8>,
+    /// The signers' signatures of the attestation digest, in validator order.
+    pub signatures: Vec<Signature>,
 }
 
 /// Where a chain ends: what the next block must link to.
@@ -87,6 +128,8 @@ pub struct ChainTip {
     pub hash: Hash,
     /// Timestamp of the last block (0 at the genesis).
     pub timestamp_ms: u64,
+    /// The last block's `certified` (0 at the genesis).
+    pub certified: u64,
 }
 
 impl ChainTip {
@@ -96,8 +139,63 @@ impl ChainTip {
             height: 0,
             hash: genesis_hash,
             timestamp_ms: 0,
+            certified: 0,
         }
     }
+}
+
+impl Attestation {
+    /// What an attestation signs: `digest(attestation, borsh(chain_id, height, block_hash))`.
+    pub fn digest(chain_id: &str, height: u64, block_hash: &Hash) -> Hash {
+        let mut h = Hasher::new(Domain::Attestation);
+        BorshSerialize::serialize(&(chain_id, height, block_hash), &mut h)
+            .expect("hashing never fails");
+        h.finish()
+    }
+
+    /// `key`'s attestation of block `block_hash` at `height` of chain `chain_id`.
+    pub fn sign(
+        chain_id: &str,
+        height: u64,
+        block_hash: Hash,
+        key: &ordo_crypto::Keypair,
+    ) -> Attestation {
+        let signature = key.sign(Attestation::digest(chain_id, height, &block_hash).as_bytes());
+        Attestation {
+            height,
+            block_hash,
+            signer: key.public(),
+            signature,
+        }
+    }
+}
+
+impl Certificate {
+    /// Encoded length.
+    pub fn encoded_len(&self) -> u64 {
+        8 + 32 + var_len(self.signers.len()) + 4 + 64 * self.signatures.len() as u64
+    }
+
+    /// Positions (in validator key order) of the signers the bitmap names, ascending.
+    pub fn signer_positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.signers.iter().enumerate().flat_map(|(byte, bits)| {
+            (0..8)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| byte * 8 + b)
+        })
+    }
+
+    /// The largest certificate's encoded length for `validators` validators.
+    pub fn encoded_len_max(validators: usize) -> u64 {
+        8 + 32 + var_len(validators.div_ceil(8)) + 4 + 64 * validators as u64
+    }
+}
+
+/// The `certs_root` of a block with these certificates.
+pub fn certs_root(certificates: &[Certificate]) -> Hash {
+    let mut h = Hasher::new(Domain::Certificates);
+    BorshSerialize::serialize(certificates, &mut h).expect("hashing never fails");
+    h.finish()
 }
 
 /// Encoded size of a borsh `String` or `Vec<u8>`: `u32` length + bytes.
@@ -174,7 +272,7 @@ impl BlockHeader {
 
     /// Length of the canonical encoding.
     pub fn encoded_len(&self) -> u64 {
-        var_len(self.chain_id.len()) + 8 + 32 + 32 + 4 + 8 + 32 + 8
+        var_len(self.chain_id.len()) + 8 + 32 + 32 + 4 + 8 + 32 + 8 + 8 + 32
     }
 }
 
@@ -190,6 +288,7 @@ impl Block {
             height: self.header.height,
             hash: self.hash(),
             timestamp_ms: self.header.timestamp_ms,
+            certified: self.header.certified,
         }
     }
 
@@ -200,7 +299,16 @@ impl Block {
 
     /// Length of the canonical encoding, computed without encoding.
     pub fn encoded_len(&self) -> u64 {
-        self.header.encoded_len() + 64 + 4 + self.txs.iter().map(|t| t.encoded_len()).sum::<u64>()
+        self.header.encoded_len()
+            + 64
+            + 4
+            + self
+                .certificates
+                .iter()
+                .map(Certificate::encoded_len)
+                .sum::<u64>()
+            + 4
+            + self.txs.iter().map(|t| t.encoded_len()).sum::<u64>()
     }
 
     /// The canonical bytes.

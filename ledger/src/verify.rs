@@ -2,14 +2,20 @@
 //!
 //! [`verify_block`] is a pure function of (parent tip, block, policy): no clock, no disk.
 //! Cheap structural checks run first; signatures last, in one ZIP-215 batch that covers the
-//! proposer's signature and every transaction's.
+//! proposer's signature, every certificate's and every transaction's.
+//!
+//! A certificate names the hash of the block it certifies; that this is the hash of the
+//! chain's block at that height is checked where the chain is at hand (the store, before
+//! it appends; the audit). A majority of honest validators signs only blocks they applied,
+//! so a certificate that verifies here can only name the chain's block.
 
 use std::collections::HashMap;
 
 use ordo_crypto::{BatchVerifier, Hash, PublicKey, Signature, SignatureError, merkle};
 
 use crate::Policy;
-use crate::types::{Block, ChainTip, SignedTransaction, TxId};
+use crate::certify::{CertificateError, certificate_signers};
+use crate::types::{Attestation, Block, ChainTip, SignedTransaction, TxId, certs_root};
 
 /// Why a block or transaction is invalid. Each rule has its own variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +92,65 @@ pub enum VerifyError {
         header: Hash,
         /// Root of the block's transaction ids.
         computed: Hash,
+    },
+    /// More certificates than a block can need.
+    #[error("block carries {count} certificates, at most {max} allowed")]
+    TooManyCertificates {
+        /// Certificates present.
+        count: u64,
+        /// The chain's `certify_lag`.
+        max: u64,
+    },
+    /// `certs_root` does not match the certificates.
+    #[error("certs_root {header} does not match the certificates (computed {computed})")]
+    CertsRootMismatch {
+        /// Header root.
+        header: Hash,
+        /// Root of the block's certificates.
+        computed: Hash,
+    },
+    /// A certificate is not for the next uncertified height.
+    #[error("certificate {index} is for height {found}; height {expected} is next to certify")]
+    CertificateOutOfOrder {
+        /// Position among the block's certificates.
+        index: u32,
+        /// The next height to certify.
+        expected: u64,
+        /// The certificate's height.
+        found: u64,
+    },
+    /// The header's `certified` disagrees with the certificates.
+    #[error("header says certified up to {header}, its certificates reach {certificates}")]
+    CertifiedMismatch {
+        /// Header `certified`.
+        header: u64,
+        /// The parent's `certified` plus the number of certificates.
+        certificates: u64,
+    },
+    /// The block certifies itself or a height above it.
+    #[error("block certifies up to {certified}, not below its own height")]
+    CertifiedAhead {
+        /// Header `certified`.
+        certified: u64,
+    },
+    /// The block leaves a block uncertified that it must certify.
+    #[error(
+        "block {uncertified} is left uncertified: this block must certify every block at or \
+         below {required}"
+    )]
+    Uncertified {
+        /// The first block left uncertified.
+        uncertified: u64,
+        /// Every block at or below this must be certified by now.
+        required: u64,
+    },
+    /// A certificate breaks a rule.
+    #[error("certificate of block {height}: {error}")]
+    Certificate {
+        /// The certified height.
+        height: u64,
+        /// The broken rule.
+        error: CertificateError,
     },
     /// A transaction breaks a rule; `index` is its position in the block.
     #[error("transaction {index} ({id}): {error}")]
@@ -240,9 +305,73 @@ pub fn verify_block_with(
     checked: impl Fn(&TxId, &Signature) -> bool,
 ) -> Result<Vec<TxId>, VerifyError> {
     verify_header(parent, block, policy)?;
+    verify_certificate_rules(parent, block, policy)?;
     let ids = verify_body_rules(block, policy)?;
-    verify_signatures(block, &ids, checked)?;
+    verify_signatures(block, &ids, policy, checked)?;
     Ok(ids)
+}
+
+/// The certificate rules, signatures aside: how many, which heights, the header's summary
+/// of them, and each one's signer set.
+fn verify_certificate_rules(
+    parent: &ChainTip,
+    block: &Block,
+    policy: &Policy,
+) -> Result<(), VerifyError> {
+    let (h, certs) = (&block.header, &block.certificates);
+    let count = certs.len() as u64;
+    if count > policy.certify_lag {
+        return Err(VerifyError::TooManyCertificates {
+            count,
+            max: policy.certify_lag,
+        });
+    }
+    let computed = certs_root(certs);
+    if computed != h.certs_root {
+        return Err(VerifyError::CertsRootMismatch {
+            header: h.certs_root,
+            computed,
+        });
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        let expected = parent.certified + 1 + i as u64;
+        if cert.height != expected {
+            return Err(VerifyError::CertificateOutOfOrder {
+                // Bounded by certify_lag above.
+                index: i as u32,
+                expected,
+                found: cert.height,
+            });
+        }
+    }
+    let reached = parent.certified + count;
+    if h.certified != reached {
+        return Err(VerifyError::CertifiedMismatch {
+            header: h.certified,
+            certificates: reached,
+        });
+    }
+    if h.certified >= h.height {
+        return Err(VerifyError::CertifiedAhead {
+            certified: h.certified,
+        });
+    }
+    let required = policy.certified_min(h.height);
+    if h.certified < required {
+        return Err(VerifyError::Uncertified {
+            uncertified: h.certified + 1,
+            required,
+        });
+    }
+    for cert in certs {
+        certificate_signers(cert, &policy.validators).map_err(|error| {
+            VerifyError::Certificate {
+                height: cert.height,
+                error,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn verify_header(parent: &ChainTip, block: &Block, policy: &Policy) -> Result<(), VerifyError> {
@@ -330,6 +459,7 @@ fn verify_body_rules(block: &Block, policy: &Policy) -> Result<Vec<TxId>, Verify
 fn verify_signatures(
     block: &Block,
     ids: &[TxId],
+    policy: &Policy,
     checked: impl Fn(&TxId, &Signature) -> bool,
 ) -> Result<(), VerifyError> {
     let mut batch = BatchVerifier::with_capacity(ids.len() + 1);
@@ -339,8 +469,25 @@ fn verify_signatures(
         header_hash.as_bytes(),
         &block.signature,
     );
-    // Block index of each queued transaction (batch position - 1), in block order, so the
-    // first bad signature in the batch is the first in the block.
+    // The certificates' signatures (their shapes were checked), each with its height and
+    // signer, in batch order after the proposer's.
+    let mut signers: Vec<(u64, PublicKey)> = Vec::new();
+    for cert in &block.certificates {
+        let keys = certificate_signers(cert, &policy.validators).map_err(|error| {
+            VerifyError::Certificate {
+                height: cert.height,
+                error,
+            }
+        })?;
+        let digest = Attestation::digest(&block.header.chain_id, cert.height, &cert.block_hash);
+        for (key, sig) in keys.into_iter().zip(&cert.signatures) {
+            batch.queue(key, digest.as_bytes(), sig);
+            signers.push((cert.height, *key));
+        }
+    }
+    let first_tx = 1 + signers.len();
+    // Block index of each queued transaction (batch position - first_tx), in block order,
+    // so the first bad signature in the batch is the first in the block.
     let mut queued = Vec::with_capacity(ids.len());
     for (i, (tx, id)) in block.txs.iter().zip(ids).enumerate() {
         if !checked(id, &tx.signature) {
@@ -353,8 +500,15 @@ fn verify_signatures(
         Err(SignatureError::InvalidAt { index: 0 }) | Err(SignatureError::Invalid) => {
             Err(VerifyError::BadProposerSignature)
         }
+        Err(SignatureError::InvalidAt { index }) if index < first_tx => {
+            let (height, signer) = signers[index - 1];
+            Err(VerifyError::Certificate {
+                height,
+                error: CertificateError::BadSignature(signer),
+            })
+        }
         Err(SignatureError::InvalidAt { index }) => {
-            let i = queued[index - 1];
+            let i = queued[index - first_tx];
             Err(VerifyError::Tx {
                 // verify_body_rules bounds the count far below u32::MAX.
                 index: i as u32,

@@ -23,7 +23,7 @@ fn fixture() -> Fixture {
     let policy = Policy {
         chain_id: CHAIN.into(),
         genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
-        validators: HashSet::from([
+        validators: crate::ValidatorSet::from([
             validator.public(),
             Keypair::from_label("validator-2").public(),
         ]),
@@ -34,11 +34,14 @@ fn fixture() -> Fixture {
             tx_bytes_max: 1 << 10,
             tx_lifetime_blocks: 100,
         },
+        certify_lag: crate::CERTIFY_LAG_DEFAULT,
     };
     let parent = ChainTip {
         height: 41,
         hash: Hash::digest(Domain::BlockHeader, b"parent"),
         timestamp_ms: 5_000,
+        // Block 42 must certify everything up to 42 - 8 = 34: already done.
+        certified: 34,
     };
     Fixture {
         policy,
@@ -72,7 +75,7 @@ impl Fixture {
     }
 
     fn block(&self, txs: Vec<SignedTransaction>) -> Block {
-        build_block(&self.parent, CHAIN, txs, &self.validator, 6_000, 3)
+        build_block(&self.parent, CHAIN, vec![], txs, &self.validator, 6_000, 3)
     }
 
     fn valid_block(&self) -> Block {
@@ -151,7 +154,7 @@ fn timestamp_before_parent() {
 #[test]
 fn builder_never_goes_back_in_time() {
     let f = fixture();
-    let b = build_block(&f.parent, CHAIN, vec![f.tx(1)], &f.validator, 0, 1);
+    let b = build_block(&f.parent, CHAIN, vec![], vec![f.tx(1)], &f.validator, 0, 1);
     assert_eq!(b.header.timestamp_ms, f.parent.timestamp_ms);
     assert!(f.verify(&b).is_ok());
 }
@@ -160,7 +163,7 @@ fn builder_never_goes_back_in_time() {
 fn unknown_proposer() {
     let f = fixture();
     let outsider = Keypair::from_label("outsider");
-    let b = build_block(&f.parent, CHAIN, vec![f.tx(1)], &outsider, 6_000, 1);
+    let b = build_block(&f.parent, CHAIN, vec![], vec![f.tx(1)], &outsider, 6_000, 1);
     assert_eq!(
         f.verify(&b),
         Err(VerifyError::UnknownProposer(outsider.public()))
@@ -411,4 +414,152 @@ fn verify_transaction_checks_rules_and_signature() {
             ..
         })
     ));
+}
+
+/// A parent at height 41 certified up to 33: the next block must certify block 34.
+fn certifying_fixture() -> (Fixture, Hash) {
+    let mut f = fixture();
+    f.parent.certified = 33;
+    (f, Hash::digest(Domain::BlockHeader, b"block 34"))
+}
+
+fn attest(key: &Keypair, height: u64, hash: Hash) -> (PublicKey, Signature) {
+    let a = crate::Attestation::sign(CHAIN, height, hash, key);
+    (a.signer, a.signature)
+}
+
+fn validators() -> [Keypair; 2] {
+    [
+        Keypair::from_label("validator"),
+        Keypair::from_label("validator-2"),
+    ]
+}
+
+fn cert_by(f: &Fixture, keys: &[&Keypair], height: u64, hash: Hash) -> crate::Certificate {
+    let sigs: std::collections::BTreeMap<PublicKey, Signature> =
+        keys.iter().map(|k| attest(k, height, hash)).collect();
+    crate::certificate(&f.policy.validators, height, hash, &sigs)
+}
+
+fn block_with(f: &Fixture, certs: Vec<crate::Certificate>) -> Block {
+    build_block(
+        &f.parent,
+        CHAIN,
+        certs,
+        vec![f.tx(1)],
+        &f.validator,
+        6_000,
+        3,
+    )
+}
+
+#[test]
+fn a_block_must_certify_what_falls_behind_the_lag_with_a_majority() {
+    let (f, hash) = certifying_fixture();
+    let [a, b] = validators();
+    assert_eq!(
+        f.verify(&block_with(&f, vec![])),
+        Err(VerifyError::Uncertified {
+            uncertified: 34,
+            required: 34
+        })
+    );
+    let good = block_with(&f, vec![cert_by(&f, &[&a, &b], 34, hash)]);
+    f.verify(&good).expect("both validators certify block 34");
+    assert_eq!(good.tip().certified, 34);
+    // It may also certify more recent blocks, in order.
+    let two = block_with(
+        &f,
+        vec![
+            cert_by(&f, &[&a, &b], 34, hash),
+            cert_by(&f, &[&a, &b], 35, hash),
+        ],
+    );
+    f.verify(&two).expect("certifies 34 and 35");
+    let skipping = block_with(&f, vec![cert_by(&f, &[&a, &b], 35, hash)]);
+    assert!(matches!(
+        f.verify(&skipping),
+        Err(VerifyError::CertificateOutOfOrder {
+            expected: 34,
+            found: 35,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn one_key_alone_cannot_certify_and_the_missing_signer_is_named() {
+    let (f, hash) = certifying_fixture();
+    let [a, b] = validators();
+    let block = block_with(&f, vec![cert_by(&f, &[&a], 34, hash)]);
+    match f.verify(&block) {
+        Err(VerifyError::Certificate {
+            height: 34,
+            error: crate::CertificateError::NoQuorum { missing, .. },
+        }) => assert_eq!(missing, vec![b.public()]),
+        other => panic!("expected no quorum, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_forged_or_foreign_certificate_signature_fails_naming_its_signer() {
+    let (f, hash) = certifying_fixture();
+    let [a, b] = validators();
+    let mut cert = cert_by(&f, &[&a, &b], 34, hash);
+    cert.signatures[1].0[0] ^= 1;
+    let signer = f.policy.validators.keys()[1];
+    assert_eq!(
+        f.verify(&block_with(&f, vec![cert])),
+        Err(VerifyError::Certificate {
+            height: 34,
+            error: crate::CertificateError::BadSignature(signer),
+        })
+    );
+    // Signatures over another block's hash do not certify this one.
+    let mut moved = cert_by(
+        &f,
+        &[&a, &b],
+        34,
+        Hash::digest(Domain::BlockHeader, b"other"),
+    );
+    moved.block_hash = hash;
+    assert!(matches!(
+        f.verify(&block_with(&f, vec![moved])),
+        Err(VerifyError::Certificate { height: 34, .. })
+    ));
+    // A bit naming a non-member.
+    let mut outsider = cert_by(&f, &[&a, &b], 34, hash);
+    outsider.signers[0] |= 1 << 2;
+    assert_eq!(
+        f.verify(&block_with(&f, vec![outsider])),
+        Err(VerifyError::Certificate {
+            height: 34,
+            error: crate::CertificateError::NoSuchSigner(2),
+        })
+    );
+}
+
+#[test]
+fn the_header_commits_to_the_certificates() {
+    let (f, hash) = certifying_fixture();
+    let [a, b] = validators();
+    let mut block = block_with(&f, vec![cert_by(&f, &[&a, &b], 34, hash)]);
+    // Removing a signer from a signed block (still a majority would need both).
+    block.certificates[0].signatures.pop();
+    block.certificates[0].signers[0] &= !(1 << 1);
+    assert!(matches!(
+        f.verify(&block),
+        Err(VerifyError::CertsRootMismatch { .. })
+    ));
+    let block = f.resigned(
+        block_with(&f, vec![cert_by(&f, &[&a, &b], 34, hash)]),
+        |h| h.certified = 35,
+    );
+    assert_eq!(
+        f.verify(&block),
+        Err(VerifyError::CertifiedMismatch {
+            header: 35,
+            certificates: 34
+        })
+    );
 }

@@ -19,7 +19,7 @@ use rocksdb::{DB, Options};
 use crate::schedule::Rng;
 
 /// The ledger's column families, whose table files may be damaged.
-pub const LEDGER_COLUMN_FAMILIES: [&str; 4] = ["blocks", "block_hashes", "tx_index", "meta"];
+pub use ordo_ledger::LEDGER_COLUMN_FAMILIES;
 
 /// Most bytes flipped at once (in a row, from a random offset).
 const FLIP_BYTES_MAX: u64 = 4;
@@ -228,13 +228,17 @@ mod tests {
     use super::*;
 
     use ordo_crypto::{Hash, Keypair};
-    use ordo_ledger::{ChainIdentity, Durability, Store, StoreTuning, Transaction, build_block};
+    use ordo_ledger::{
+        Attestation, ChainIdentity, Durability, Store, StoreTuning, Transaction, ValidatorSet,
+        build_block, certificate,
+    };
 
     /// The Raft state's column families, as the node names them (`docs/format.md` §9).
     const RAFT: [&str; 2] = ["raft_log", "raft_state"];
 
     /// A validator's database in `dir` as the node lays it out: a few blocks in the
-    /// ledger, a record per block in the Raft log, all flushed to table files.
+    /// ledger (each certifying the one before), the last one's attestation, a record of
+    /// evidence, a record per block in the Raft log, all flushed to table files.
     fn database(dir: &Path) {
         let identity = ChainIdentity {
             chain_id: "damage".into(),
@@ -254,7 +258,15 @@ mod tests {
                 payload: vec![nonce as u8; 100],
             }
             .sign(&key);
-            let block = build_block(&tip, &identity.chain_id, vec![tx], &key, 1, 1);
+            let certs = if tip.height == 0 {
+                vec![]
+            } else {
+                let a = Attestation::sign(&identity.chain_id, tip.height, tip.hash, &key);
+                let sigs = [(a.signer, a.signature)].into_iter().collect();
+                let set = ValidatorSet::from([key.public()]);
+                vec![certificate(&set, tip.height, tip.hash, &sigs)]
+            };
+            let block = build_block(&tip, &identity.chain_id, certs, vec![tx], &key, 1, 1);
             let raft_entry = |batch: &mut rocksdb::WriteBatch, db: &DB| {
                 let cf = db.cf_handle(RAFT[0]).expect("raft_log");
                 batch.put_cf(cf, nonce.to_be_bytes(), b"entry");
@@ -264,6 +276,11 @@ mod tests {
                 .append_with(&block, &ids, Durability::Synced, raft_entry)
                 .expect("append");
         }
+        let tip = store.tip();
+        let last = Attestation::sign(&identity.chain_id, tip.height, tip.hash, &key);
+        store.put_attestations(&[last]).expect("attestation");
+        let other = Attestation::sign(&identity.chain_id, 3, Hash([9; 32]), &key);
+        store.put_evidence(&other).expect("evidence");
         store.flush_all().expect("flush");
     }
 

@@ -78,6 +78,7 @@ fn publish(shared: &Shared, tip_tx: &watch::Sender<ChainTip>, height: u64) -> bo
         height,
         hash: applied.hash,
         timestamp_ms: applied.block.header.timestamp_ms,
+        certified: applied.block.header.certified,
     });
     true
 }

@@ -334,6 +334,11 @@ fn verify_chunk(
             height: at.saturating_sub(1),
             hash: first.header.prev_hash,
             timestamp_ms: 0,
+            // What the block's certificates start from (the certification rule).
+            certified: first
+                .header
+                .certified
+                .saturating_sub(first.certificates.len() as u64),
         },
         _ => return Err("neither the block below nor the one above is known".into()),
     };

@@ -1,7 +1,7 @@
 //! Requests from other validators, dispatched by kind: Raft RPCs to the [`RaftServer`]
 //! (which checks blocks before Raft sees them), block fetches to [`serve_blocks`],
 //! forwarded transactions to admission (`crate::forward`), announcements to the precheck
-//! queue.
+//! queue, attestations to `crate::attest`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,6 +39,9 @@ pub(crate) async fn serve_inbound(
                 crate::tasks::spawn(shared.clone().serve_forwarded(req));
             }
             Kind::Announce => serve_announcement(&shared, req),
+            Kind::Attest => {
+                crate::tasks::spawn(crate::attest::serve_attestations(shared.clone(), req));
+            }
             Kind::Error => req.respond(Frame {
                 kind: Kind::Error,
                 body: b"an error frame is not a request".to_vec(),

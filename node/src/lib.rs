@@ -12,7 +12,9 @@
 //!   [`forward`] takes it from a follower to the leader and the verdict back; [`waiters`]
 //!   are the clients waiting for commits.
 //! * [`proposer`] cuts and proposes blocks (a pure [`proposer::core`] driven by a task);
-//!   [`applied`] follows the ledger tip; [`resend`] re-sends what a leader change stranded.
+//!   [`applied`] follows the ledger tip; [`resend`] re-sends what a leader change stranded;
+//!   [`attest`] signs attestations of applied blocks, sends them and takes them from peers;
+//!   [`certify`] holds them and makes the leader's certificates.
 //! * [`inbound`] dispatches requests from other validators; [`precheck`] checks
 //!   signatures ahead of their blocks; [`sync`] serves and fetches committed blocks.
 //! * [`consensus`] wraps openraft (log and state machine on RocksDB, RPCs over
@@ -23,6 +25,8 @@
 
 pub(crate) mod admission;
 pub(crate) mod applied;
+pub(crate) mod attest;
+pub(crate) mod certify;
 pub(crate) mod consensus;
 pub mod error;
 pub(crate) mod forward;

@@ -14,6 +14,7 @@ use ordo_genesis::Genesis;
 use ordo_ledger::{ChainTip, Policy, Store, StoreError, TxId};
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::certify::Collected;
 use crate::consensus::{self, AppliedBlock, OrdoRaft, RaftStatus, RecentBlocks, Role};
 use crate::gate::Gate;
 use crate::heal::StorageHealth;
@@ -63,6 +64,7 @@ pub(crate) struct Parts {
     pub(crate) recent: RecentBlocks,
     pub(crate) timings: Arc<Timings>,
     pub(crate) prechecked: Arc<Prechecked>,
+    pub(crate) attestations: Collected,
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
@@ -85,6 +87,7 @@ pub(crate) struct Shared {
     counters: Counters,
     timings: Arc<Timings>,
     prechecked: Arc<Prechecked>,
+    attestations: Collected,
     started: Instant,
     stopping: watch::Receiver<bool>,
     waiters: Waiters,
@@ -125,6 +128,7 @@ impl Shared {
             counters: Counters::default(),
             timings: parts.timings,
             prechecked: parts.prechecked,
+            attestations: parts.attestations,
             started: Instant::now(),
             stopping: parts.stopping,
             waiters: Waiters::default(),
@@ -219,6 +223,11 @@ impl Shared {
     /// Signatures checked ahead of their blocks (following), and announcing (leading).
     pub(crate) fn prechecked(&self) -> &Arc<Prechecked> {
         &self.prechecked
+    }
+
+    /// The attestations of the uncertified tail (`crate::attest`).
+    pub(crate) fn attestations(&self) -> &Collected {
+        &self.attestations
     }
 
     /// How long the node has run.

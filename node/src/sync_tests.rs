@@ -21,6 +21,7 @@ fn policy(validators: &[PublicKey], client: &Keypair) -> Arc<Policy> {
         validators: validators.iter().copied().collect(),
         clients: HashSet::from([client.public()]),
         limits: Limits::default(),
+        certify_lag: ordo_ledger::CERTIFY_LAG_LIMIT,
     })
 }
 
@@ -62,7 +63,7 @@ async fn a_node_behind_fetches_verifies_and_stores_blocks_from_a_peer() {
             payload: vec![h as u8; 64],
         }
         .sign(&client);
-        let block = build_block(&store_a.tip(), CHAIN, vec![tx], &ka, h, 1);
+        let block = build_block(&store_a.tip(), CHAIN, vec![], vec![tx], &ka, h, 1);
         store_a.append(&block).expect("append");
     }
     let (net_a, mut inbound_a) =
@@ -179,7 +180,7 @@ async fn a_fetch_does_not_wait_on_a_peer_that_never_answers() {
             payload: vec![h as u8],
         }
         .sign(&client);
-        let block = build_block(&store_a.tip(), CHAIN, vec![tx], &ka, h, 1);
+        let block = build_block(&store_a.tip(), CHAIN, vec![], vec![tx], &ka, h, 1);
         store_a.append(&block).expect("append");
     }
     let (_net_a, mut inbound_a, addr_a) = started(&ka, &keys, vec![]).await;

@@ -80,6 +80,17 @@ pub enum StartError {
     /// Consensus could not start.
     #[error("cannot start consensus: {0}")]
     Consensus(#[from] ConsensusError),
+    /// The proposer's pipeline is as deep as the chain's certification lag or deeper.
+    #[error(
+        "raft.blocks_in_flight_max ({in_flight}) must be below the genesis's \
+         consensus.certify_lag ({certify_lag}): blocks in flight cannot be certified yet"
+    )]
+    PipelineTooDeep {
+        /// The node's `raft.blocks_in_flight_max`.
+        in_flight: usize,
+        /// The genesis's `certify_lag`.
+        certify_lag: u64,
+    },
     /// The ledger's latest blocks are damaged and no peer gave copies that verify.
     #[error(
         "the ledger's latest blocks are damaged and were not repaired within {wait:?}: {0}",
@@ -120,6 +131,13 @@ impl Validator {
     /// [`StartError`] naming what cannot be used.
     pub async fn start(config: &NodeConfig) -> Result<Validator, StartError> {
         let genesis = Genesis::load(&config.genesis)?;
+        let certify_lag = genesis.consensus.certify_lag;
+        if config.raft.blocks_in_flight_max as u64 >= certify_lag {
+            return Err(StartError::PipelineTooDeep {
+                in_flight: config.raft.blocks_in_flight_max,
+                certify_lag,
+            });
+        }
         let key = ordo_crypto::load_key_file(&config.key_file)?;
         let me = genesis
             .validator(&key.public())
@@ -349,6 +367,7 @@ async fn assemble(
         .ok_or(StartError::NotValidator(key.public()))?
         .name
         .clone();
+    let (policy_for_attest, store_for_attest) = (policy.clone(), store.clone());
     let parts = Parts {
         me: Me {
             name,
@@ -366,6 +385,7 @@ async fn assemble(
         recent,
         timings,
         prechecked,
+        attestations: crate::certify::Collected::load(policy_for_attest, store_for_attest)?,
         stopping,
     };
     let shared = Arc::new(Shared::new(parts, FORWARD_CHECKS_MAX));
@@ -437,6 +457,7 @@ async fn start_raft(
 fn spawn_tasks(s: Started, config: &NodeConfig, span: &tracing::Span) -> Vec<JoinHandle<()>> {
     let shared = s.shared;
     let spawn = |task: BoxFuture<'static, ()>| tokio::spawn(task.instrument(span.clone()));
+    let attester = crate::attest::attest(shared.clone(), s.key.clone());
     let proposer = Proposer::new(
         shared.clone(),
         s.key,
@@ -451,6 +472,7 @@ fn spawn_tasks(s: Started, config: &NodeConfig, span: &tracing::Span) -> Vec<Joi
             s.inbound,
         ))),
         spawn(Box::pin(proposer.run())),
+        spawn(Box::pin(attester)),
         spawn(Box::pin(crate::applied::follow_applied(
             shared.clone(),
             s.tip_tx,

@@ -4,11 +4,15 @@
 
 pub mod cluster;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ordo_crypto::Keypair;
+use ordo_crypto::{Keypair, PublicKey, Signature};
 use ordo_genesis::{Client, Genesis, Validator};
-use ordo_ledger::{Block, SignedTransaction, Store, Transaction, build_block, verify_block};
+use ordo_ledger::{
+    Attestation, Block, Certificate, SignedTransaction, Store, Transaction, build_block,
+    certificate, verify_block,
+};
 
 pub const CHAIN: &str = "ordo-test";
 
@@ -84,6 +88,7 @@ impl TestChain {
         let block = build_block(
             &parent,
             CHAIN,
+            self.certificates(store),
             txs,
             proposer,
             1_700_000_000_000 + height * 100,
@@ -91,6 +96,27 @@ impl TestChain {
         );
         verify_block(&parent, &block, &self.genesis.policy()).expect("built block verifies");
         block
+    }
+
+    /// Certificates, signed by every validator, of every block of `store` not yet
+    /// certified: what the next block carries.
+    pub fn certificates(&self, store: &Store) -> Vec<Certificate> {
+        let tip = store.tip();
+        let policy = self.genesis.policy();
+        (tip.certified + 1..=tip.height)
+            .map(|h| {
+                let hash = store.hash_at(h).expect("a stored block");
+                let sigs: BTreeMap<PublicKey, Signature> = self
+                    .validators
+                    .iter()
+                    .map(|k| {
+                        let a = Attestation::sign(CHAIN, h, hash, k);
+                        (a.signer, a.signature)
+                    })
+                    .collect();
+                certificate(&policy.validators, h, hash, &sigs)
+            })
+            .collect()
     }
 
     /// Opens (creating) the ledger in `data_dir` and appends `n_blocks` blocks.
@@ -110,8 +136,8 @@ impl TestChain {
     }
 }
 
-/// Column families of the ledger database, as `docs/format.md` lists them.
-pub const LEDGER_CFS: [&str; 4] = ["blocks", "block_hashes", "tx_index", "meta"];
+/// Column families of the ledger database.
+pub const LEDGER_CFS: [&str; 7] = ordo_ledger::LEDGER_COLUMN_FAMILIES;
 
 /// Opens the ledger database directly, bypassing the store, to tamper with it.
 pub fn raw_db(data_dir: &Path) -> rocksdb::DB {

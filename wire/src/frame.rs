@@ -23,6 +23,8 @@ pub enum Kind {
     Blocks = 3,
     /// Transactions the leader admitted, sent to followers to check ahead of their block.
     Announce = 4,
+    /// A validator's attestations of blocks it applied, sent to the leader.
+    Attest = 5,
     /// A request the peer could not serve.
     Error = 255,
 }
@@ -35,6 +37,7 @@ impl Kind {
             2 => Some(Kind::Transactions),
             3 => Some(Kind::Blocks),
             4 => Some(Kind::Announce),
+            5 => Some(Kind::Attest),
             255 => Some(Kind::Error),
             _ => None,
         }

@@ -8,6 +8,18 @@ use serde::{Deserialize, Serialize};
 /// larger one.
 pub const FORWARD_TXS_MAX: usize = 4096;
 
+/// Most attestations in one `Kind::Attest` request; a leader refuses more.
+pub const ATTESTATIONS_PER_FRAME_MAX: usize = 256;
+
+/// The answer to a `Kind::Attest` request (whose body is a `Vec<ordo_ledger::Attestation>`,
+/// each signed by the sender).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestReply {
+    /// Heights of the attestations the leader could not take yet (it has not applied
+    /// those blocks and holds as many early ones as it keeps): send them again later.
+    pub later: Vec<u64>,
+}
+
 /// A block fetch (`Kind::Blocks` request): up to `max` blocks from height `from`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlocksRequest {

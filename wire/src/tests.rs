@@ -75,7 +75,15 @@ fn block() -> ordo_ledger::Block {
         payload: vec![9],
     }
     .sign(&c);
-    build_block(&ChainTip::genesis(Hash([1; 32])), "w", vec![tx], &v, 3, 4)
+    build_block(
+        &ChainTip::genesis(Hash([1; 32])),
+        "w",
+        vec![],
+        vec![tx],
+        &v,
+        3,
+        4,
+    )
 }
 
 /// A block's bytes inside an internal message: their length (bincode's varint), then the
@@ -93,13 +101,14 @@ fn frame_kinds_are_their_bytes() {
         (Kind::Transactions, 2),
         (Kind::Blocks, 3),
         (Kind::Announce, 4),
+        (Kind::Attest, 5),
         (Kind::Error, 255),
     ] {
         assert_eq!(kind as u8, byte);
         assert_eq!(Kind::from_byte(byte), Some(kind));
     }
     assert_eq!(Kind::from_byte(0), None);
-    assert_eq!(Kind::from_byte(5), None);
+    assert_eq!(Kind::from_byte(6), None);
 }
 
 #[test]
@@ -302,6 +311,7 @@ fn the_raft_state_on_disk_has_its_bytes() {
             height: 9,
             hash: Hash([3; 32]),
             timestamp_ms: 1_000,
+            certified: 8,
         },
     };
     pin_all(&[(
@@ -309,8 +319,9 @@ fn the_raft_state_on_disk_has_its_bytes() {
         [
             // The snapshot's metadata: last log id, membership, an empty snapshot id.
             format!("0102070601010701010107010740{}00", "3035".repeat(32)),
-            // The tip: height 9, its hash as 64 hex digits, 1,000 ms (a three-byte varint).
-            format!("0940{}fbe803", "3033".repeat(32)),
+            // The tip: height 9, its hash as 64 hex digits, 1,000 ms (a three-byte varint),
+            // certified up to 8.
+            format!("0940{}fbe80308", "3033".repeat(32)),
         ]
         .concat(),
     )]);

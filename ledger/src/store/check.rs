@@ -270,7 +270,8 @@ impl Store {
         self.write_synced(batch)
     }
 
-    /// The records of `block`: its bytes, its hash's entry, its transactions' entries.
+    /// The records of `block`: its bytes, its hash's entry, its transactions' entries, the
+    /// certificates it carries.
     pub(super) fn put_block(&self, batch: &mut WriteBatch, block: &Block, ids: &[TxId]) {
         let height = block.header.height;
         batch.put_cf(self.cf(CF_BLOCKS), height_key(height), block.to_bytes());
@@ -284,5 +285,6 @@ impl Store {
             // verify_block bounds the count far below u32::MAX.
             batch.put_cf(tx_cf, id.as_bytes(), tx_location_value(height, i as u32));
         }
+        self.put_certificates(batch, block);
     }
 }

@@ -71,6 +71,20 @@ pub enum StoreError {
         /// Where it is.
         height: u64,
     },
+    /// A certificate in the block names a block this chain does not hold at that height.
+    #[error(
+        "block {height} certifies block {certified_hash} at height {certified}, but this chain's block there is {chain_hash}"
+    )]
+    CertifiesAnother {
+        /// The block's height.
+        height: u64,
+        /// The certified height.
+        certified: u64,
+        /// The hash the certificate names.
+        certified_hash: Hash,
+        /// The hash of this chain's block at that height.
+        chain_hash: Hash,
+    },
     /// Damage a salvage cannot repair (the ledger is left as it was).
     #[error("ledger at {path} is damaged beyond salvage: {what}")]
     Unsalvageable {

@@ -7,9 +7,13 @@
 //! | `blocks`       | height (u64 BE)      | canonical block bytes               |
 //! | `block_hashes` | block hash (32 B)    | height (u64 BE)                     |
 //! | `tx_index`     | transaction id (32 B)| height (u64 BE) ‖ index (u32 BE)    |
+//! | `certificates` | height (u64 BE)      | the certificate of that block, from the block that carries it |
+//! | `attestations` | height ‖ signer (32 B) ‖ block hash (32 B) | signature (64 B): the uncertified tail's |
+//! | `evidence`     | height ‖ signer ‖ block hash | signature: attestations of blocks not in this chain |
 //! | `meta`         | name                 | format version, chain id, genesis hash, tip |
 //!
-//! Appending a block is one `WriteBatch` (block, hash, every transaction id, new tip),
+//! Appending a block is one `WriteBatch` (block, hash, every transaction id, the
+//! certificates it carries, the attestations they make redundant removed, new tip),
 //! written with `sync` (or, for the Raft state machine, synced by the next synced write:
 //! [`Durability`]): after a crash at any instant the store holds either the old tip or a
 //! newer one, never part of a block. The store checks the block links to its tip but does
@@ -19,11 +23,13 @@
 //! How RocksDB is tuned for this (memtables, pacing of background writes, the index's
 //! hashed memtable) is in [`tuning`].
 
+mod attest;
 mod check;
 mod error;
 mod salvage;
 mod tuning;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -35,6 +41,7 @@ use crate::policy::BLOCK_BYTES_LIMIT;
 use crate::policy::ChainIdentity;
 use crate::tuning::StoreTuning;
 use crate::types::{Block, ChainTip, SignedTransaction, TxId};
+pub use attest::{EVIDENCE_RECORDS_MAX, ReceiptLookup};
 pub use check::{CheckDepth, Checked, Damage};
 pub use error::{Result, StoreError};
 pub use salvage::{SALVAGE_MARKER, Salvaged};
@@ -44,15 +51,30 @@ const CF_BLOCKS: &str = "blocks";
 const CF_BLOCK_HASHES: &str = "block_hashes";
 pub(crate) const CF_TX_INDEX: &str = "tx_index";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 4] = [CF_BLOCKS, CF_BLOCK_HASHES, CF_TX_INDEX, CF_META];
+const CF_CERTIFICATES: &str = "certificates";
+const CF_ATTESTATIONS: &str = "attestations";
+const CF_EVIDENCE: &str = "evidence";
+/// The ledger's own column families (`docs/format.md` §9); a validator's database holds
+/// its consensus state's besides.
+pub const COLUMN_FAMILIES: [&str; 7] = [
+    CF_BLOCKS,
+    CF_BLOCK_HASHES,
+    CF_TX_INDEX,
+    CF_META,
+    CF_CERTIFICATES,
+    CF_ATTESTATIONS,
+    CF_EVIDENCE,
+];
+/// Most recent block hashes kept in memory, for checking certificates as blocks append.
+const RECENT_HASHES_MAX: usize = 2 * crate::policy::CERTIFY_LAG_LIMIT as usize;
 
 const META_FORMAT_VERSION: &[u8] = b"format_version";
 const META_CHAIN_ID: &[u8] = b"chain_id";
 const META_GENESIS_HASH: &[u8] = b"genesis_hash";
 const META_TIP: &[u8] = b"tip";
 
-/// Version of this on-disk layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of this on-disk layout (2: blocks carry certificates; attestations are kept).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Subdirectory of a node's data directory that holds the ledger database.
 pub const LEDGER_DIR: &str = "ledger";
@@ -96,6 +118,10 @@ pub struct Store {
     read_only: bool,
     /// Cached tip; the lock also serialises appends.
     tip: Mutex<ChainTip>,
+    /// Hashes of the latest blocks by height (at most [`RECENT_HASHES_MAX`]).
+    recent_hashes: Mutex<BTreeMap<u64, Hash>>,
+    /// Records in the evidence column family, once counted.
+    evidence_records: Mutex<Option<u64>>,
     /// Why the ledger wants a salvage, once a read or write met a damaged table file or
     /// one was requested ([`Store::salvage_wanted`]).
     salvage: Mutex<Option<String>>,
@@ -184,6 +210,8 @@ impl Store {
             identity: identity.clone(),
             read_only,
             tip: Mutex::new(ChainTip::genesis(identity.genesis_hash)),
+            recent_hashes: Mutex::default(),
+            evidence_records: Mutex::new(None),
             salvage: Mutex::new(None),
         };
         match store.get(CF_META, META_FORMAT_VERSION)? {
@@ -366,6 +394,7 @@ impl Store {
             });
         }
         self.check_not_committed(ids)?;
+        self.check_certified_blocks(block)?;
         let new_tip = block.tip();
         let bytes = block.to_bytes();
         // Sized once for everything below (each record adds a tag, column family and
@@ -390,6 +419,8 @@ impl Store {
                 tx_location_value(h.height, i),
             );
         }
+        self.put_certificates(&mut batch, block);
+        self.drop_attestations(&mut batch, tip.certified, new_tip.certified)?;
         batch.put_cf(
             self.cf(CF_META),
             META_TIP,
@@ -401,6 +432,7 @@ impl Store {
             Durability::WithNextSync => self.db.write(batch).map_err(|e| self.db_err(e))?,
         }
         *tip = new_tip;
+        self.remember_hash(new_tip.height, new_tip.hash);
         Ok(new_tip)
     }
 
@@ -593,6 +625,14 @@ impl Store {
     /// [`StoreError::Db`].
     pub fn count_hash_index(&self) -> Result<u64> {
         self.count_entries(CF_BLOCK_HASHES)
+    }
+
+    /// Number of entries in the certificate index (a full scan).
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn count_certificate_index(&self) -> Result<u64> {
+        self.count_entries(CF_CERTIFICATES)
     }
 
     fn count_entries(&self, cf: &str) -> Result<u64> {

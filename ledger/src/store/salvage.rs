@@ -26,9 +26,10 @@ use serde::Serialize;
 
 use super::tuning::{cf_options, db_options};
 use super::{
-    CF_BLOCK_HASHES, CF_BLOCKS, CF_META, CF_TX_INDEX, COLUMN_FAMILIES, ChainIdentity,
-    FORMAT_VERSION, LEDGER_DIR, META_CHAIN_ID, META_FORMAT_VERSION, META_GENESIS_HASH, META_TIP,
-    Result, Store, StoreError, StoreTuning, height_key, tx_location_value,
+    CF_BLOCK_HASHES, CF_BLOCKS, CF_CERTIFICATES, CF_META, CF_TX_INDEX, COLUMN_FAMILIES,
+    ChainIdentity, FORMAT_VERSION, LEDGER_DIR, META_CHAIN_ID, META_FORMAT_VERSION,
+    META_GENESIS_HASH, META_TIP, Result, Store, StoreError, StoreTuning, height_key,
+    tx_location_value,
 };
 use crate::policy::BLOCK_BYTES_LIMIT;
 use crate::types::{Block, ChainTip};
@@ -322,7 +323,10 @@ fn salvage(
             fix.meta(identity, &out.lost_blocks)?;
             out.meta_rewritten = true;
         }
-        if lost_cfs.contains(CF_TX_INDEX) || lost_cfs.contains(CF_BLOCK_HASHES) {
+        if lost_cfs.contains(CF_TX_INDEX)
+            || lost_cfs.contains(CF_BLOCK_HASHES)
+            || lost_cfs.contains(CF_CERTIFICATES)
+        {
             out.reindexed_blocks = fix.reindex()?;
         }
         db.flush_wal(true).map_err(|source| StoreError::Db {
@@ -442,9 +446,11 @@ impl Fixer<'_> {
         self.db.write_opt(batch, &opts).map_err(|e| self.err(e))
     }
 
-    /// Writes the hash and transaction index entries of every stored block again.
+    /// Writes the hash, transaction and certificate index entries of every stored block
+    /// again.
     fn reindex(&self) -> Result<u64> {
         let (hashes, txs) = (self.cf(CF_BLOCK_HASHES), self.cf(CF_TX_INDEX));
+        let certs = self.cf(CF_CERTIFICATES);
         let mut batch = WriteBatch::default();
         let (mut in_batch, mut total) = (0, 0);
         for item in self.db.iterator_cf(self.cf(CF_BLOCKS), IteratorMode::Start) {
@@ -457,6 +463,9 @@ impl Fixer<'_> {
             batch.put_cf(hashes, block.hash().as_bytes(), height_key(height));
             for (i, id) in block.tx_ids().iter().enumerate() {
                 batch.put_cf(txs, id.as_bytes(), tx_location_value(height, i as u32));
+            }
+            for cert in &block.certificates {
+                batch.put_cf(certs, height_key(cert.height), crate::encode(cert));
             }
             in_batch += 1;
             total += 1;

@@ -35,6 +35,7 @@ fn policy(validators: &[Keypair], client: &Keypair) -> Policy {
             block_txs_max: 64,
             ..Limits::default()
         },
+        certify_lag: ordo_ledger::CERTIFY_LAG_LIMIT,
     }
 }
 
@@ -128,6 +129,7 @@ fn next_block(leader: &Validator, client: &Keypair, nonce: u64, term: u64) -> Bl
     build_block(
         &parent,
         CHAIN,
+        vec![],
         vec![tx],
         &leader.key,
         1_700_000_000_000 + nonce,
@@ -275,7 +277,15 @@ async fn after_a_skipped_block_the_next_one_builds_on_the_ledger_and_commits() {
     // on every node.
     let tip = leader.store.tip();
     let repeated = leader.store.block(2).expect("read").expect("block 2").txs;
-    let skipped = build_block(&tip, CHAIN, repeated, &leader.key, 1_700_000_000_100, term);
+    let skipped = build_block(
+        &tip,
+        CHAIN,
+        vec![],
+        repeated,
+        &leader.key,
+        1_700_000_000_100,
+        term,
+    );
     let resp = leader
         .raft
         .client_write(BlockEntry::new(Arc::new(skipped)))
@@ -365,12 +375,28 @@ async fn a_refused_append_still_delivers_the_commit_index() {
     };
     let tx = |nonce: u64| signed_tx(CHAIN, &client, nonce, 100);
     let at = |n: u64| 1_700_000_000_000 + n;
-    let block1 = build_block(&policy.genesis_tip(), CHAIN, vec![tx(1)], leader, at(1), 1);
-    let block2 = build_block(&block1.tip(), CHAIN, vec![tx(2)], leader, at(2), 1);
+    let block1 = build_block(
+        &policy.genesis_tip(),
+        CHAIN,
+        vec![],
+        vec![tx(1)],
+        leader,
+        at(1),
+        1,
+    );
+    let block2 = build_block(&block1.tip(), CHAIN, vec![], vec![tx(2)], leader, at(2), 1);
     // Repeats block 2's transaction: committed, and skipped at apply on every node.
-    let skipped = build_block(&block2.tip(), CHAIN, block2.txs.clone(), leader, at(3), 1);
+    let skipped = build_block(
+        &block2.tip(),
+        CHAIN,
+        vec![],
+        block2.txs.clone(),
+        leader,
+        at(3),
+        1,
+    );
     // The leader's next block, built on its ledger tip (block 2).
-    let next = build_block(&block2.tip(), CHAIN, vec![tx(3)], leader, at(4), 1);
+    let next = build_block(&block2.tip(), CHAIN, vec![], vec![tx(3)], leader, at(4), 1);
 
     let members: BTreeMap<u64, ValidatorNode> = publics
         .iter()

@@ -22,9 +22,10 @@ fn policy() -> Policy {
     Policy {
         chain_id: CHAIN.into(),
         genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
-        validators: HashSet::from([Keypair::from_label("leader").public()]),
+        validators: ordo_ledger::ValidatorSet::from([Keypair::from_label("leader").public()]),
         clients: HashSet::from([Keypair::from_label("client").public()]),
         limits: Limits::default(),
+        certify_lag: ordo_ledger::CERTIFY_LAG_DEFAULT,
     }
 }
 
@@ -39,7 +40,7 @@ fn identity() -> ChainIdentity {
 /// A chain of `n` valid blocks on top of the genesis.
 fn chain(n: u64) -> Vec<Block> {
     let (leader, client) = (Keypair::from_label("leader"), Keypair::from_label("client"));
-    let mut parent = policy().genesis_tip();
+    let mut chain = ordo_ledger::ChainBuilder::new(&policy(), vec![leader.clone()]);
     (1..=n)
         .map(|h| {
             let tx = Transaction {
@@ -50,9 +51,7 @@ fn chain(n: u64) -> Vec<Block> {
                 payload: vec![h as u8],
             }
             .sign(&client);
-            let block = build_block(&parent, CHAIN, vec![tx], &leader, 1_000 + h, 1);
-            parent = block.tip();
-            block
+            chain.build(vec![tx], &leader, 1_000 + h, 1)
         })
         .collect()
 }
@@ -318,12 +317,13 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     let block1 = build_block(
         &policy().genesis_tip(),
         CHAIN,
+        vec![],
         vec![tx(1)],
         &leader,
         1_001,
         1,
     );
-    let block2 = build_block(&block1.tip(), CHAIN, vec![tx(2)], &leader, 1_002, 1);
+    let block2 = build_block(&block1.tip(), CHAIN, vec![], vec![tx(2)], &leader, 1_002, 1);
     let blocks = [block1, block2];
     let (store, mut log, mut sm) = open(dir.path(), empty_source());
     let policy = Arc::new(policy());
@@ -335,9 +335,17 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
         .expect("append");
     let tip = blocks[1].tip();
     // A block repeating block 2's transaction: it commits, and every node skips it at apply.
-    let skipped = build_block(&tip, CHAIN, blocks[1].txs.clone(), &leader, 1_010, 1);
+    let skipped = build_block(
+        &tip,
+        CHAIN,
+        vec![],
+        blocks[1].txs.clone(),
+        &leader,
+        1_010,
+        1,
+    );
     // The leader's next block builds on its ledger tip, block 2, at the same height.
-    let next = build_block(&tip, CHAIN, vec![tx(3)], &leader, 1_011, 1);
+    let next = build_block(&tip, CHAIN, vec![], vec![tx(3)], &leader, 1_011, 1);
     // Both in one append: the second block's parent is block 2, not the block before it.
     check
         .verify_append(&mut append_of(2, &[&skipped, &next]))
@@ -355,7 +363,7 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     // A block linking to nothing this node holds is still refused.
     let mut elsewhere = tip;
     elsewhere.hash = Hash::digest(Domain::Genesis, b"elsewhere");
-    let stray = build_block(&elsewhere, CHAIN, vec![tx(3)], &leader, 1_011, 1);
+    let stray = build_block(&elsewhere, CHAIN, vec![], vec![tx(3)], &leader, 1_011, 1);
     let err = check
         .verify_append(&mut append_of(2, &[&skipped, &stray]))
         .expect_err("a block with an unknown parent");

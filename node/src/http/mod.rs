@@ -51,6 +51,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(ordo_api::status::PATH, get(status::status))
         .route(ordo_api::submit::PATH, post(submit::submit))
         .route("/v1/transactions/{id}", get(read::transaction))
+        .route(ordo_api::tx::RECEIPT_PATH, get(read::receipt))
         .route(ordo_api::stream::PATH, get(stream::stream_blocks))
         .route("/v1/blocks/{id}", get(read::block))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })

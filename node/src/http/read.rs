@@ -1,11 +1,14 @@
-//! `GET /v1/transactions/{id}` and `GET /v1/blocks/{height | hash | latest}`.
+//! `GET /v1/transactions/{id}`, `GET /v1/transactions/{id}/receipt` and
+//! `GET /v1/blocks/{height | hash | latest}`.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use ordo_api::{BlockId, BlockJson, BlockQuery, CommittedTx, ErrorCode, SignedTxJson, TxStatus};
+use ordo_api::{
+    BlockId, BlockJson, BlockQuery, CommittedTx, ErrorCode, ReceiptStatus, SignedTxJson, TxStatus,
+};
 use ordo_crypto::Hash;
-use ordo_ledger::Damage;
+use ordo_ledger::{Damage, ReceiptLookup};
 
 use super::{Api, ApiError};
 
@@ -43,6 +46,37 @@ pub(super) async fn transaction(
         ErrorCode::NotFound,
         format!("transaction {id} is neither committed nor pending on this node"),
     ))
+}
+
+/// `GET /v1/transactions/{id}/receipt`: the receipt once the block is certified.
+pub(super) async fn receipt(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<ReceiptStatus>, ApiError> {
+    let id = parse_id(&id)?;
+    let store = api.shared.store().clone();
+    let found = crate::tasks::spawn_blocking(move || store.receipt(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::store(&e))?;
+    match found {
+        Some(ReceiptLookup::Certified(r)) => Ok(Json(ReceiptStatus::Certified {
+            id,
+            height: r.header.height,
+            receipt: r.to_bytes(),
+        })),
+        Some(ReceiptLookup::Uncertified { height, certified }) => {
+            Ok(Json(ReceiptStatus::Uncertified {
+                id,
+                height,
+                certified,
+            }))
+        }
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("transaction {id} is not committed on this node"),
+        )),
+    }
 }
 
 /// `GET /v1/blocks/{id}[?txs=false]`.

@@ -97,6 +97,7 @@ pub(super) async fn status(State(api): State<Api>) -> Json<Status> {
         tip: TipInfo {
             height: tip.height,
             hash: tip.hash,
+            certified: tip.certified,
         },
         raft: RaftInfo {
             last_log_index: m.last_log_index,

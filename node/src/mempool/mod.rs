@@ -355,13 +355,14 @@ impl Mempool {
     }
 
     /// Takes the transactions for the block at `height`, oldest first, within the block
-    /// limits, with their ids. Transactions that expired before `height` are dropped. The
-    /// rest stay pending. The ones taken count as pending until
-    /// [`Mempool::remove_committed`] or [`Mempool::requeue`] settles their block.
-    pub fn cut(&mut self, height: u64) -> (Vec<SignedTransaction>, Vec<TxId>) {
+    /// limits less `reserve` bytes (its certificates), with their ids. Transactions that
+    /// expired before `height` are dropped. The rest stay pending. The ones taken count as
+    /// pending until [`Mempool::remove_committed`] or [`Mempool::requeue`] settles their
+    /// block.
+    pub fn cut(&mut self, height: u64, reserve: u64) -> (Vec<SignedTransaction>, Vec<TxId>) {
         let limits = self.policy.limits;
         let mut out: Vec<(TxId, SignedTransaction, bool)> = Vec::new();
-        let mut block_bytes = BLOCK_OVERHEAD_BYTES;
+        let mut block_bytes = BLOCK_OVERHEAD_BYTES + reserve;
         self.tidy();
         while let Some(front) = self.queue.front() {
             if !self.live(front) {

@@ -14,7 +14,7 @@ fn policy(block_txs_max: u32, block_bytes_max: u64) -> Arc<Policy> {
     Arc::new(Policy {
         chain_id: CHAIN.into(),
         genesis_hash: Hash::digest(Domain::Genesis, CHAIN.as_bytes()),
-        validators: HashSet::from([Keypair::from_label("v").public()]),
+        validators: ordo_ledger::ValidatorSet::from([Keypair::from_label("v").public()]),
         clients: HashSet::from([Keypair::from_label("c").public()]),
         limits: Limits {
             block_txs_max,
@@ -22,6 +22,7 @@ fn policy(block_txs_max: u32, block_bytes_max: u64) -> Arc<Policy> {
             tx_bytes_max: 4096,
             tx_lifetime_blocks: 100,
         },
+        certify_lag: ordo_ledger::CERTIFY_LAG_DEFAULT,
     })
 }
 
@@ -145,7 +146,7 @@ fn cuts_when_full_by_count() {
     assert!(!p.view().full, "9 of 10");
     p.admit(vec![tx(9), tx(10), tx(11)], 1, nothing_committed, now);
     assert!(p.view().full);
-    let (block, ids) = p.cut(1);
+    let (block, ids) = p.cut(1, 0);
     assert_eq!(ids, block.iter().map(|t| t.id()).collect::<Vec<_>>());
     assert_eq!(block.len(), 10);
     assert_eq!(block[0], tx(0), "oldest first");
@@ -164,7 +165,11 @@ fn cuts_when_full_by_bytes() {
     assert!(!p.view().full);
     p.admit((2..5).map(tx).collect(), 1, nothing_committed, now);
     assert!(p.view().full);
-    assert_eq!(p.cut(1).0.len(), 3, "a block never exceeds block_bytes_max");
+    assert_eq!(
+        p.cut(1, 0).0.len(),
+        3,
+        "a block never exceeds block_bytes_max"
+    );
 }
 
 #[test]
@@ -186,7 +191,7 @@ fn the_view_shows_when_the_oldest_pending_transaction_arrived() {
         Some(t0 + Duration::from_millis(15)),
         "the oldest live one"
     );
-    assert_eq!(p.cut(1).0.len(), 1);
+    assert_eq!(p.cut(1, 0).0.len(), 1);
     assert_eq!(p.view(), PoolView::default(), "nothing pending");
 }
 
@@ -200,7 +205,7 @@ fn cut_drops_transactions_that_expired_meanwhile() {
         nothing_committed,
         now,
     );
-    let (block, _) = p.cut(6);
+    let (block, _) = p.cut(6, 0);
     assert_eq!(block, vec![tx(2)]);
     assert!(p.is_empty());
     assert_eq!(p.bytes(), 0);
@@ -211,11 +216,11 @@ fn requeue_restores_an_uncommitted_block_ahead_of_newer_transactions() {
     let now = Instant::now();
     let mut p = pool(MempoolLimits::default());
     p.admit((0..3).map(tx).collect(), 1, nothing_committed, now);
-    let (lost, _) = p.cut(1);
+    let (lost, _) = p.cut(1, 0);
     p.admit(vec![tx(3)], 1, nothing_committed, now);
     let already = lost[1].id();
     p.requeue(lost, 1, |id| (*id == already).then_some(1), now);
-    let (block, _) = p.cut(1);
+    let (block, _) = p.cut(1, 0);
     assert_eq!(
         block,
         vec![tx(0), tx(2), tx(3)],
@@ -278,7 +283,7 @@ fn a_transaction_in_an_uncommitted_block_cannot_be_admitted_again() {
     let now = Instant::now();
     let mut p = pool(MempoolLimits::default());
     p.admit(vec![tx(1), tx(2)], 1, nothing_committed, now);
-    let (block, _) = p.cut(1);
+    let (block, _) = p.cut(1, 0);
     assert_eq!(block.len(), 2);
     assert!(p.is_empty());
     assert_eq!(p.in_flight(), 2);
@@ -288,7 +293,7 @@ fn a_transaction_in_an_uncommitted_block_cannot_be_admitted_again() {
     // The block fails: its transactions wait again, and are still admitted once.
     p.requeue(block, 1, nothing_committed, now);
     assert_eq!((p.len(), p.in_flight()), (2, 0));
-    let (block, _) = p.cut(1);
+    let (block, _) = p.cut(1, 0);
     // It commits: nothing of it stays pending.
     p.remove_committed(&block.iter().map(SignedTransaction::id).collect::<Vec<_>>());
     assert_eq!((p.len(), p.in_flight()), (0, 0));
@@ -314,7 +319,7 @@ fn unchecked_admissions_are_verified_before_they_enter_a_block() {
     );
     // The leader accepted tx(4): it is known good; the others are checked at cut.
     p.mark_verified(&[tx(4).id()]);
-    let (block, _) = p.cut(1);
+    let (block, _) = p.cut(1, 0);
     assert_eq!(
         block,
         vec![tx(1), tx(4)],
@@ -329,7 +334,7 @@ fn an_admission_that_races_a_commit_looks_again() {
     let mut p = pool(MempoolLimits::default());
     let now = Instant::now();
     p.admit(vec![tx(1)], 1, nothing_committed, now);
-    let (_, ids) = p.cut(1);
+    let (_, ids) = p.cut(1, 0);
     // A re-submission looks the id up before its block commits: not committed yet, and
     // pending (in flight) — but the block commits before the admission screens.
     let policy = policy(10, 1 << 20);

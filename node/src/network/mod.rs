@@ -329,7 +329,7 @@ fn build_swarm(key: &Keypair, config: &NetworkConfig) -> Result<Swarm<Behaviour>
             rr_config,
         ),
         identify: identify::Behaviour::new(identify::Config::new(
-            "/ordo/1".into(),
+            PROTOCOL.to_string(),
             identity.public(),
         )),
         ping: ping::Behaviour::new(

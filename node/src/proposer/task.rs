@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use ordo_crypto::Keypair;
-use ordo_ledger::{ChainTip, SignedTransaction, build_block_with_ids};
+use ordo_ledger::{Certificate, ChainTip, SignedTransaction, build_block_with_ids};
 use tokio::sync::Notify;
 
 use super::core::{Action, Core, Inputs};
@@ -49,11 +49,17 @@ pub(crate) async fn next_event<T>(
     }
 }
 
+/// How long the proposer waits for the attestations its next block needs before it says so.
+const UNCERTIFIED_WARN_AFTER: Duration = Duration::from_secs(2);
+
 /// The proposer of one node.
 pub(crate) struct Proposer {
     shared: Arc<Shared>,
     key: Keypair,
     core: Core,
+    /// Since when the next block has lacked the certificates it must carry, and when that
+    /// was last logged.
+    uncertified: std::sync::Mutex<Option<(Instant, Instant)>>,
 }
 
 impl Proposer {
@@ -70,6 +76,7 @@ impl Proposer {
             shared,
             key,
             core: Core::new(in_flight_max, batch_timeout, idle_wait),
+            uncertified: std::sync::Mutex::new(None),
         }
     }
 
@@ -124,12 +131,14 @@ impl Proposer {
     /// outcome and its tip; `None` when the cut is empty or Raft has stopped.
     async fn propose(&self, parent: ChainTip, term: u64) -> Option<(InFlight, ChainTip)> {
         let shared = &self.shared;
+        let certificates = self.certificates(&parent)?;
+        let reserve = certificates.iter().map(Certificate::encoded_len).sum();
         let (txs, ids) = {
             let mut pool = shared.pool();
             if let Some(oldest) = pool.view().oldest {
                 shared.timings().queue.observe(oldest.elapsed());
             }
-            pool.cut(parent.height + 1)
+            pool.cut(parent.height + 1, reserve)
         };
         if txs.is_empty() {
             return None;
@@ -137,6 +146,7 @@ impl Proposer {
         let block = build_block_with_ids(
             &parent,
             &shared.policy().chain_id,
+            certificates,
             txs,
             &ids,
             &self.key,
@@ -162,6 +172,55 @@ impl Proposer {
             (outcome, Arc::unwrap_or_clone(block).txs)
         });
         Some((fut, tip))
+    }
+
+    /// The certificates a block on `parent` carries; `None` while a majority's
+    /// attestations of a block it must certify are missing (the proposer is woken when
+    /// they arrive), logged when that lasts.
+    fn certificates(&self, parent: &ChainTip) -> Option<Vec<Certificate>> {
+        let shared = &self.shared;
+        let need = shared.policy().certified_min(parent.height + 1);
+        let found = shared
+            .attestations()
+            .certificates(parent.certified, parent.height, need);
+        let mut since = self.uncertified.lock().expect("proposer lock poisoned");
+        match found {
+            Ok(Some(certs)) => {
+                *since = None;
+                Some(certs)
+            }
+            Ok(None) => {
+                let now = Instant::now();
+                let (first, logged) = since.get_or_insert((now, now));
+                if now.duration_since(*first) >= UNCERTIFIED_WARN_AFTER
+                    && now.duration_since(*logged) >= UNCERTIFIED_WARN_AFTER
+                {
+                    *logged = now;
+                    let missing: Vec<String> = shared
+                        .attestations()
+                        .missing(parent.certified + 1)
+                        .iter()
+                        .map(|k| {
+                            shared
+                                .genesis()
+                                .validator(k)
+                                .map_or_else(|| k.to_string(), |v| v.name.clone())
+                        })
+                        .collect();
+                    tracing::warn!(
+                        height = parent.certified + 1,
+                        waited_ms = now.duration_since(*first).as_millis() as u64,
+                        missing = ?missing,
+                        "no block can be proposed: a majority's attestations of an earlier block are missing"
+                    );
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot gather certificates");
+                None
+            }
+        }
     }
 
     /// Settles a proposed block; true when it was appended. (Its transactions leave the
