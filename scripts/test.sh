@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The test-only validator with injected faults (never the shipped `ordo`), for the tests of
+# a misbehaving validator: built first, as only the node crate's feature differs.
+cargo build --release -p ordo-cli --features fault-injection --bin ordo-faulty
 cargo test --release --workspace "$@"

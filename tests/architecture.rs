@@ -179,7 +179,7 @@ fn assert_acyclic(crate_dir: &str, root: &str) {
 #[test]
 fn no_module_of_node_or_cli_depends_on_itself_through_others() {
     assert_acyclic("node", "lib.rs");
-    assert_acyclic("cli", "main.rs");
+    assert_acyclic("cli", "lib.rs");
 }
 
 #[test]
@@ -295,4 +295,44 @@ fn crates_depend_on_each_other_one_way() {
             "{krate} must not turn on the ledger's store"
         );
     }
+}
+
+/// Test-only faults (`ordo-node`'s `fault-injection` feature) reach only the `ordo-faulty`
+/// binary: no crate depends on the node with the feature on, and the cli package turns it
+/// on only through a feature of its own that is off by default.
+#[test]
+fn fault_injection_is_never_on_by_default() {
+    let text = std::fs::read_to_string(repo().join("Cargo.toml")).expect("manifest");
+    let workspace: toml::Value = toml::from_str(&text).expect("TOML");
+    let members = workspace["workspace"]["members"]
+        .as_array()
+        .expect("members");
+    for member in members {
+        let member = member.as_str().expect("a path");
+        let manifest: toml::Value = toml::from_str(
+            &std::fs::read_to_string(repo().join(member).join("Cargo.toml")).expect("manifest"),
+        )
+        .expect("TOML");
+        for table in ["dependencies", "dev-dependencies"] {
+            let node = manifest.get(table).and_then(|d| d.get("ordo-node"));
+            let features = node
+                .and_then(|n| n.get("features"))
+                .map(ToString::to_string);
+            assert!(
+                !features.unwrap_or_default().contains("fault-injection"),
+                "{member} turns on the node's fault injection in its {table}"
+            );
+        }
+        if let Some(features) = manifest.get("features") {
+            let default = features.get("default").map(ToString::to_string);
+            assert!(
+                !default.unwrap_or_default().contains("fault-injection"),
+                "{member} turns on fault injection by default"
+            );
+        }
+    }
+    let node: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("node/Cargo.toml")).expect("manifest"))
+            .expect("TOML");
+    assert!(node["features"].get("default").is_none());
 }

@@ -334,6 +334,7 @@ fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
         "keep_blocks",
         "blocks_in_flight_max",
         "idle_batch_wait_ms",
+        "depose_after_failed_appends",
         "background_write_mib_per_s",
         "[verify]",
         "threads",
@@ -396,5 +397,18 @@ fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
     assert!(
         !dir.path().join("d").exists(),
         "nothing was created for a refused key"
+    );
+
+    // A pipeline as deep as the genesis's certification lag (8) is refused.
+    let (code, _, stderr) = run(
+        "genesis = \"chain/genesis.toml\"\nkey_file = \"chain/keys/validator-0.key\"\n\
+         data_dir = \"d\"\napi = \"127.0.0.1:0\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\
+         [raft]\nsnapshot_every_blocks = 128\nkeep_blocks = 128\nblocks_in_flight_max = 8\n",
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("certify_lag"), "{stderr}");
+    assert!(
+        !dir.path().join("d").exists(),
+        "nothing was created for a refused pipeline"
     );
 }

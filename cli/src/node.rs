@@ -40,6 +40,9 @@ pub enum NodeCommand {
     ///   idle_batch_wait_ms      with no block in flight, cut a block once the first
     ///                           pending transaction has waited this long (5); otherwise
     ///                           the genesis batch timeout applies
+    ///   depose_after_failed_appends
+    ///                           withdraw from a leader after this many appends in a row
+    ///                           whose blocks fail this node's check (3)
     ///
     ///   [storage]
     ///   background_write_mib_per_s  most MiB/s that memtable flushes and compactions

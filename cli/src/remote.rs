@@ -308,6 +308,10 @@ fn print_status(s: &Status) {
         s.leader.as_ref().map_or("(none)", |l| l.name.as_str())
     );
     println!("tip       {} {}", s.tip.height, s.tip.hash);
+    println!(
+        "certified every block up to {} (by a majority of the validators)",
+        s.tip.certified
+    );
     let peers: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
     println!(
         "peers     {}",

@@ -22,6 +22,7 @@
 //! keep_blocks = 128
 //! blocks_in_flight_max = 4
 //! idle_batch_wait_ms = 5
+//! depose_after_failed_appends = 3
 //!
 //! [storage]
 //! background_write_mib_per_s = 128
@@ -230,10 +231,19 @@ pub struct RaftSection {
     /// under load. A value at or above the batch timeout turns this off.
     #[serde(default = "default_idle_batch_wait_ms")]
     pub idle_batch_wait_ms: u64,
+    /// After this many appends in a row from one leader (in one term) whose blocks fail
+    /// this node's check, it withdraws from that leader: it answers none of its appends or
+    /// heartbeats (so another is elected) and refuses it its vote for a while.
+    #[serde(default = "default_depose_after_failed_appends")]
+    pub depose_after_failed_appends: u32,
 }
 
 fn default_idle_batch_wait_ms() -> u64 {
     5
+}
+
+fn default_depose_after_failed_appends() -> u32 {
+    3
 }
 
 impl Default for RaftSection {
@@ -243,6 +253,7 @@ impl Default for RaftSection {
             keep_blocks: 128,
             blocks_in_flight_max: 4,
             idle_batch_wait_ms: default_idle_batch_wait_ms(),
+            depose_after_failed_appends: default_depose_after_failed_appends(),
         }
     }
 }
@@ -396,6 +407,9 @@ impl NodeConfig {
         }
         if self.raft.idle_batch_wait_ms > 60_000 {
             out.push("raft.idle_batch_wait_ms must be at most 60000".into());
+        }
+        if !(1..=100).contains(&self.raft.depose_after_failed_appends) {
+            out.push("raft.depose_after_failed_appends must be between 1 and 100".into());
         }
         if self.storage.background_write_mib_per_s > BACKGROUND_WRITE_MIB_PER_S_MAX {
             out.push(format!(

@@ -210,8 +210,9 @@ fn bench_certificates(c: &mut Criterion) {
             .collect();
         let mut policy = base.policy.clone();
         policy.validators = keys.iter().map(Keypair::public).collect();
+        // Block 9 must certify block 1.
         let parent = ChainTip {
-            height: 9,
+            height: 8,
             hash: Hash::digest(Domain::BlockHeader, b"parent"),
             timestamp_ms: 0,
             certified: 0,
@@ -225,7 +226,7 @@ fn bench_certificates(c: &mut Criterion) {
             })
             .collect();
         let cert = certificate(&policy.validators, 1, certified, &sigs);
-        let txs = base.txs(10, 0, 100, 100);
+        let txs = base.txs(9, 0, 100, 100);
         let with = build_block(&parent, CHAIN, vec![cert], txs.clone(), &keys[0], 1, 1);
         let mut lax = policy.clone();
         lax.certify_lag = 64;

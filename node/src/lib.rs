@@ -29,6 +29,8 @@ pub(crate) mod attest;
 pub(crate) mod certify;
 pub(crate) mod consensus;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub(crate) mod forward;
 pub(crate) mod gate;
 pub(crate) mod heal;

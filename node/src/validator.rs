@@ -361,6 +361,7 @@ async fn assemble(
         store.clone(),
         policy.clone(),
         prechecked.clone(),
+        config.raft.depose_after_failed_appends,
     );
     let name = genesis
         .validator(&key.public())

@@ -22,6 +22,9 @@ use super::{CHAIN, TestChain, block_on, ordo, ordo_bin};
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Beside each validator's data directory: the file that turns on its invalid blocks.
+const INVALID_BLOCKS_FILE: &str = "fault-invalid-blocks";
+
 /// Settings for a test cluster.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -31,6 +34,9 @@ pub struct Options {
     pub keep_blocks: u64,
     pub block_txs_max: u32,
     pub mempool_txs_max: usize,
+    /// Run `ordo-faulty` (test-only faults, off until [`Cluster::fault_file`] exists)
+    /// instead of `ordo`.
+    pub faulty: bool,
 }
 
 impl Default for Options {
@@ -42,6 +48,7 @@ impl Default for Options {
             keep_blocks: 128,
             block_txs_max: 1000,
             mempool_txs_max: 100_000,
+            faulty: false,
         }
     }
 }
@@ -53,6 +60,8 @@ pub struct Cluster {
     clients: Vec<Client>,
     http: reqwest::Client,
     nonce: u64,
+    /// The validators' binary.
+    bin: PathBuf,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -71,6 +80,7 @@ impl Cluster {
         let dir = TempDir::new().expect("tempdir");
         let chain = TestChain::new(opts.validators, opts.clients);
         let o = opts.clone();
+        let faulty = opts.faulty;
         let spec = Spec {
             chain_id: CHAIN.into(),
             validators: chain.validators.clone(),
@@ -86,7 +96,23 @@ impl Cluster {
             hosts: Vec::new(),
         };
         let mut net = Net::create(dir.path(), &spec).expect("create the cluster");
-        net.start_all(&ordo_bin()).expect("start the cluster");
+        let bin = if faulty {
+            let bin = ordo_bin().with_file_name("ordo-faulty");
+            assert!(
+                bin.is_file(),
+                "{} is missing: scripts/test.sh builds it first",
+                bin.display()
+            );
+            for node in &mut net.nodes {
+                let file = node.data_dir.with_file_name(INVALID_BLOCKS_FILE);
+                node.env
+                    .push(("ORDO_FAULT_INVALID_BLOCKS".into(), file.into_os_string()));
+            }
+            bin
+        } else {
+            ordo_bin()
+        };
+        net.start_all(&bin).expect("start the cluster");
         let clients = net
             .nodes
             .iter()
@@ -103,6 +129,7 @@ impl Cluster {
             clients,
             http,
             nonce: 0,
+            bin,
             _turn: turn,
         }
     }
@@ -153,7 +180,13 @@ impl Cluster {
 
     /// Starts validator `i` again on the same data directory.
     pub fn restart(&mut self, i: usize) {
-        self.net.nodes[i].start(&ordo_bin()).expect("restart");
+        self.net.nodes[i].start(&self.bin).expect("restart");
+    }
+
+    /// The file that, while it exists, makes validator `i` (of a cluster started with
+    /// `faulty`) propose blocks that fail verification when it leads.
+    pub fn fault_file(&self, i: usize) -> PathBuf {
+        self.node(i).data_dir.with_file_name(INVALID_BLOCKS_FILE)
     }
 
     pub fn log_tail(&self, i: usize) -> String {

@@ -97,7 +97,14 @@ async fn start(
     .await
     .expect("raft");
     let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
-    let server = RaftServer::new(raft.clone(), log.clone(), store.clone(), policy, prechecked);
+    let server = RaftServer::new(
+        raft.clone(),
+        log.clone(),
+        store.clone(),
+        policy,
+        prechecked,
+        3,
+    );
     tokio::spawn(async move {
         while let Some(req) = inbound.recv().await {
             let server = server.clone();
@@ -356,7 +363,7 @@ async fn a_refused_append_still_delivers_the_commit_index() {
     .await
     .expect("raft");
     let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
-    let server = RaftServer::new(raft, log, store.clone(), policy.clone(), prechecked);
+    let server = RaftServer::new(raft, log, store.clone(), policy.clone(), prechecked, 3);
 
     let leader_id = node_id(&leader.public());
     let vote = openraft::Vote::new_committed(1, leader_id);

@@ -17,6 +17,7 @@
 //! write to the database carries it (see `state_machine`).
 
 mod control;
+mod depose;
 mod log_store;
 mod raft_net;
 mod state_machine;

@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -15,6 +16,7 @@ use openraft::{EntryPayload, OptionalSend};
 use ordo_crypto::{Hash, PublicKey, Signature};
 use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
 
+use super::depose::{Leadership, WITHDRAWN, Withdrawals};
 use super::{BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode};
 use crate::network::{Frame, InboundRequest, Kind, Network};
 use crate::precheck::Prechecked;
@@ -45,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNet {
         RaftPeer {
             network: self.network.clone(),
             to: node.public_key,
+            withdrawn_logged: AtomicU64::new(0),
         }
     }
 }
@@ -56,6 +59,8 @@ const APPEND_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 pub struct RaftPeer {
     network: Network,
     to: PublicKey,
+    /// The last term in which this peer's withdrawal from this node was logged (+ 1).
+    withdrawn_logged: AtomicU64,
 }
 
 impl RaftPeer {
@@ -84,8 +89,28 @@ impl RaftPeer {
             .map_err(|_| format!("no answer within {ttl:?}"))?
             .map_err(|e| e.to_string())?;
         match decode_internal(&frame.body, "raft response").map_err(|e| e.to_string())? {
-            RaftResponse::Refused(reason) => Err(format!("peer refused: {reason}")),
+            RaftResponse::Refused(reason) => {
+                if reason.starts_with(WITHDRAWN)
+                    && let RaftRequest::Append(rpc) = req
+                {
+                    self.log_withdrawal(rpc.vote.leader_id.term, &reason);
+                }
+                Err(format!("peer refused: {reason}"))
+            }
             other => Ok(other),
+        }
+    }
+
+    /// Logs, once a term, that this peer no longer follows this node because its blocks
+    /// failed the peer's check.
+    fn log_withdrawal(&self, term: u64, reason: &str) {
+        if self.withdrawn_logged.swap(term + 1, Ordering::Relaxed) != term + 1 {
+            tracing::error!(
+                peer = %self.to,
+                term,
+                %reason,
+                "a follower withdrew from this node as leader: the blocks it proposes fail the followers' check; another validator will be elected"
+            );
         }
     }
 }
@@ -178,26 +203,31 @@ fn carries_blocks(rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
         .any(|e| matches!(e.payload, EntryPayload::Normal(_)))
 }
 
-/// Serves Raft requests from peers, verifying blocks before they reach the log.
+/// Serves Raft requests from peers, verifying blocks before they reach the log, and
+/// withdrawing from a leader whose blocks keep failing (`super::depose`).
 #[derive(Clone)]
 pub struct RaftServer {
     raft: OrdoRaft,
     check: AppendCheck,
+    withdrawals: Arc<Withdrawals>,
 }
 
 impl RaftServer {
     /// A server feeding `raft`, checking blocks against `store` and `log` under `policy`,
-    /// leaving out the signatures this node checked ahead (`prechecked`).
+    /// leaving out the signatures this node checked ahead (`prechecked`), and withdrawing
+    /// from a leader after `depose_after` failed appends in a row.
     pub fn new(
         raft: OrdoRaft,
         log: LogStore,
         store: Arc<Store>,
         policy: Arc<Policy>,
         prechecked: Arc<Prechecked>,
+        depose_after: u32,
     ) -> RaftServer {
         RaftServer {
             raft,
             check: AppendCheck::new(log, store, policy, prechecked),
+            withdrawals: Arc::new(Withdrawals::new(depose_after)),
         }
     }
 
@@ -222,16 +252,22 @@ impl RaftServer {
                 Ok(response) => RaftResponse::Append(response),
                 Err(reason) => RaftResponse::Refused(reason),
             },
-            RaftRequest::Vote(rpc) => self
-                .raft
-                .vote(rpc)
-                .await
-                .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
-            RaftRequest::PreVote(rpc) => self
-                .raft
-                .pre_vote(rpc)
-                .await
-                .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
+            RaftRequest::Vote(rpc) => match self.refused_vote(&rpc) {
+                Some(refusal) => refusal,
+                None => self
+                    .raft
+                    .vote(rpc)
+                    .await
+                    .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
+            },
+            RaftRequest::PreVote(rpc) => match self.refused_vote(&rpc) {
+                Some(refusal) => refusal,
+                None => self
+                    .raft
+                    .pre_vote(rpc)
+                    .await
+                    .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
+            },
             RaftRequest::Snapshot { vote, meta, data } => {
                 let snapshot = openraft::storage::Snapshot {
                     meta,
@@ -248,6 +284,19 @@ impl RaftServer {
         }
     }
 
+    /// A refusal of `rpc`'s (pre-)vote when its candidate is a leader this node withdrew
+    /// from lately.
+    fn refused_vote(&self, rpc: &VoteRequest<TypeConfig>) -> Option<RaftResponse> {
+        let candidate = rpc.vote.leader_id.node_id;
+        let left = self
+            .withdrawals
+            .refuses_vote_for(candidate, Instant::now())?;
+        Some(RaftResponse::Refused(format!(
+            "not voting for node {candidate} for {} s more: its blocks failed this node's check",
+            left.as_secs()
+        )))
+    }
+
     /// Hands `rpc` to Raft once every block in it has passed the check.
     ///
     /// A refused append still carries the leader's commit index. Raft is handed the same
@@ -259,6 +308,11 @@ impl RaftServer {
         &self,
         rpc: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
+        let leader: Leadership = (rpc.vote.leader_id.node_id, rpc.vote.leader_id.term);
+        if self.withdrawals.withdrawn_from(leader) {
+            // Neither appended nor counted as a heartbeat: the lease runs out.
+            return Err(withdrawn(leader));
+        }
         let rpc = if carries_blocks(&rpc) {
             let without_entries = AppendEntriesRequest {
                 vote: rpc.vote,
@@ -278,7 +332,10 @@ impl RaftServer {
             .await
             .unwrap_or_else(|e| Err(format!("block verification failed: {e}").into()));
             match checked {
-                Ok(rpc) => rpc,
+                Ok(rpc) => {
+                    self.withdrawals.passed(leader);
+                    rpc
+                }
                 Err(refusal) => {
                     match &refusal {
                         // Ordinary while this node catches up: it applies, then accepts.
@@ -286,7 +343,19 @@ impl RaftServer {
                             tracing::debug!(%reason, "refused an append until the ledger catches up");
                         }
                         Refusal::Failed(reason) => {
+                            tracing::warn!(%reason, "refused an append that could not be checked");
+                        }
+                        Refusal::Invalid(reason) => {
                             tracing::warn!(%reason, "refused an append with a block that failed its check");
+                            if self.withdrawals.failed(leader, Instant::now()) {
+                                tracing::error!(
+                                    leader = leader.0,
+                                    term = leader.1,
+                                    %reason,
+                                    "withdrawing from the leader: its blocks keep failing this node's check; its appends and heartbeats go unanswered so that another is elected"
+                                );
+                                return Err(withdrawn(leader));
+                            }
                         }
                     }
                     if let Err(e) = self.raft.append_entries(without_entries).await {
@@ -305,20 +374,32 @@ impl RaftServer {
     }
 }
 
+/// The refusal of every append from a leadership this node withdrew from.
+fn withdrawn(leader: Leadership) -> String {
+    format!(
+        "{WITHDRAWN} the blocks of node {} in term {} failed this node's check too many times in a row",
+        leader.0, leader.1
+    )
+}
+
 /// Why a follower refused an append.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// A block's parent is in the ledger, which has not applied that far yet: refused
     /// until it has (an ordinary state while this node catches up).
     Behind(String),
-    /// A block failed its check, or could not be checked.
+    /// A block failed its check: the leader proposed an invalid block.
+    Invalid(String),
+    /// A block could not be checked (this node could not read what it needed).
     Failed(String),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Behind(reason) | Refusal::Failed(reason) => f.write_str(reason),
+            Refusal::Behind(reason) | Refusal::Invalid(reason) | Refusal::Failed(reason) => {
+                f.write_str(reason)
+            }
         }
     }
 }
@@ -403,7 +484,7 @@ impl AppendCheck {
                 let check = self.prechecked.block_check(wait_until);
                 let checked = |id: &TxId, sig: &Signature| check.checked(id, sig);
                 let ids = verify_block_with(&parent, &block, &self.policy, checked)
-                    .map_err(|e| format!("block {}: {e}", block.header.height))?;
+                    .map_err(|e| Refusal::Invalid(format!("block {}: {e}", block.header.height)))?;
                 check.passed(ids.iter().zip(&block.txs).map(|(id, t)| (*id, t.signature)));
                 checked_tips.push(block.tip());
                 *entry = BlockEntry::with_ids(block, ids.into());

@@ -357,7 +357,7 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
         .verify_append(&mut append_of(2, &[&skipped, &forged]))
         .expect_err("a forged block");
     assert!(
-        matches!(&err, Refusal::Failed(r) if r.contains("block 3")),
+        matches!(&err, Refusal::Invalid(r) if r.contains("block 3")),
         "{err}"
     );
     // A block linking to nothing this node holds is still refused.

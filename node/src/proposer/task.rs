@@ -143,7 +143,8 @@ impl Proposer {
         if txs.is_empty() {
             return None;
         }
-        let block = build_block_with_ids(
+        #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
+        let mut block = build_block_with_ids(
             &parent,
             &shared.policy().chain_id,
             certificates,
@@ -153,6 +154,8 @@ impl Proposer {
             now_ms(),
             term,
         );
+        #[cfg(feature = "fault-injection")]
+        crate::faults::spoil(&mut block);
         let tip = block.tip();
         let block = Arc::new(block);
         let outcome = match consensus::propose(shared.raft(), block.clone(), ids.into()).await {
