@@ -62,7 +62,13 @@ pub enum Active {
     PowerCut(Vec<usize>),
     /// Validator stopped and its files damaged: start it.
     Corrupted(usize),
+    /// Validator signing its blocks wrongly: stop that.
+    InvalidBlocks(usize),
 }
+
+/// Beside each validator's config: the file that, while it exists, makes `ordo-faulty`
+/// sign its blocks wrongly (`ordo_node::faults`).
+const INVALID_BLOCKS_FILE: &str = "fault-invalid-blocks";
 
 /// How long a validator stopped by SIGTERM may take to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -118,6 +124,11 @@ impl Cluster {
                 node.env = fake_clock_env(library, &file);
                 clocks.push(file);
             }
+            // Read only by `ordo-faulty`; `ordo` has no such fault.
+            node.env.push((
+                "ORDO_FAULT_INVALID_BLOCKS".into(),
+                node.config.with_file_name(INVALID_BLOCKS_FILE).into(),
+            ));
         }
         Ok(Cluster {
             net,
@@ -288,6 +299,16 @@ impl Cluster {
                     format!("power cut: {}", cuts.join("; ")),
                 )
             }
+            FaultKind::InvalidBlocksLeader => {
+                let i = target;
+                let file = self.invalid_blocks_file(i);
+                std::fs::write(&file, b"")
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+                (
+                    Active::InvalidBlocks(i),
+                    format!("validator-{i} signs its blocks wrongly"),
+                )
+            }
             FaultKind::CorruptRandom => {
                 let i = target;
                 let graceful = rng.below(2) == 0;
@@ -340,6 +361,7 @@ impl Cluster {
                 }
             }
             Active::Corrupted(i) => self.restart(i)?,
+            Active::InvalidBlocks(i) => self.valid_blocks(i)?,
         }
         self.history.push(Event::FaultEnd {
             at: self.history.now(),
@@ -373,8 +395,25 @@ impl Cluster {
         for file in &self.clocks {
             set_clock(file, 0)?;
         }
+        for i in 0..self.len() {
+            self.valid_blocks(i)?;
+        }
         self.note();
         Ok(())
+    }
+
+    fn invalid_blocks_file(&self, i: usize) -> PathBuf {
+        self.net.nodes[i].config.with_file_name(INVALID_BLOCKS_FILE)
+    }
+
+    /// Ends validator `i`'s invalid blocks.
+    fn valid_blocks(&self, i: usize) -> anyhow::Result<()> {
+        let file = self.invalid_blocks_file(i);
+        match std::fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
     }
 
     /// Records and restarts every validator that exited although nothing stopped it; one

@@ -229,12 +229,18 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
     } else {
         None
     };
+    // The test-only faults need `ordo-faulty`; it runs as `ordo` does until one is set.
+    let validator_bin = if opts.kinds.iter().any(|k| k.needs_faulty_binary()) {
+        ordo_harness::sibling_bin("ordo-faulty", "ORDO_FAULTY_BIN")?
+    } else {
+        opts.bin.clone()
+    };
     let cluster = Arc::new(Mutex::new(Cluster::new(
         net,
         lazies,
         disks,
         topology,
-        opts.bin.clone(),
+        validator_bin,
         history.clone(),
         fake_clock.as_deref(),
     )?));

@@ -77,10 +77,15 @@ pub enum FaultKind {
     /// Stop a random validator (SIGKILL or SIGTERM), damage one of its ledger's table
     /// files (bytes flipped, or cut short), start it after the hold.
     CorruptRandom,
+    /// Make the leader sign its blocks wrongly (the validators run `ordo-faulty`) until the
+    /// hold ends: its followers must refuse the blocks and depose it. Drawn only when
+    /// asked for (`--faults`): not in [`FaultKind::ALL`].
+    InvalidBlocksLeader,
 }
 
 impl FaultKind {
-    /// Every kind.
+    /// The kinds drawn when none are named: every kind but
+    /// [`FaultKind::InvalidBlocksLeader`], which needs the test-only `ordo-faulty`.
     pub const ALL: [FaultKind; 15] = [
         FaultKind::KillRandom,
         FaultKind::KillLeader,
@@ -117,6 +122,7 @@ impl FaultKind {
             FaultKind::PowerCutRandom => "power-cut-random",
             FaultKind::PowerCutAll => "power-cut-all",
             FaultKind::CorruptRandom => "corrupt-random",
+            FaultKind::InvalidBlocksLeader => "invalid-blocks-leader",
         }
     }
 
@@ -137,6 +143,7 @@ impl FaultKind {
                 (Duration::from_millis(500), s(5))
             }
             FaultKind::CorruptRandom => (s(1), s(8)),
+            FaultKind::InvalidBlocksLeader => (s(3), s(15)),
         }
     }
 
@@ -144,7 +151,10 @@ impl FaultKind {
     pub fn targets_leader(self) -> bool {
         matches!(
             self,
-            FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::SkewLeader
+            FaultKind::KillLeader
+                | FaultKind::PauseLeader
+                | FaultKind::SkewLeader
+                | FaultKind::InvalidBlocksLeader
         )
     }
 
@@ -161,6 +171,11 @@ impl FaultKind {
     /// Whether the validators must run under libfaketime for this kind.
     pub fn needs_fake_clock(self) -> bool {
         matches!(self, FaultKind::SkewRandom | FaultKind::SkewLeader)
+    }
+
+    /// Whether the validators must run `ordo-faulty` (test-only faults) for this kind.
+    pub fn needs_faulty_binary(self) -> bool {
+        self == FaultKind::InvalidBlocksLeader
     }
 
     /// Whether the validators' scrub must re-check their ledgers often for this kind.

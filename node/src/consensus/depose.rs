@@ -7,7 +7,10 @@
 //! follower **withdraws** from it: it answers none of its appends or heartbeats for the
 //! rest of that term (its election timer runs out and pre-vote elects another), and it
 //! votes for that node in no election for [`VOTE_REFUSAL`] (its log, holding the refused
-//! blocks, may be the longest). `docs/design/replication.md` has the reasoning.
+//! blocks, may be the longest), or until it has taken entries from a leader of a later
+//! term (its own log's last term is then later than the refused blocks', so Raft's own
+//! rule already refuses that node unless it has caught up). `docs/design/replication.md`
+//! has the reasoning.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,8 +39,8 @@ struct State {
     streak: Option<(Leadership, u32)>,
     /// The leaderships withdrawn from (at most a few: one per term that had a bad leader).
     withdrawn: Vec<Leadership>,
-    /// Nodes refused votes, until when.
-    no_votes: HashMap<u64, Instant>,
+    /// Nodes refused votes: until when, and the term they were withdrawn from in.
+    no_votes: HashMap<u64, (Instant, u64)>,
 }
 
 /// Most withdrawn leaderships remembered (older terms are over anyway).
@@ -77,8 +80,16 @@ impl Withdrawals {
         if s.withdrawn.len() > WITHDRAWN_MAX {
             s.withdrawn.remove(0);
         }
-        s.no_votes.insert(leader.0, now + VOTE_REFUSAL);
+        s.no_votes.insert(leader.0, (now + VOTE_REFUSAL, leader.1));
         true
+    }
+
+    /// Records that Raft took entries from `leader`: refusals of votes to nodes withdrawn
+    /// from in earlier terms end (this node's log now ends in a later term than theirs).
+    pub(crate) fn followed(&self, leader: Leadership) {
+        self.state()
+            .no_votes
+            .retain(|_, (_, term)| *term >= leader.1);
     }
 
     /// Records an append from `leader` whose blocks passed: the streak ends.
@@ -92,8 +103,8 @@ impl Withdrawals {
     /// How much longer this follower refuses its vote to `candidate`, if it does.
     pub(crate) fn refuses_vote_for(&self, candidate: u64, now: Instant) -> Option<Duration> {
         let mut s = self.state();
-        s.no_votes.retain(|_, until| *until > now);
-        s.no_votes.get(&candidate).map(|until| *until - now)
+        s.no_votes.retain(|_, (until, _)| *until > now);
+        s.no_votes.get(&candidate).map(|(until, _)| *until - now)
     }
 }
 
@@ -125,6 +136,20 @@ mod tests {
             None,
             "for a while"
         );
+    }
+
+    #[test]
+    fn the_vote_refusal_ends_once_a_later_leader_is_followed() {
+        let w = Withdrawals::new(1);
+        let now = Instant::now();
+        assert!(w.failed((7, 4), now));
+        w.followed((8, 4));
+        assert!(
+            w.refuses_vote_for(7, now).is_some(),
+            "same term: still refused"
+        );
+        w.followed((8, 5));
+        assert_eq!(w.refuses_vote_for(7, now), None);
     }
 
     #[test]

@@ -367,10 +367,16 @@ impl RaftServer {
         } else {
             rpc
         };
-        self.raft
+        let has_entries = !rpc.entries.is_empty();
+        let answer = self
+            .raft
             .append_entries(rpc)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if has_entries && answer.is_success() {
+            self.withdrawals.followed(leader);
+        }
+        Ok(answer)
     }
 }
 
