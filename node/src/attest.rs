@@ -76,9 +76,7 @@ pub(crate) async fn attest(shared: Arc<Shared>, key: Keypair) {
         let signed = sign_applied(&shared, &key, from, tip.height);
         attested = attested.max(signed.last().map_or(0, |a| a.height));
         if !signed.is_empty() {
-            if let Err(e) = shared.store().put_attestations(&signed) {
-                tracing::warn!(error = %e, "cannot keep this node's attestations");
-            }
+            // `take` keeps them in the store with whatever else it takes.
             for a in &signed {
                 mine.all.insert(a.height, *a);
                 mine.unsent.insert(a.height, ());
