@@ -13,9 +13,12 @@ if [ "$(id -u)" -ne 0 ] && [[ " $* " != *" --plan "* ]]; then
     exit 2
 fi
 cargo build --release --quiet -p ordo-cli -p ordo-nemesis -p ordo-lazyfs
+# The slow disk of the slow-disk faults (an LD_PRELOAD library).
+cargo build --release --quiet -p ordo-slowdisk
 # The validators of the test-only faults (`--faults invalid-blocks-leader`).
 cargo build --release --quiet -p ordo-cli --features fault-injection --bin ordo-faulty
 export ORDO_BIN="$CARGO_TARGET_DIR/release/ordo"
 export ORDO_FAULTY_BIN="$CARGO_TARGET_DIR/release/ordo-faulty"
 export ORDO_LAZYFS_BIN="$CARGO_TARGET_DIR/release/ordo-lazyfs"
+export ORDO_SLOWDISK_LIB="$CARGO_TARGET_DIR/release/libordo_slowdisk.so"
 exec "$CARGO_TARGET_DIR/release/ordo-nemesis" "$@"

@@ -7,4 +7,7 @@ source scripts/setup.sh
 # The test-only validator with injected faults (never the shipped `ordo`), for the tests of
 # a misbehaving validator: built first, as only the node crate's feature differs.
 cargo build --release -p ordo-cli --features fault-injection --bin ordo-faulty
+# The slow disk the slow-leader tests preload into validators (test code, an LD_PRELOAD
+# library beside `ordo`).
+cargo build --release -p ordo-slowdisk
 cargo test --release --workspace "$@"

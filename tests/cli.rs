@@ -335,6 +335,7 @@ fn node_run_documents_its_configuration_and_refuses_a_bad_one_with_exit_2() {
         "blocks_in_flight_max",
         "idle_batch_wait_ms",
         "depose_after_failed_appends",
+        "step_aside_when_slow",
         "background_write_mib_per_s",
         "[verify]",
         "threads",

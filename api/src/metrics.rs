@@ -163,6 +163,27 @@ pub const SILENT_CONNECTIONS: Metric = counter(
     "ordo_silent_connections_closed_total",
     "Connections to validators closed after 3 s without an answered ping (a partition, a paused or vanished peer).",
 );
+/// This node's pace of synced log writes (a moving average; a write under way counts once
+/// it outlasts it).
+pub const LOG_SYNC_PACE_SECONDS: Metric = gauge(
+    "ordo_log_sync_pace_seconds",
+    "This node's recent time for one synced write of Raft log entries (a moving average; a write under way counts once it is longer).",
+);
+/// Leader: its pace over its fastest caught-up follower's acknowledgement time.
+pub const LEADER_SLOWNESS: Metric = gauge(
+    "ordo_leader_slowness",
+    "Leader: its synced-write pace over its fastest caught-up follower's append acknowledgement time (0 when not leading); it hands leadership over at 3 held for a second.",
+);
+/// Times this node handed leadership over because its disk was the slowest.
+pub const STEP_ASIDES: Metric = counter(
+    "ordo_leader_step_asides_total",
+    "Times this node handed leadership to a follower because its own synced writes were clearly the slowest.",
+);
+/// 1 while this node holds back from elections after stepping aside.
+pub const HOLDING_BACK: Metric = gauge(
+    "ordo_election_held_back",
+    "1 while this node, having stepped aside for a slow disk, does not stand for election.",
+);
 
 /// Leader: how long the oldest transaction of each block waited in the mempool.
 pub const BLOCK_QUEUE_SECONDS: Metric = histogram(

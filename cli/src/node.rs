@@ -43,6 +43,10 @@ pub enum NodeCommand {
     ///   depose_after_failed_appends
     ///                           withdraw from a leader after this many appends in a row
     ///                           whose blocks fail this node's check (3)
+    ///   step_aside_when_slow    leading, hand leadership to the fastest caught-up
+    ///                           follower when this node's synced log writes take 3
+    ///                           times as long as its acknowledgements, for a second
+    ///                           (true)
     ///
     ///   [storage]
     ///   background_write_mib_per_s  most MiB/s that memtable flushes and compactions

@@ -236,6 +236,17 @@ pub struct RaftSection {
     /// heartbeats (so another is elected) and refuses it its vote for a while.
     #[serde(default = "default_depose_after_failed_appends")]
     pub depose_after_failed_appends: u32,
+    /// Leading, hand leadership to the fastest caught-up follower when this node's synced
+    /// log writes have taken at least 3 times as long as that follower's acknowledgements
+    /// (and at least 5 ms) for a second; then stand for election again only once this
+    /// node's writes have been fast for 30 s, or nothing has committed for two election
+    /// timeouts.
+    #[serde(default = "default_step_aside_when_slow")]
+    pub step_aside_when_slow: bool,
+}
+
+fn default_step_aside_when_slow() -> bool {
+    true
 }
 
 fn default_idle_batch_wait_ms() -> u64 {
@@ -254,6 +265,7 @@ impl Default for RaftSection {
             blocks_in_flight_max: 4,
             idle_batch_wait_ms: default_idle_batch_wait_ms(),
             depose_after_failed_appends: default_depose_after_failed_appends(),
+            step_aside_when_slow: default_step_aside_when_slow(),
         }
     }
 }

@@ -55,7 +55,44 @@ pub struct Figures {
     pub heal_to_commit_s: Option<f64>,
     /// Validators restarted after the load because their ledger asked for a salvage.
     pub salvage_restarts: u64,
+    /// Each slow-disk fault's acknowledgement rates.
+    pub slow_disks: Vec<SlowDisk>,
 }
+
+/// One slow-disk fault: the acknowledgement rate (commits acknowledged to clients that
+/// waited for them) before and while it held.
+#[derive(Clone, Debug, Serialize)]
+pub struct SlowDisk {
+    /// When it began, seconds into the run.
+    pub at_s: f64,
+    /// The slowed validator.
+    pub node: usize,
+    /// Whether it led.
+    pub leader: bool,
+    /// The delay of each of its fsyncs, milliseconds.
+    pub delay_ms: u64,
+    /// Acknowledgements per second through the other validators while no fault was in
+    /// force (the run's quiet time).
+    pub quiet_per_s: f64,
+    /// Acknowledgements per second through the other validators while this fault held.
+    pub during_per_s: f64,
+    /// Acknowledgements per second through every validator, in the quiet time.
+    pub all_quiet_per_s: f64,
+    /// Acknowledgements per second through every validator, while this fault held.
+    pub all_during_per_s: f64,
+    /// Seconds from its start to the end of the first second-long window in which
+    /// acknowledgements through the other validators were back to [`RECOVERED`] of their
+    /// quiet rate (1.0: they never fell below it).
+    pub recovered_s: Option<f64>,
+    /// Leader faults: seconds from its start until another validator said it led.
+    pub moved_s: Option<f64>,
+}
+
+/// The share of the quiet acknowledgement rate that counts as recovered.
+const RECOVERED: f64 = 0.8;
+/// A slowed leader (100 ms or more per fsync) must have been replaced, and the
+/// acknowledgements back to [`RECOVERED`] of the quiet rate, this long after the fault began.
+const SLOW_LEADER_RECOVERY_MAX: Duration = Duration::from_secs(5);
 
 /// What the checker is given.
 pub struct Run<'a> {
@@ -139,6 +176,11 @@ pub fn check(run: &Run<'_>) -> (Vec<Check>, Figures) {
     checks.push(invalid_answers(&events));
     checks.push(converged(&events));
     checks.push(healed(&events, &mut fig));
+    fig.slow_disks = slow_disks(&events);
+    if !fig.slow_disks.is_empty() {
+        checks.push(slow_leaders_replaced(&fig.slow_disks));
+        checks.push(slow_followers_cost_nothing(&fig.slow_disks));
+    }
 
     let (stall, at) = longest_stall(&events, run.end);
     fig.longest_stall_s = secs(stall);
@@ -184,6 +226,7 @@ fn event_time(e: &Event) -> Duration {
         | Event::BlockRead { at, .. }
         | Event::Tip { at, .. }
         | Event::FaultStart { at, .. }
+        | Event::DiskSlowed { at, .. }
         | Event::FaultEnd { at, .. }
         | Event::Crashed { at, .. }
         | Event::StoppedOnFullDisk { at, .. }
@@ -193,6 +236,200 @@ fn event_time(e: &Event) -> Duration {
         | Event::SalvageRestart { at, .. }
         | Event::Unhealed { at, .. } => *at,
     }
+}
+
+/// When clients that waited were told their transactions committed, through any
+/// validator but `except`.
+fn acknowledgements(events: &[Event], except: Option<usize>) -> Vec<Duration> {
+    let mut at: Vec<Duration> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Submit {
+                answered,
+                wait: true,
+                txs,
+                node,
+                ..
+            } if Some(*node) != except => Some((*answered, txs)),
+            _ => None,
+        })
+        .flat_map(|(answered, txs)| {
+            txs.iter()
+                .filter(|(_, a)| matches!(a, Answer::Committed(_)))
+                .map(move |_| answered)
+        })
+        .collect();
+    at.sort_unstable();
+    at
+}
+
+/// How many of the sorted `times` fall in `[from, to)`.
+fn count_in(times: &[Duration], from: Duration, to: Duration) -> usize {
+    times.partition_point(|t| *t < to) - times.partition_point(|t| *t < from)
+}
+
+/// `n` over `d`, per second, to a tenth.
+fn rate(n: usize, d: Duration) -> f64 {
+    if d.is_zero() {
+        return 0.0;
+    }
+    (n as f64 / d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// The stretches between the first acknowledgement and `end` when no fault was in force
+/// (nor in the second after one ended: a restarted node catching up).
+fn quiet_time(events: &[Event], first: Duration, end: Duration) -> Vec<(Duration, Duration)> {
+    let mut busy: Vec<(Duration, Duration)> = Vec::new();
+    let mut open: Option<Duration> = None;
+    for e in events {
+        match e {
+            Event::FaultStart { at, .. } => open = Some(*at),
+            Event::FaultEnd { at, .. } => {
+                if let Some(start) = open.take() {
+                    busy.push((start, *at + Duration::from_secs(1)));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut quiet = Vec::new();
+    let mut from = first;
+    for &(start, stop) in busy.iter().chain([&(end, end)]) {
+        let to = start.min(end);
+        if to > from {
+            quiet.push((from, to));
+        }
+        from = from.max(stop);
+    }
+    quiet
+}
+
+/// Each slow-disk fault's figures (`events` sorted by time). The rates it is judged by
+/// leave out the clients of the slowed validator: a validator acknowledges a commit once
+/// it has applied it, so those clients wait for its disk whoever leads.
+fn slow_disks(events: &[Event]) -> Vec<SlowDisk> {
+    let all = acknowledgements(events, None);
+    let (Some(&first), Some(end)) = (
+        all.first(),
+        events.iter().find_map(|e| match e {
+            Event::Healed { at } => Some(*at),
+            _ => None,
+        }),
+    ) else {
+        return Vec::new();
+    };
+    let quiet = quiet_time(events, first, end);
+    let quiet_len: Duration = quiet.iter().map(|(a, b)| *b - *a).sum();
+    let mut out = Vec::new();
+    for (k, e) in events.iter().enumerate() {
+        let Event::DiskSlowed {
+            at,
+            node,
+            leader,
+            delay_ms,
+        } = e
+        else {
+            continue;
+        };
+        let acks = acknowledgements(events, Some(*node));
+        let quiet_acks: usize = quiet.iter().map(|(a, b)| count_in(&acks, *a, *b)).sum();
+        let quiet_per_s = rate(quiet_acks, quiet_len);
+        let stop = events[k..]
+            .iter()
+            .find_map(|e| match e {
+                Event::FaultEnd { at, .. } => Some(*at),
+                _ => None,
+            })
+            .unwrap_or(end);
+        let held = stop.saturating_sub(*at);
+        let second = Duration::from_secs(1);
+        let step = Duration::from_millis(100);
+        let mut t = *at;
+        let mut recovered_s = None;
+        while t + second <= stop {
+            if count_in(&acks, t, t + second) as f64 >= RECOVERED * quiet_per_s {
+                recovered_s = Some(secs(t + second - *at));
+                break;
+            }
+            t += step;
+        }
+        let moved_s = events[k..].iter().find_map(|e| match e {
+            Event::Tip {
+                at: seen,
+                node: other,
+                leader: true,
+                ..
+            } if *leader && other != node && seen <= &stop => Some(secs(*seen - *at)),
+            _ => None,
+        });
+        out.push(SlowDisk {
+            at_s: secs(*at),
+            node: *node,
+            leader: *leader,
+            delay_ms: *delay_ms,
+            quiet_per_s,
+            during_per_s: rate(count_in(&acks, *at, stop), held),
+            all_quiet_per_s: rate(
+                quiet.iter().map(|(a, b)| count_in(&all, *a, *b)).sum(),
+                quiet_len,
+            ),
+            all_during_per_s: rate(count_in(&all, *at, stop), held),
+            recovered_s,
+            moved_s,
+        });
+    }
+    out
+}
+
+/// A leader whose fsyncs take 100 ms or more longer hands leadership over, and the
+/// acknowledgements come back, within [`SLOW_LEADER_RECOVERY_MAX`].
+fn slow_leaders_replaced(slow: &[SlowDisk]) -> Check {
+    let mut v = Violations::default();
+    let mut n = 0;
+    for s in slow.iter().filter(|s| s.leader && s.delay_ms >= 100) {
+        n += 1;
+        let max = SLOW_LEADER_RECOVERY_MAX.as_secs_f64();
+        let ok = s.moved_s.is_some() && s.recovered_s.is_some_and(|r| r <= max);
+        if !ok {
+            v.add(|| {
+                format!(
+                    "validator-{} slowed by {} ms at {:.1} s: leadership moved {}, acknowledgements back to {:.0} % of {:.1}/s {}",
+                    s.node,
+                    s.delay_ms,
+                    s.at_s,
+                    s.moved_s.map_or("never".into(), |m| format!("after {m:.2} s")),
+                    RECOVERED * 100.0,
+                    s.quiet_per_s,
+                    s.recovered_s.map_or("never".into(), |r| format!("after {r:.2} s")),
+                )
+            });
+        }
+    }
+    v.check(
+        "a leader with a slow disk hands over and acknowledgements through the others recover within 5 s",
+        || format!("{n} slowed leaders (100 ms or more), each replaced in time"),
+    )
+}
+
+/// A follower with a slow disk does not slow the cluster down.
+fn slow_followers_cost_nothing(slow: &[SlowDisk]) -> Check {
+    let mut v = Violations::default();
+    let mut n = 0;
+    for s in slow.iter().filter(|s| !s.leader) {
+        n += 1;
+        if s.during_per_s < RECOVERED * s.quiet_per_s {
+            v.add(|| {
+                format!(
+                    "validator-{} slowed by {} ms at {:.1} s: {:.1} acknowledgements/s, quiet {:.1}/s",
+                    s.node, s.delay_ms, s.at_s, s.during_per_s, s.quiet_per_s
+                )
+            });
+        }
+    }
+    v.check(
+        "a follower with a slow disk does not slow the others",
+        || format!("{n} slowed followers, acknowledgements through the others at 80 % or more of their quiet rate"),
+    )
 }
 
 fn crashes(events: &[Event]) -> Check {

@@ -42,6 +42,8 @@ pub struct Cluster {
     deaf: Vec<BTreeSet<usize>>,
     /// Each validator's libfaketime offset file, when they run under a fake clock.
     clocks: Vec<PathBuf>,
+    /// Each validator's fsync delay file, when they run with `libordo_slowdisk.so`.
+    slow_files: Vec<PathBuf>,
     available: bool,
 }
 
@@ -64,6 +66,8 @@ pub enum Active {
     Corrupted(usize),
     /// Validator signing its blocks wrongly: stop that.
     InvalidBlocks(usize),
+    /// Validator's fsyncs delayed: make them prompt again.
+    Slowed(usize),
 }
 
 /// Beside each validator's config: the file that, while it exists, makes `ordo-faulty`
@@ -88,6 +92,26 @@ fn fake_clock_env(library: &Path, file: &Path) -> Vec<(std::ffi::OsString, std::
     .collect()
 }
 
+/// Sets the fsync delay in `file` (read by `libordo_slowdisk.so`) to `ms` milliseconds.
+fn set_slow_disk(file: &Path, ms: u64) -> anyhow::Result<()> {
+    // Written whole and renamed, so the library never reads half a number.
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{ms}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot rename to {}", file.display()))
+}
+
+/// Adds `library` to the libraries `env` preloads.
+fn preload(env: &mut Vec<(std::ffi::OsString, std::ffi::OsString)>, library: &Path) {
+    match env.iter_mut().find(|(k, _)| k == "LD_PRELOAD") {
+        Some((_, v)) => {
+            v.push(" ");
+            v.push(library);
+        }
+        None => env.push(("LD_PRELOAD".into(), library.into())),
+    }
+}
+
 /// Sets the offset in `file` to `seconds`.
 fn set_clock(file: &Path, seconds: i64) -> anyhow::Result<()> {
     let text = format!("{}{seconds}\n", if seconds >= 0 { "+" } else { "" });
@@ -101,10 +125,12 @@ impl Cluster {
     /// The validators of `net`, run with `bin` inside `topology`'s namespaces (not started),
     /// under libfaketime when `fake_clock` names the library, their data on `disks` when
     /// there are any (one per validator, holding its data directory), under `lazies` when
-    /// there are any (likewise).
+    /// there are any (likewise), with `slow_disk` (`libordo_slowdisk.so`) preloaded when
+    /// it names the library.
     ///
     /// # Errors
-    /// When a clock file cannot be written.
+    /// When a clock or delay file cannot be written.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mut net: Net,
         lazies: Vec<Lazy>,
@@ -113,9 +139,11 @@ impl Cluster {
         bin: PathBuf,
         history: History,
         fake_clock: Option<&Path>,
+        slow_disk: Option<&Path>,
     ) -> anyhow::Result<Cluster> {
         let n = net.nodes.len();
         let mut clocks = Vec::new();
+        let mut slow_files = Vec::new();
         for (i, node) in net.nodes.iter_mut().enumerate() {
             node.launcher = topology.launcher(i);
             if let Some(library) = fake_clock {
@@ -123,6 +151,14 @@ impl Cluster {
                 set_clock(&file, 0)?;
                 node.env = fake_clock_env(library, &file);
                 clocks.push(file);
+            }
+            if let Some(library) = slow_disk {
+                let file = node.config.with_file_name("fsync-delay-ms");
+                set_slow_disk(&file, 0)?;
+                preload(&mut node.env, library);
+                node.env
+                    .push(("ORDO_SLOWDISK_FILE".into(), file.clone().into()));
+                slow_files.push(file);
             }
             // Read only by `ordo-faulty`; `ordo` has no such fault.
             node.env.push((
@@ -143,6 +179,7 @@ impl Cluster {
             damaged: vec![false; n],
             deaf: vec![BTreeSet::new(); n],
             clocks,
+            slow_files,
             available: false,
         })
     }
@@ -309,6 +346,35 @@ impl Cluster {
                     format!("validator-{i} signs its blocks wrongly"),
                 )
             }
+            FaultKind::SlowDiskLeader | FaultKind::SlowDiskFollower => {
+                let i = if step.kind == FaultKind::SlowDiskLeader {
+                    target
+                } else {
+                    // A follower: any validator but the leader.
+                    let followers: Vec<usize> = (0..n).filter(|&j| Some(j) != leader).collect();
+                    followers[rng.below(followers.len() as u64) as usize]
+                };
+                let delays = crate::schedule::SLOW_DISK_DELAYS_MS;
+                let ms = delays[rng.below(delays.len() as u64) as usize];
+                let file = self
+                    .slow_files
+                    .get(i)
+                    .context("the validators do not run with libordo_slowdisk.so")?;
+                set_slow_disk(file, ms)?;
+                self.history.push(Event::DiskSlowed {
+                    at: self.history.now(),
+                    node: i,
+                    leader: leader == Some(i),
+                    delay_ms: ms,
+                });
+                (
+                    Active::Slowed(i),
+                    format!(
+                        "validator-{i}{}'s fsyncs take {ms} ms more",
+                        if leader == Some(i) { " (leader)" } else { "" }
+                    ),
+                )
+            }
             FaultKind::CorruptRandom => {
                 let i = target;
                 let graceful = rng.below(2) == 0;
@@ -362,6 +428,7 @@ impl Cluster {
             }
             Active::Corrupted(i) => self.restart(i)?,
             Active::InvalidBlocks(i) => self.valid_blocks(i)?,
+            Active::Slowed(i) => set_slow_disk(&self.slow_files[i], 0)?,
         }
         self.history.push(Event::FaultEnd {
             at: self.history.now(),
@@ -394,6 +461,9 @@ impl Cluster {
         self.heal_network()?;
         for file in &self.clocks {
             set_clock(file, 0)?;
+        }
+        for file in &self.slow_files {
+            set_slow_disk(file, 0)?;
         }
         for i in 0..self.len() {
             self.valid_blocks(i)?;

@@ -107,6 +107,17 @@ pub enum Event {
         /// What it does, to whom (`validator-1 killed`, `{0} | {1,2}`…).
         what: String,
     },
+    /// A validator's fsyncs were slowed (with its [`Event::FaultStart`]).
+    DiskSlowed {
+        /// When.
+        at: Duration,
+        /// Which validator.
+        node: usize,
+        /// Whether it led then, as far as the nemesis knew.
+        leader: bool,
+        /// By how much each fsync is delayed.
+        delay_ms: u64,
+    },
     /// The fault ended (restart, resume, heal).
     FaultEnd {
         /// When.

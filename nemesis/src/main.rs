@@ -54,7 +54,12 @@ struct Args {
     /// Validators per run (3 to 7).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=7))]
     validators: u8,
-    /// The kinds of fault to draw from (comma-separated; default: all).
+    /// Clients per validator that submit one transaction at a time and wait for its
+    /// commit (the acknowledgement rate the slow-disk figures compare).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32))]
+    writers: u8,
+    /// The kinds of fault to draw from (comma-separated; default: all but
+    /// invalid-blocks-leader and the slow-disk kinds).
     #[arg(long, value_delimiter = ',', value_enum)]
     faults: Vec<FaultKind>,
     /// Where each run's directory (keys, configs, data, logs, history) is made.
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
             seed,
             length: Duration::from_secs(args.seconds),
             validators: usize::from(args.validators),
+            writers: usize::from(args.writers),
             kinds: kinds.clone(),
             dir: args.dir.clone(),
             keep: args.keep,
@@ -236,6 +242,26 @@ fn print_report(r: &Report) {
             .map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s")),
         f.salvage_restarts
     );
+    for s in &f.slow_disks {
+        println!(
+            "  slow disk at {:.1} s: validator-{} ({}) fsyncs +{} ms · acknowledged through the others {:.1}/s quiet, {:.1}/s during (through all {:.1}/s, {:.1}/s){} · back to 80 % {}",
+            s.at_s,
+            s.node,
+            if s.leader { "leader" } else { "follower" },
+            s.delay_ms,
+            s.quiet_per_s,
+            s.during_per_s,
+            s.all_quiet_per_s,
+            s.all_during_per_s,
+            match (s.leader, s.moved_s) {
+                (false, _) => String::new(),
+                (true, Some(m)) => format!(" · leadership moved after {m:.2} s"),
+                (true, None) => " · leadership never moved".to_owned(),
+            },
+            s.recovered_s
+                .map_or_else(|| "never".to_owned(), |r| format!("after {r:.2} s")),
+        );
+    }
     for c in &r.checks {
         println!(
             "  {} {} — {}",

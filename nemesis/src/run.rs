@@ -33,6 +33,8 @@ pub struct Options {
     pub length: Duration,
     /// How many validators.
     pub validators: usize,
+    /// Writers waiting for commits, per validator.
+    pub writers: usize,
     /// The kinds of fault drawn.
     pub kinds: Vec<FaultKind>,
     /// Where the run's directory is made.
@@ -164,7 +166,8 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
     let n = opts.validators;
-    let mut spec = Spec::new(&format!("nemesis-{}", opts.seed), n, 2 * n);
+    let clients = workload::keys_needed(n, opts.writers);
+    let mut spec = Spec::new(&format!("nemesis-{}", opts.seed), n, clients);
     spec.hosts = (0..n).map(host_ip).collect::<Vec<IpAddr>>();
     // Where each validator's data lives: on its own disk (DISK_DIR) when the run fills
     // disks, under ordo-lazyfs (LAZY_DIR, backed by a directory on that disk or beside
@@ -235,6 +238,14 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
     } else {
         opts.bin.clone()
     };
+    let slow_disk = if opts.kinds.iter().any(|k| k.needs_slow_disk()) {
+        Some(ordo_harness::sibling_bin(
+            "libordo_slowdisk.so",
+            "ORDO_SLOWDISK_LIB",
+        )?)
+    } else {
+        None
+    };
     let cluster = Arc::new(Mutex::new(Cluster::new(
         net,
         lazies,
@@ -243,13 +254,21 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         validator_bin,
         history.clone(),
         fake_clock.as_deref(),
+        slow_disk.as_deref(),
     )?));
     cluster.lock().await.start_all()?;
 
     let shared = Shared::new(history.clone(), n);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    workload::spawn(&mut tasks, &shared, &endpoints, &keys, opts.seed, &stop_rx);
+    workload::spawn(
+        &mut tasks,
+        &shared,
+        &endpoints,
+        (&keys, opts.writers),
+        opts.seed,
+        &stop_rx,
+    );
     let mut supervisor = AbortOnDrop(tokio::spawn(supervise(cluster.clone())));
 
     let first = ordo_harness::poll(FIRST_COMMIT, Duration::from_millis(100), || {

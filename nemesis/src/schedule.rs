@@ -81,6 +81,12 @@ pub enum FaultKind {
     /// hold ends: its followers must refuse the blocks and depose it. Drawn only when
     /// asked for (`--faults`): not in [`FaultKind::ALL`].
     InvalidBlocksLeader,
+    /// Delay every fsync of the leader by 10 ms, 100 ms or 1 s (`libordo_slowdisk.so`):
+    /// it must hand leadership to a healthy follower. Drawn only when asked for.
+    SlowDiskLeader,
+    /// Delay every fsync of a random follower by 10 ms, 100 ms or 1 s: the cluster must
+    /// not slow down. Drawn only when asked for.
+    SlowDiskFollower,
 }
 
 impl FaultKind {
@@ -123,6 +129,8 @@ impl FaultKind {
             FaultKind::PowerCutAll => "power-cut-all",
             FaultKind::CorruptRandom => "corrupt-random",
             FaultKind::InvalidBlocksLeader => "invalid-blocks-leader",
+            FaultKind::SlowDiskLeader => "slow-disk-leader",
+            FaultKind::SlowDiskFollower => "slow-disk-follower",
         }
     }
 
@@ -144,6 +152,8 @@ impl FaultKind {
             }
             FaultKind::CorruptRandom => (s(1), s(8)),
             FaultKind::InvalidBlocksLeader => (s(3), s(15)),
+            // Long enough to see the acknowledgements come back after a hand-over.
+            FaultKind::SlowDiskLeader | FaultKind::SlowDiskFollower => (s(8), s(20)),
         }
     }
 
@@ -155,6 +165,7 @@ impl FaultKind {
                 | FaultKind::PauseLeader
                 | FaultKind::SkewLeader
                 | FaultKind::InvalidBlocksLeader
+                | FaultKind::SlowDiskLeader
         )
     }
 
@@ -178,6 +189,14 @@ impl FaultKind {
         self == FaultKind::InvalidBlocksLeader
     }
 
+    /// Whether the validators must run with `libordo_slowdisk.so` preloaded for this kind.
+    pub fn needs_slow_disk(self) -> bool {
+        matches!(
+            self,
+            FaultKind::SlowDiskLeader | FaultKind::SlowDiskFollower
+        )
+    }
+
     /// Whether the validators' scrub must re-check their ledgers often for this kind.
     pub fn needs_frequent_scrub(self) -> bool {
         self == FaultKind::CorruptRandom
@@ -196,6 +215,9 @@ pub fn skew_seconds(rng: &mut Rng) -> i64 {
         -magnitude
     }
 }
+
+/// The fsync delays a slow-disk fault draws from, in milliseconds.
+pub const SLOW_DISK_DELAYS_MS: [u64; 3] = [10, 100, 1000];
 
 /// One scheduled fault.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

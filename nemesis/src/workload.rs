@@ -105,28 +105,38 @@ impl Endpoint {
     }
 }
 
-/// Starts every client task; they run until `stop` turns true.
+/// The client keys a run needs for `validators` validators with `waiting` waiting writers
+/// each: one per writer.
+pub fn keys_needed(validators: usize, waiting: usize) -> usize {
+    validators * (waiting + 1)
+}
+
+/// Starts every client task, with `waiting` writers waiting for commits per validator
+/// (each with a key of its own, from `keys`); they run until `stop` turns true.
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     shared: &Arc<Shared>,
     endpoints: &[Endpoint],
-    keys: &[Keypair],
+    (keys, waiting): (&[Keypair], usize),
     seed: u64,
     stop: &watch::Receiver<bool>,
 ) {
     let n = endpoints.len();
+    let per = waiting + 1;
     for (i, e) in endpoints.iter().enumerate() {
         tasks.spawn(poller(i, e.poll.clone(), shared.clone(), stop.clone()));
-        let waiting = keys[(2 * i) % keys.len()].clone();
-        let batching = keys[(2 * i + 1) % keys.len()].clone();
-        tasks.spawn(writer(
-            i,
-            e.client.clone(),
-            waiting,
-            true,
-            shared.clone(),
-            stop.clone(),
-        ));
+        for w in 0..waiting {
+            let key = keys[(per * i + w) % keys.len()].clone();
+            tasks.spawn(writer(
+                i,
+                e.client.clone(),
+                key,
+                true,
+                shared.clone(),
+                stop.clone(),
+            ));
+        }
+        let batching = keys[(per * i + waiting) % keys.len()].clone();
         tasks.spawn(writer(
             i,
             e.client.clone(),

@@ -19,6 +19,35 @@ use crate::shared::Shared;
 const ANNOUNCE_BACKLOG_MAX: usize = 8_192;
 const _: () = assert!(4 * ANNOUNCE_BACKLOG_MAX <= crate::precheck::PRECHECKED_MAX);
 
+/// A transaction this node took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// Its id.
+    pub(crate) id: TxId,
+    /// False when it was forwarded to a leader that did not answer in time: it may have
+    /// been taken there, and this node sends it again (`crate::resend`). The client is
+    /// answered `202` to poll or resubmit, never told it was not taken.
+    pub(crate) confirmed: bool,
+}
+
+impl Taken {
+    /// Taken for sure.
+    pub(crate) fn confirmed(id: TxId) -> Taken {
+        Taken {
+            id,
+            confirmed: true,
+        }
+    }
+
+    /// Sent to a leader that never answered.
+    pub(crate) fn unconfirmed(id: TxId) -> Taken {
+        Taken {
+            id,
+            confirmed: false,
+        }
+    }
+}
+
 impl Shared {
     /// A turn to admit a client submission (`crate::gate`: it may wait a little in a
     /// bounded queue, so that a burst is absorbed rather than refused). `None` (the client
@@ -42,12 +71,14 @@ impl Shared {
     }
 
     /// Admits `txs` on this node (all checks, signatures batch-verified off the async
-    /// threads), then, unless this node leads, forwards the admitted ones to the leader.
-    /// Returns the transactions' ids and one result per transaction, in order.
+    /// threads), then, unless this node leads, forwards the admitted ones to the leader
+    /// (to a newly elected one if it does not answer), giving up at `deadline`. Returns
+    /// the transactions' ids and one result per transaction, in order.
     pub(crate) async fn submit(
         self: &Arc<Self>,
         txs: Vec<SignedTransaction>,
-    ) -> (Vec<TxId>, Vec<Result<TxId, SubmitError>>) {
+        deadline: Instant,
+    ) -> (Vec<TxId>, Vec<Result<Taken, SubmitError>>) {
         // Each node checks each signature once: the leader at admission, a follower before
         // it appends the block. So a follower does not check here; the leader's verdict on
         // the forwarded transaction comes back to the client.
@@ -56,9 +87,9 @@ impl Shared {
         // a short backlog keeps their bytes to announce to its followers.
         let copies = (!leading).then(|| txs.clone());
         let (ids, admitted, announced) = self.clone().admit_blocking(txs, leading).await;
-        let mut results: Vec<Result<TxId, SubmitError>> = admitted
+        let mut results: Vec<Result<Taken, SubmitError>> = admitted
             .into_iter()
-            .map(|r| r.map_err(SubmitError::Admit))
+            .map(|r| r.map(Taken::confirmed).map_err(SubmitError::Admit))
             .collect();
         let fresh: Vec<usize> = (0..results.len()).filter(|i| results[*i].is_ok()).collect();
         // Leadership may have changed during admission: what counts is who leads now.
@@ -66,7 +97,7 @@ impl Shared {
             if self.is_leader() {
                 self.admitted_as_leader(&fresh, announced);
             } else {
-                self.forward_admitted(copies, &ids, &fresh, &mut results)
+                self.forward_admitted(copies, &fresh, &mut results, deadline)
                     .await;
             }
         }
@@ -106,7 +137,7 @@ impl Shared {
         }
     }
 
-    fn count(&self, results: &[Result<TxId, SubmitError>]) {
+    fn count(&self, results: &[Result<Taken, SubmitError>]) {
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         let c = self.counters();
         c.txs_accepted.fetch_add(ok, Ordering::Relaxed);

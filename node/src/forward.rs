@@ -9,10 +9,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use ordo_crypto::PublicKey;
 use ordo_ledger::{SignedTransaction, TxId};
 
+use crate::admission::Taken;
+use crate::consensus::Role;
 use crate::error::SubmitError;
 use crate::mempool::AdmitError;
 use crate::network::{Frame, InboundRequest, Kind};
@@ -52,51 +55,79 @@ fn verdict_result(verdict: Verdict, id: TxId) -> Result<TxId, SubmitError> {
     }
 }
 
+/// How a forwarded transaction fared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Forwarded {
+    /// A leader's verdict.
+    Verdict(Verdict),
+    /// This node leads now: the transaction is in its own pool.
+    Ours,
+    /// Sent to a leader that did not answer in time (or whose connection broke): it may
+    /// have taken it. It stays in this node's pool, which sends it again
+    /// (`crate::resend`).
+    Unknown,
+    /// No leader was asked in time.
+    NotSent,
+}
+
+/// How often a follower looks for a new leader while a forward waits.
+const LEADER_POLL: Duration = Duration::from_millis(20);
+
 impl Shared {
     /// Following: forwards the transactions at `fresh` (admitted here; `copies` holds every
-    /// submitted transaction) to the leader and writes its verdicts into `results`. Those
-    /// the leader did not take leave this node's mempool again.
+    /// submitted transaction) to the leader and writes its verdicts into `results`, by
+    /// `deadline`. A leader that does not answer is given up for a newly elected one; a
+    /// transaction sent to a leader that never answered is [`Taken::unconfirmed`]. Those
+    /// no leader took leave this node's mempool again.
     pub(crate) async fn forward_admitted(
         &self,
         copies: Option<Vec<SignedTransaction>>,
-        ids: &[TxId],
         fresh: &[usize],
-        results: &mut [Result<TxId, SubmitError>],
+        results: &mut [Result<Taken, SubmitError>],
+        deadline: Instant,
     ) {
-        let leader_id = self.leader();
-        let verdicts = match (copies, leader_id.and_then(|id| self.validator(id))) {
-            (Some(copies), Some((_, leader))) => {
+        let outcomes = match copies {
+            Some(copies) => {
                 let mut wanted = fresh.iter().peekable();
-                let batch: Arc<Vec<SignedTransaction>> = Arc::new(
-                    copies
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
-                        .map(|(_, tx)| tx)
-                        .collect(),
-                );
-                self.check_while_forwarding(&batch, fresh.iter().map(|&i| ids[i]));
-                self.forward(leader, &batch).await
+                let batch: Vec<SignedTransaction> = copies
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| wanted.next_if_eq(&i).is_some())
+                    .map(|(_, tx)| tx)
+                    .collect();
+                self.forward_until(batch, fresh, results, deadline).await
             }
-            // No leader known, or this node led when it admitted them and has lost office
-            // since: the client retries (503), and meets the next leader.
-            _ => vec![Err(SubmitError::NoLeader); fresh.len()],
+            // This node led when it admitted them and has lost office since: the client
+            // retries (503), and meets the next leader.
+            None => vec![(Forwarded::NotSent, false); fresh.len()],
         };
+        let leader_id = self.leader();
         let mut gone = Vec::new();
         let mut checked = Vec::new();
-        for (verdict, &slot) in verdicts.into_iter().zip(fresh) {
-            let Ok(id) = results[slot] else { continue };
-            // Only `Accepted` means the leader checked this copy's signature: the id does
-            // not cover the signature, so an `AlreadyPending` copy may differ.
-            if verdict == Ok(Verdict::Accepted) {
-                checked.push(id);
-            }
-            if verdict == Ok(Verdict::Busy)
-                && let Some(leader) = leader_id
-            {
-                self.gate().leader_is_busy(leader);
-            }
-            let outcome = verdict.and_then(|v| verdict_result(v, id));
+        for ((outcome, resent), &slot) in outcomes.into_iter().zip(fresh) {
+            let Ok(taken) = results[slot] else { continue };
+            let id = taken.id;
+            let outcome = match outcome {
+                Forwarded::Ours => Ok(taken),
+                Forwarded::Unknown => Ok(Taken::unconfirmed(id)),
+                Forwarded::NotSent => Err(SubmitError::NoLeader),
+                // Sent again after an earlier leader did not answer: that leader took it.
+                Forwarded::Verdict(Verdict::AlreadyCommitted { .. }) if resent => Ok(taken),
+                Forwarded::Verdict(verdict) => {
+                    // Only `Accepted` means the leader checked this copy's signature: the
+                    // id does not cover the signature, so an `AlreadyPending` copy may
+                    // differ.
+                    if verdict == Verdict::Accepted {
+                        checked.push(id);
+                    }
+                    if verdict == Verdict::Busy
+                        && let Some(leader) = leader_id
+                    {
+                        self.gate().leader_is_busy(leader);
+                    }
+                    verdict_result(verdict, id).map(|_| taken)
+                }
+            };
             if outcome.is_err() {
                 gone.push(id);
             }
@@ -106,6 +137,135 @@ impl Shared {
         pool.mark_verified(&checked);
         if !gone.is_empty() {
             pool.remove_pending(&gone);
+        }
+    }
+
+    /// Sends `batch` (the transactions at `fresh` of the submission) to the leader, and
+    /// to each leader elected after it, until each has a verdict or `deadline` passes.
+    /// One outcome per transaction, with whether it was sent more than once.
+    async fn forward_until(
+        &self,
+        batch: Vec<SignedTransaction>,
+        fresh: &[usize],
+        results: &[Result<Taken, SubmitError>],
+        deadline: Instant,
+    ) -> Vec<(Forwarded, bool)> {
+        let mut out: Vec<Option<Forwarded>> = vec![None; batch.len()];
+        let mut sends = vec![0u32; batch.len()];
+        // Sent to a leader that did not answer: it may have taken it.
+        let mut maybe_taken = vec![false; batch.len()];
+        // The leader (and its term) that last failed to answer, or answered "not leader".
+        let mut given_up: Option<(u64, u64)> = None;
+        let mut first = true;
+        loop {
+            let left: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();
+            if left.is_empty() {
+                break;
+            }
+            let Some((leader, term)) = self.leader_other_than(given_up, deadline).await else {
+                break;
+            };
+            if leader == self.me().node_id {
+                for &i in &left {
+                    out[i] = Some(Forwarded::Ours);
+                }
+                self.wake_proposer();
+                break;
+            }
+            let Some(&(_, key)) = self.validator(leader) else {
+                break;
+            };
+            let chunk: Arc<Vec<SignedTransaction>> =
+                Arc::new(left.iter().map(|&i| batch[i].clone()).collect());
+            if first {
+                let ids = fresh
+                    .iter()
+                    .filter_map(|&i| results[i].as_ref().ok().map(|t| t.id));
+                self.check_while_forwarding(&chunk, ids);
+                first = false;
+            }
+            for &i in &left {
+                sends[i] += 1;
+            }
+            let answer = tokio::select! {
+                verdicts = self.forward(key, &chunk) => Some(verdicts),
+                () = self.leader_moved_from(leader) => None,
+                () = tokio::time::sleep_until(deadline.into()) => None,
+            };
+            given_up = Some((leader, term));
+            let Some(verdicts) = answer else {
+                // No answer: the leader may have taken them, or not.
+                for &i in &left {
+                    maybe_taken[i] = true;
+                }
+                continue;
+            };
+            for (verdict, &i) in verdicts.into_iter().zip(&left) {
+                match verdict {
+                    Ok(Verdict::NotLeader) => {}
+                    Ok(v) => out[i] = Some(Forwarded::Verdict(v)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, leader, "a forward to the leader failed");
+                        maybe_taken[i] = true;
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .zip(maybe_taken)
+            .zip(sends)
+            .map(|((o, maybe), n)| {
+                let o = o.unwrap_or(if maybe {
+                    Forwarded::Unknown
+                } else {
+                    Forwarded::NotSent
+                });
+                (o, n > 1)
+            })
+            .collect()
+    }
+
+    /// The leader this node knows (and its term), this node itself if it leads, unless it
+    /// is `given_up` in the same term; waits for another until `deadline`.
+    async fn leader_other_than(
+        &self,
+        given_up: Option<(u64, u64)>,
+        deadline: Instant,
+    ) -> Option<(u64, u64)> {
+        loop {
+            let st = self.raft_status();
+            let me = self.me().node_id;
+            let known = if st.role == Role::Leader {
+                Some(me)
+            } else {
+                st.leader
+            };
+            if let Some(leader) = known
+                && given_up.is_none_or(|(id, term)| leader != id || st.term > term)
+            {
+                return Some((leader, st.term));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            tokio::time::sleep(LEADER_POLL.min(deadline - now)).await;
+        }
+    }
+
+    /// Completes once a node other than `leader` leads, as far as this node knows.
+    async fn leader_moved_from(&self, leader: u64) {
+        loop {
+            let st = self.raft_status();
+            let moved = if st.role == Role::Leader {
+                leader != self.me().node_id
+            } else {
+                st.leader.is_some_and(|l| l != leader)
+            };
+            if moved {
+                return;
+            }
+            tokio::time::sleep(LEADER_POLL).await;
         }
     }
 
@@ -138,12 +298,12 @@ impl Shared {
     /// chunk holding it could not be delivered).
     pub(crate) async fn forward(
         &self,
-        leader: &PublicKey,
+        leader: PublicKey,
         txs: &[SignedTransaction],
     ) -> Vec<Result<Verdict, SubmitError>> {
         let mut verdicts = Vec::with_capacity(txs.len());
         for chunk in txs.chunks(FORWARD_TXS_MAX) {
-            match self.forward_chunk(leader, chunk).await {
+            match self.forward_chunk(&leader, chunk).await {
                 Ok(got) => verdicts.extend(got.into_iter().map(Ok)),
                 Err(e) => verdicts.extend(std::iter::repeat_n(Err(e), chunk.len())),
             }

@@ -38,7 +38,7 @@ async fn resend_once(shared: &Shared) {
     if txs.is_empty() {
         return;
     }
-    let verdicts = shared.forward(&leader, &txs).await;
+    let verdicts = shared.forward(leader, &txs).await;
     let done: Vec<TxId> = txs
         .iter()
         .zip(&verdicts)

@@ -15,6 +15,7 @@ use ordo_ledger::{ChainTip, Policy, Store, StoreError, TxId};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::certify::Collected;
+use crate::consensus::Pace;
 use crate::consensus::{self, AppliedBlock, OrdoRaft, RaftStatus, RecentBlocks, Role};
 use crate::gate::Gate;
 use crate::heal::StorageHealth;
@@ -63,6 +64,7 @@ pub(crate) struct Parts {
     pub(crate) tip: watch::Receiver<ChainTip>,
     pub(crate) recent: RecentBlocks,
     pub(crate) timings: Arc<Timings>,
+    pub(crate) pace: Arc<Pace>,
     pub(crate) prechecked: Arc<Prechecked>,
     pub(crate) attestations: Collected,
     pub(crate) stopping: watch::Receiver<bool>,
@@ -86,6 +88,7 @@ pub(crate) struct Shared {
     recent: RecentBlocks,
     counters: Counters,
     timings: Arc<Timings>,
+    pace: Arc<Pace>,
     prechecked: Arc<Prechecked>,
     attestations: Collected,
     started: Instant,
@@ -127,6 +130,7 @@ impl Shared {
             recent: parts.recent,
             counters: Counters::default(),
             timings: parts.timings,
+            pace: parts.pace,
             prechecked: parts.prechecked,
             attestations: parts.attestations,
             started: Instant::now(),
@@ -218,6 +222,11 @@ impl Shared {
     /// How long each pipeline stage takes.
     pub(crate) fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// How fast this node's synced log writes are (and, leading, its followers').
+    pub(crate) fn pace(&self) -> &Arc<Pace> {
+        &self.pace
     }
 
     /// Signatures checked ahead of their blocks (following), and announcing (leading).

@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::consensus::{
     self, BlockStateMachine, ConsensusError, LogStore, OrdoRaft, RaftServer, RaftSettings,
-    StatusWatch, node_id, node_ids, open_consensus_storage, open_store_salvaging,
+    StatusWatch, StepAside, node_id, node_ids, open_consensus_storage, open_store_salvaging,
 };
 use crate::error::Fatal;
 use crate::forward::FORWARD_CHECKS_MAX;
@@ -351,7 +351,7 @@ async fn assemble(
             .await?;
     let (log, sm) = open_consensus_storage(store.clone(), policy.clone(), source.clone())
         .map_err(StartError::ConsensusState)?;
-    let (recent, timings) = (sm.recent(), log.timings());
+    let (recent, timings, pace) = (sm.recent(), log.timings(), log.pace());
     let raft = start_raft(config, &genesis, &key, &base, log.clone(), sm).await?;
     let (tip_tx, tip) = watch::channel(store.tip());
     let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max, &base.others);
@@ -385,6 +385,7 @@ async fn assemble(
         tip,
         recent,
         timings,
+        pace,
         prechecked,
         attestations: crate::certify::Collected::load(policy_for_attest, store_for_attest)?,
         stopping,
@@ -501,6 +502,22 @@ fn spawn_tasks(s: Started, config: &NodeConfig, span: &tracing::Span) -> Vec<Joi
             stopped(shared.stopping_watch()),
         ))),
     ];
+    if config.raft.step_aside_when_slow {
+        let c = &shared.genesis().consensus;
+        let rule = StepAside::for_election_max(Duration::from_millis(c.election_timeout_max_ms));
+        let names = shared
+            .genesis()
+            .validators
+            .iter()
+            .map(|v| (node_id(&v.public_key), v.name.clone()))
+            .collect();
+        tasks.push(spawn(Box::pin(crate::consensus::step_aside(
+            shared.raft().clone(),
+            shared.pace().clone(),
+            (rule, names),
+            stopped(shared.stopping_watch()),
+        ))));
+    }
     for follower in s.others {
         let peer = shared
             .genesis()

@@ -24,6 +24,9 @@ static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Beside each validator's data directory: the file that turns on its invalid blocks.
 const INVALID_BLOCKS_FILE: &str = "fault-invalid-blocks";
+/// Beside each validator's data directory: its fsync delay in milliseconds, when it runs
+/// with `libordo_slowdisk.so` preloaded.
+const FSYNC_DELAY_FILE: &str = "fsync-delay-ms";
 
 /// Settings for a test cluster.
 #[derive(Clone, Debug)]
@@ -37,6 +40,9 @@ pub struct Options {
     /// Run `ordo-faulty` (test-only faults, off until [`Cluster::fault_file`] exists)
     /// instead of `ordo`.
     pub faulty: bool,
+    /// Preload `libordo_slowdisk.so` (built beside `ordo`): each validator's fsyncs take
+    /// as many milliseconds more as [`Cluster::slow_disk`] last set (none at first).
+    pub slow_disk: bool,
 }
 
 impl Default for Options {
@@ -49,6 +55,7 @@ impl Default for Options {
             block_txs_max: 1000,
             mempool_txs_max: 100_000,
             faulty: false,
+            slow_disk: false,
         }
     }
 }
@@ -80,7 +87,7 @@ impl Cluster {
         let dir = TempDir::new().expect("tempdir");
         let chain = TestChain::new(opts.validators, opts.clients);
         let o = opts.clone();
-        let faulty = opts.faulty;
+        let (faulty, slow_disk) = (opts.faulty, opts.slow_disk);
         let spec = Spec {
             chain_id: CHAIN.into(),
             validators: chain.validators.clone(),
@@ -112,6 +119,22 @@ impl Cluster {
         } else {
             ordo_bin()
         };
+        if slow_disk {
+            let library = ordo_bin().with_file_name("libordo_slowdisk.so");
+            assert!(
+                library.is_file(),
+                "{} is missing: cargo build --release --workspace builds it",
+                library.display()
+            );
+            for node in &mut net.nodes {
+                let file = node.data_dir.with_file_name(FSYNC_DELAY_FILE);
+                std::fs::write(&file, "0\n").expect("fsync delay file");
+                node.env
+                    .push(("LD_PRELOAD".into(), library.clone().into_os_string()));
+                node.env
+                    .push(("ORDO_SLOWDISK_FILE".into(), file.into_os_string()));
+            }
+        }
         net.start_all(&bin).expect("start the cluster");
         let clients = net
             .nodes
@@ -187,6 +210,15 @@ impl Cluster {
     /// `faulty`) propose blocks that fail verification when it leads.
     pub fn fault_file(&self, i: usize) -> PathBuf {
         self.node(i).data_dir.with_file_name(INVALID_BLOCKS_FILE)
+    }
+
+    /// Makes every fsync of validator `i` (of a cluster started with `slow_disk`) take
+    /// `ms` milliseconds more, from within 50 ms.
+    pub fn slow_disk(&self, i: usize, ms: u64) {
+        let file = self.node(i).data_dir.with_file_name(FSYNC_DELAY_FILE);
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{ms}\n")).expect("fsync delay");
+        std::fs::rename(&tmp, &file).expect("fsync delay");
     }
 
     pub fn log_tail(&self, i: usize) -> String {

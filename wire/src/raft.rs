@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, VoteOf};
 use ordo_crypto::{Hash, PublicKey};
@@ -161,6 +162,10 @@ pub enum RaftRequest {
         /// Its content ([`crate::encode_snapshot_data`]).
         data: Vec<u8>,
     },
+    /// A leader hands its office over: it proposes nothing more, every voter stops
+    /// honouring its lease, and the node it names stands for election once its log holds
+    /// the leader's last entry.
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
 /// The answer to a [`RaftRequest`]. Variants are encoded by position, as above.
@@ -175,4 +180,6 @@ pub enum RaftResponse {
     /// The receiver would not process the request (a block failed verification, or Raft
     /// returned an error). The sender treats the peer as unreachable for this round.
     Refused(String),
+    /// To [`RaftRequest::TransferLeader`]: taken, or why the named node will not stand.
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
 }

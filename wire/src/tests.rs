@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 use openraft::storage::SnapshotMeta;
 use openraft::type_config::alias::{EntryOf, LogIdOf, StoredMembershipOf};
@@ -232,6 +233,14 @@ fn every_raft_request_has_its_bytes() {
                 "3035".repeat(32)
             ),
         ),
+        (
+            RaftRequest::TransferLeader(TransferLeaderRequest::new(
+                Vote::new_committed(2, 7),
+                9,
+                Some(log_id(2, 6)),
+            )),
+            "040207010901020706".to_owned(),
+        ),
     ];
     pin_all(&cases);
 }
@@ -261,6 +270,14 @@ fn every_raft_response_has_its_bytes() {
             "02020701",
         ),
         (RaftResponse::Refused("no".into()), "03026e6f"),
+        (RaftResponse::TransferLeader(Ok(())), "0400"),
+        (
+            RaftResponse::TransferLeader(Err(TransferLeaderError::LogNotFlushed {
+                expected: Some(log_id(2, 6)),
+                actual: None,
+            })),
+            "0401010102070600",
+        ),
     ];
     pin_all(&cases.map(|(r, hex)| (r, hex.to_owned())));
 }

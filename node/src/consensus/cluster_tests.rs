@@ -90,7 +90,7 @@ async fn start(
     let raft = OrdoRaft::new(
         node_id(&key.public()),
         raft_config(),
-        RaftNet::new(network.clone()),
+        RaftNet::new(network.clone(), log.pace()),
         log.clone(),
         sm,
     )
@@ -356,7 +356,7 @@ async fn a_refused_append_still_delivers_the_commit_index() {
     let raft = OrdoRaft::new(
         node_id(&follower.public()),
         Arc::new(config.validate().expect("valid raft config")),
-        RaftNet::new(network),
+        RaftNet::new(network, log.pace()),
         log.clone(),
         sm,
     )

@@ -158,7 +158,8 @@ pub async fn start(
             .validate()
             .map_err(|e| ConsensusError::Settings(e.to_string()))?,
     );
-    OrdoRaft::new(node_id, config, RaftNet::new(network), log, sm)
+    let pace = log.pace();
+    OrdoRaft::new(node_id, config, RaftNet::new(network, pace), log, sm)
         .await
         .map_err(|e| ConsensusError::Start(e.to_string()))
 }

@@ -15,6 +15,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch};
 
 use crate::timings::Timings;
 
+use super::pace::Pace;
 use super::{BlockEntry, CF_RAFT_LOG, CF_RAFT_STATE, TypeConfig, write_batch};
 use ordo_wire::{decode_internal, encode_internal, encode_internal_sized};
 
@@ -39,6 +40,7 @@ pub struct LogStore {
     store: Arc<Store>,
     recent: Arc<Mutex<Recent>>,
     timings: Arc<Timings>,
+    pace: Arc<Pace>,
 }
 
 /// Entries by index, and the block bytes they hold.
@@ -119,6 +121,7 @@ impl LogStore {
             store,
             recent: Arc::default(),
             timings: Arc::default(),
+            pace: Arc::default(),
         }
     }
 
@@ -133,6 +136,11 @@ impl LogStore {
     /// The histograms this log records into.
     pub fn timings(&self) -> Arc<Timings> {
         self.timings.clone()
+    }
+
+    /// The pace of this log's synced writes (and, leading, of the followers').
+    pub fn pace(&self) -> Arc<Pace> {
+        self.pace.clone()
     }
 
     fn recent(&self) -> MutexGuard<'_, Recent> {
@@ -210,6 +218,22 @@ impl LogStore {
         Ok(None)
     }
 
+    /// The highest block height among the log's entries at or before `index` (`None`:
+    /// none carries a block). Reads the whole log through `index`: for the rare append
+    /// whose block's parent is nowhere to be found.
+    pub fn max_height_through(&self, index: u64) -> io::Result<Option<u64>> {
+        let mut max = None;
+        let mode = IteratorMode::From(&index_key(index), Direction::Reverse);
+        for item in self.store.db().iterator_cf(self.cf(CF_RAFT_LOG), mode) {
+            let (_, v) = item.map_err(io::Error::other)?;
+            let entry: EntryOf<TypeConfig> = decode_internal(&v, "raft log entry")?;
+            if let EntryPayload::Normal(b) = entry.payload {
+                max = max.max(Some(b.block.header.height));
+            }
+        }
+        Ok(max)
+    }
+
     /// Writes `entries` in one synced batch, then keeps them in memory.
     fn write_entries(&self, entries: Vec<EntryOf<TypeConfig>>) -> io::Result<()> {
         // Sized once, so a batch of large blocks is not copied again as it grows.
@@ -227,7 +251,10 @@ impl LogStore {
         }
         // Synced before the callback: an acknowledged entry is on disk.
         let started = Instant::now();
-        self.write(batch, true)?;
+        {
+            let _writing = self.pace.writing();
+            self.write(batch, true)?;
+        }
         self.timings.log_append.observe(started.elapsed());
         let mut recent = self.recent();
         for entry in entries {

@@ -19,6 +19,7 @@
 mod control;
 mod depose;
 mod log_store;
+mod pace;
 mod raft_net;
 mod state_machine;
 mod types;
@@ -28,6 +29,7 @@ pub use control::{
     propose, start, status,
 };
 pub use log_store::LogStore;
+pub use pace::{Pace, StepAside, step_aside};
 #[cfg(test)]
 use raft_net::{AppendCheck, Refusal};
 pub use raft_net::{OrdoRaft, RaftNet, RaftServer};

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{EntryPayload, OptionalSend};
@@ -17,6 +18,7 @@ use ordo_crypto::{Hash, PublicKey, Signature};
 use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
 
 use super::depose::{Leadership, WITHDRAWN, Withdrawals};
+use super::pace::Pace;
 use super::{BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode};
 use crate::network::{Frame, InboundRequest, Kind, Network};
 use crate::precheck::Prechecked;
@@ -31,22 +33,26 @@ pub type OrdoRaft = openraft::Raft<TypeConfig, BlockStateMachine>;
 #[derive(Clone)]
 pub struct RaftNet {
     network: Network,
+    pace: Arc<Pace>,
 }
 
 impl RaftNet {
-    /// Raft networking over `network`.
-    pub fn new(network: Network) -> RaftNet {
-        RaftNet { network }
+    /// Raft networking over `network`, recording in `pace` how long followers take to
+    /// acknowledge appends of blocks.
+    pub fn new(network: Network, pace: Arc<Pace>) -> RaftNet {
+        RaftNet { network, pace }
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNet {
     type Network = RaftPeer;
 
-    async fn new_client(&mut self, _target: u64, node: &ValidatorNode) -> RaftPeer {
+    async fn new_client(&mut self, target: u64, node: &ValidatorNode) -> RaftPeer {
         RaftPeer {
             network: self.network.clone(),
             to: node.public_key,
+            id: target,
+            pace: self.pace.clone(),
             withdrawn_logged: AtomicU64::new(0),
         }
     }
@@ -59,6 +65,9 @@ const APPEND_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 pub struct RaftPeer {
     network: Network,
     to: PublicKey,
+    /// The peer's Raft node id.
+    id: u64,
+    pace: Arc<Pace>,
     /// The last term in which this peer's withdrawal from this node was logged (+ 1).
     withdrawn_logged: AtomicU64,
 }
@@ -142,13 +151,21 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         // the follower before it answers, can take longer, and a timeout only makes the
         // leader send the same batch again (more work for a follower already behind).
         // Empty appends (heartbeats, probes) keep openraft's deadline.
-        let ttl = if rpc.entries.is_empty() {
-            option.hard_ttl()
-        } else {
+        let blocks = carries_blocks(&rpc);
+        let ttl = if blocks {
             option.hard_ttl().max(APPEND_TIMEOUT_MIN)
+        } else {
+            option.hard_ttl()
         };
+        let sent = Instant::now();
         match self.call(&RaftRequest::Append(rpc), ttl).await {
-            Ok(RaftResponse::Append(r)) => Ok(r),
+            Ok(RaftResponse::Append(r)) => {
+                // The follower checked the blocks and synced them to its log: its pace.
+                if blocks && r.is_success() {
+                    self.pace.acknowledged(self.id, sent.elapsed());
+                }
+                Ok(r)
+            }
             Ok(_) => Err(unreachable("unexpected response to append")),
             Err(e) => Err(unreachable(e)),
         }
@@ -171,6 +188,21 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             self.call(&RaftRequest::PreVote(rpc), option.hard_ttl())
                 .await,
         )
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(&RaftRequest::TransferLeader(req), option.hard_ttl())
+            .await
+        {
+            Ok(RaftResponse::TransferLeader(r)) => Ok(r),
+            Ok(_) => Err(unreachable("unexpected response to a leadership transfer")),
+            Err(e) => Err(unreachable(e)),
+        }
     }
 
     async fn full_snapshot(
@@ -268,6 +300,12 @@ impl RaftServer {
                     .await
                     .map_or_else(|e| RaftResponse::Refused(e.to_string()), RaftResponse::Vote),
             },
+            RaftRequest::TransferLeader(req) => {
+                self.raft.handle_transfer_leader(req).await.map_or_else(
+                    |e| RaftResponse::Refused(e.to_string()),
+                    RaftResponse::TransferLeader,
+                )
+            }
             RaftRequest::Snapshot { vote, meta, data } => {
                 let snapshot = openraft::storage::Snapshot {
                     meta,
@@ -422,6 +460,17 @@ impl From<&str> for Refusal {
     }
 }
 
+/// Where a block's parent is.
+enum Parent {
+    /// This tip.
+    Tip(ChainTip),
+    /// Nowhere: the block is above `reach`, the highest any chain of this log can get.
+    Nowhere {
+        /// That height.
+        reach: u64,
+    },
+}
+
 /// Checks the blocks of an incoming append against their parents, before Raft sees them.
 #[derive(Clone)]
 pub(crate) struct AppendCheck {
@@ -485,7 +534,28 @@ impl AppendCheck {
                     t.hash == header.prev_hash && t.height.checked_add(1) == Some(header.height)
                 }) {
                     Some(tip) => *tip,
-                    None => self.parent_of(header.height, &header.prev_hash, prev_index)?,
+                    None => match self.parent_of(header.height, &header.prev_hash, prev_index)? {
+                        Parent::Tip(tip) => tip,
+                        Parent::Nowhere { .. }
+                            if checked_tips.iter().any(|t| t.height + 1 >= header.height) =>
+                        {
+                            return Err(Refusal::Behind(format!(
+                                "parent of block {} is unknown",
+                                header.height
+                            )));
+                        }
+                        Parent::Nowhere { reach } => {
+                            // No chain this log can build reaches its parent: every node
+                            // skips it at apply (it does not extend the ledger), so it is
+                            // taken unchecked, or the leader would send it for ever.
+                            tracing::warn!(
+                                height = header.height,
+                                reach,
+                                "taking an append whose block cannot extend the chain (its parent is in no log); every node skips it"
+                            );
+                            continue;
+                        }
+                    },
                 };
                 let check = self.prechecked.block_check(wait_until);
                 let checked = |id: &TxId, sig: &Signature| check.checked(id, sig);
@@ -501,13 +571,16 @@ impl AppendCheck {
 
     /// The tip a block at `height` linking to `prev_hash` must extend, from outside the
     /// append: the log's last block up to `prev_index` when it is that block, else the
-    /// ledger's block below `height` (whose hash the block check then compares).
+    /// ledger's block below `height` (whose hash the block check then compares); or
+    /// [`Parent::Nowhere`] when the block is higher than any chain this log builds can
+    /// reach (a leader's earlier proposals were refused while a later one built on them
+    /// was taken).
     fn parent_of(
         &self,
         height: u64,
         prev_hash: &Hash,
         prev_index: Option<u64>,
-    ) -> Result<ChainTip, Refusal> {
+    ) -> Result<Parent, Refusal> {
         let want = height
             .checked_sub(1)
             .ok_or("a block cannot have height 0")?;
@@ -519,7 +592,7 @@ impl AppendCheck {
         {
             let tip = block.tip();
             if tip.height == want && tip.hash == *prev_hash {
-                return Ok(tip);
+                return Ok(Parent::Tip(tip));
             }
         }
         // Otherwise the parent is in the ledger. That includes a block proposed after log
@@ -529,9 +602,22 @@ impl AppendCheck {
         // applies what is committed and accepts the append when Raft sends it again.
         let tip = self.store.tip();
         if want == 0 {
-            return Ok(self.policy.genesis_tip());
+            return Ok(Parent::Tip(self.policy.genesis_tip()));
         }
         if want > tip.height {
+            // Applying the log through `prev_index` leaves a ledger no higher than its
+            // highest block: a block above that cannot extend it, here or anywhere.
+            let in_log = match prev_index {
+                Some(index) => self
+                    .log
+                    .max_height_through(index)
+                    .map_err(|e| e.to_string())?,
+                None => None,
+            };
+            let reach = in_log.unwrap_or(0).max(tip.height);
+            if want > reach {
+                return Ok(Parent::Nowhere { reach });
+            }
             return Err(Refusal::Behind(format!(
                 "parent of block {height} is unknown (ledger tip {})",
                 tip.height
@@ -542,6 +628,6 @@ impl AppendCheck {
             .block(want)
             .map_err(|e| e.to_string())?
             .ok_or("parent block missing from the ledger")?;
-        Ok(parent.tip())
+        Ok(Parent::Tip(parent.tip()))
     }
 }

@@ -53,13 +53,37 @@ fn rows(s: &Shared) -> Vec<(Metric, u64)> {
         (m::STORAGE_DAMAGED_BLOCKS, s.storage().damaged_blocks()),
         (m::STORAGE_REPAIRED_BLOCKS, s.storage().repaired_blocks()),
         (m::STORAGE_SCRUBBED_BLOCKS, s.storage().scrubbed_blocks()),
+        (m::STEP_ASIDES, load(&s.pace().step_asides)),
+        (
+            m::HOLDING_BACK,
+            u64::from(s.pace().holding_back.load(Ordering::Relaxed)),
+        ),
+    ]
+}
+
+/// The gauges whose values are fractions.
+fn fractional_rows(s: &Shared) -> Vec<(Metric, f64)> {
+    let pace = s.pace();
+    vec![
+        (
+            m::LOG_SYNC_PACE_SECONDS,
+            pace.own(std::time::Instant::now())
+                .map_or(0.0, |d| d.as_secs_f64()),
+        ),
+        (m::LEADER_SLOWNESS, pace.score()),
     ]
 }
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(api): State<Api>) -> Response {
     let mut out = String::new();
-    for (metric, value) in rows(&api.shared) {
+    let rows = rows(&api.shared)
+        .into_iter()
+        .map(|(m, v)| (m, v.to_string()));
+    let fractional = fractional_rows(&api.shared)
+        .into_iter()
+        .map(|(m, v)| (m, v.to_string()));
+    for (metric, value) in rows.chain(fractional) {
         let Metric { name, kind, help } = metric;
         let _ = writeln!(
             out,

@@ -2,7 +2,7 @@
 //! transactions (`application/octet-stream`, with `wait` and `timeout_ms` in the query
 //! string). Any other `Content-Type` is refused as malformed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{FromRequest, Query, State};
@@ -37,6 +37,7 @@ pub(super) async fn submit(State(api): State<Api>, req: axum::extract::Request) 
 }
 
 async fn submit_inner(api: Api, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let started = Instant::now();
     if api.shared.is_stopping() {
         return Err(ApiError::shutting_down());
     }
@@ -54,7 +55,10 @@ async fn submit_inner(api: Api, req: axum::extract::Request) -> Result<Response,
         decode_json(req, max).await?
     };
     let (single, wait, timeout) = (decoded.single, decoded.wait, decoded.timeout);
-    let (mut results, errors) = admit(&api, decoded.txs).await;
+    // The client's time bounds the whole answer: a forward to a leader that does not
+    // answer, then the wait for commits.
+    let deadline = started + timeout;
+    let (mut results, errors, unconfirmed) = admit(&api, decoded.txs, deadline).await;
     // Admitted: waiting for commits below must not hold up other clients' admissions.
     drop(turn);
     if single {
@@ -65,11 +69,14 @@ async fn submit_inner(api: Api, req: axum::extract::Request) -> Result<Response,
         return Err(e);
     }
     if wait {
-        wait_for_commits(&api, &mut results, timeout, single).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_for_commits(&api, &mut results, left, single).await?;
     }
     if single {
         let one = results.swap_remove(0);
-        let status = if one.status == Some(TxState::Pending) && wait {
+        // 202: taken, its commit not seen yet (the wait ran out, or the leader it was
+        // forwarded to did not answer); poll it, or resubmit the same bytes.
+        let status = if one.status == Some(TxState::Pending) && (wait || unconfirmed) {
             StatusCode::ACCEPTED
         } else {
             StatusCode::OK
@@ -79,11 +86,14 @@ async fn submit_inner(api: Api, req: axum::extract::Request) -> Result<Response,
     Ok(Json(SubmitResults { results }).into_response())
 }
 
-/// Admits what decoded; one result per transaction, and the errors among them in order.
+/// Admits what decoded, forwarding by `deadline`; one result per transaction, the errors
+/// among them in order, and whether any was taken unconfirmed (forwarded to a leader that
+/// did not answer).
 async fn admit(
     api: &Api,
     decoded: Vec<Result<SignedTransaction, ApiError>>,
-) -> (Vec<TxResult>, Vec<ApiError>) {
+    deadline: Instant,
+) -> (Vec<TxResult>, Vec<ApiError>, bool) {
     let mut errors = Vec::new();
     let mut results: Vec<Option<TxResult>> = Vec::with_capacity(decoded.len());
     let mut txs = Vec::new();
@@ -102,8 +112,11 @@ async fn admit(
     let (ids, submitted) = if txs.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        api.shared.submit(txs).await
+        api.shared.submit(txs, deadline).await
     };
+    let unconfirmed = submitted
+        .iter()
+        .any(|r| r.as_ref().is_ok_and(|t| !t.confirmed));
     let mut outcome = submitted.iter().zip(&ids);
     let results = results
         .into_iter()
@@ -124,7 +137,7 @@ async fn admit(
             })
         })
         .collect();
-    (results, errors)
+    (results, errors, unconfirmed)
 }
 
 /// When every transaction of a batch was refused for a retryable reason (no leader, busy,

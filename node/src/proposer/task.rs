@@ -117,7 +117,10 @@ impl Proposer {
     fn inputs(&self) -> Inputs {
         let st = self.shared.raft_status();
         Inputs {
-            leading: st.role == Role::Leader && st.leader == Some(self.shared.me().node_id),
+            // About to hand the office over for a slow disk: propose nothing more.
+            leading: st.role == Role::Leader
+                && st.leader == Some(self.shared.me().node_id)
+                && !self.shared.pace().draining(),
             term: st.term,
             last_log_index: st.last_log_index.unwrap_or(0),
             applied_index: st.applied.unwrap_or(0),
