@@ -13,30 +13,56 @@ use ordo_wire::FORWARD_TXS_MAX;
 /// A follower re-sends a pending transaction to the leader after this long.
 pub const RESEND_AFTER: Duration = Duration::from_secs(3);
 
-/// Re-sends stale transactions every third of [`RESEND_AFTER`] until the node stops.
+/// How often the re-sender looks.
+const TICK: Duration = Duration::from_millis(250);
+/// At most this many batches go at once to a new leader from a node that just lost office.
+const HANDOVER_BATCHES_MAX: usize = 16;
+
+/// Re-sends stale transactions every third of [`RESEND_AFTER`] until the node stops; and,
+/// once this node has stopped leading (it stepped aside, or lost an election), everything
+/// pending at once, as soon as a leader is known: the transactions it took but had not
+/// proposed would otherwise wait [`RESEND_AFTER`] for the new leader.
 pub(crate) async fn resend_stale(shared: Arc<Shared>) {
+    let mut led = false;
+    let mut last = Instant::now();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(RESEND_AFTER / 3) => {}
+            () = tokio::time::sleep(TICK) => {}
             () = shared.stopped() => return,
         }
-        if !shared.is_leader() {
-            resend_once(&shared).await;
+        if shared.is_leader() {
+            led = true;
+            continue;
+        }
+        if led && shared.leader_key().is_some() {
+            led = false;
+            // Everything not sent since the hand-over, each once.
+            let cutoff = Instant::now();
+            for _ in 0..HANDOVER_BATCHES_MAX {
+                if resend_once(&shared, cutoff).await == 0 {
+                    break;
+                }
+            }
+            tracing::info!("sent what this node took as leader to the new leader");
+        }
+        if last.elapsed() >= RESEND_AFTER / 3 {
+            last = Instant::now();
+            if let Some(cutoff) = last.checked_sub(RESEND_AFTER) {
+                resend_once(&shared, cutoff).await;
+            }
         }
     }
 }
 
-async fn resend_once(shared: &Shared) {
+/// Sends the leader one batch of the transactions last sent before `cutoff`; how many.
+async fn resend_once(shared: &Shared, cutoff: Instant) -> usize {
     let Some(leader) = shared.leader_key() else {
-        return;
+        return 0;
     };
     let now = Instant::now();
-    let Some(cutoff) = now.checked_sub(RESEND_AFTER) else {
-        return;
-    };
     let txs = shared.pool().stale(cutoff, now, FORWARD_TXS_MAX);
     if txs.is_empty() {
-        return;
+        return 0;
     }
     let verdicts = shared.forward(leader, &txs).await;
     let done: Vec<TxId> = txs
@@ -49,4 +75,5 @@ async fn resend_once(shared: &Shared) {
         shared.pool().remove_pending(&done);
     }
     tracing::debug!(n = txs.len(), "re-sent pending transactions to the leader");
+    txs.len()
 }
