@@ -195,3 +195,25 @@ fn a_slow_leader_disk_run_keeps_every_promise() {
     assert!(stdout.contains("(leader) fsyncs +1000 ms"), "{stdout}");
     assert!(stdout.contains("leadership moved after"), "{stdout}");
 }
+
+#[test]
+fn a_skewed_clock_run_keeps_block_time_within_its_bound() {
+    if !can_run() {
+        return;
+    }
+    // Leaders' and followers' clocks skewed by up to an hour either way: every block is
+    // stamped within 10 s of real time, checked in every run.
+    let (stdout, _) = passing_run(&[
+        "--seed",
+        "2601",
+        "--seconds",
+        "30",
+        "--faults",
+        "skew-leader,skew-random",
+    ]);
+    assert!(stdout.contains("skew-leader"), "{stdout}");
+    assert!(
+        stdout.contains("ok   block time stays within the bound of real time"),
+        "{stdout}"
+    );
+}

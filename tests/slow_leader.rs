@@ -5,7 +5,10 @@
 //!   follower's slow disk moves nothing;
 //! - a submission to a follower right after the leader froze is answered within the
 //!   client's `timeout_ms` (+ 1 s), and with `202 pending` or `200 committed`, never `503`,
-//!   and the transaction commits.
+//!   and the transaction commits;
+//! - a leader stopped with SIGTERM under load hands leadership over first: clients of the
+//!   other validators, giving each submission less time than an election takes, hear
+//!   `200 committed` every time.
 
 mod support;
 
@@ -203,5 +206,56 @@ fn a_follower_answers_within_the_clients_time_when_the_leader_freezes() {
     c.resume(leader);
     let top = c.tip(follower).expect("a tip");
     c.wait_tips(top, Duration::from_secs(30));
+    c.stop_and_check(&committed);
+}
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_and_no_client_hears_503() {
+    let mut c = Cluster::start(Options::default());
+    let leader = c.wait_leader(ELECTION);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let txs = c.txs(600, 0);
+    // Clients give each submission one second, less than an election takes: without a
+    // hand-over, one sent while the cluster has no leader hears 202 pending (or, before
+    // forwards failed over to a new leader, 503).
+    let mut answers: Vec<(u16, serde_json::Value, ordo_ledger::TxId)> = Vec::new();
+    let started = Instant::now();
+    let mut stopped_at = None;
+    for (n, tx) in txs.iter().enumerate() {
+        let at = started.elapsed();
+        if at >= Duration::from_secs(4) {
+            break;
+        }
+        if stopped_at.is_none() && at >= Duration::from_secs(1) {
+            c.node(leader).sigterm();
+            stopped_at = Some(n);
+        }
+        let (status, body, _) = submit_waiting(&c, followers[n % 2], tx, 1000);
+        answers.push((status, body, tx.id()));
+    }
+    let stopped_at = stopped_at.expect("the leader was stopped");
+    let after = &answers[stopped_at..];
+    let pending = answers.iter().filter(|(s, _, _)| *s == 202).count();
+    eprintln!(
+        "{} answers, {} after the SIGTERM, {pending} of them 202 pending",
+        answers.len(),
+        after.len()
+    );
+    assert!(after.len() >= 20, "too few submissions after the stop");
+    // None heard 503, and none had to settle for 202 pending: each committed in its second.
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200, "a client heard {status} {body}");
+        assert_eq!(body["status"], "committed", "{body}");
+    }
+    c.stop(leader);
+    let log = std::fs::read_to_string(&c.node(leader).log).expect("log");
+    assert!(
+        log.contains("handed leadership to"),
+        "{}",
+        c.log_tail(leader)
+    );
+    let new_leader = c.wait_leader(ELECTION);
+    assert!(followers.contains(&new_leader));
+    let committed: HashSet<_> = answers.iter().map(|(_, _, id)| *id).collect();
     c.stop_and_check(&committed);
 }

@@ -51,6 +51,9 @@ pub enum ErrorCode {
     /// 503: this node's copy of what was asked for is damaged and being repaired from its
     /// peers (`/health` answers it while any damage is outstanding); ask another node.
     StorageDamaged,
+    /// 503 (`/ready`): the node is alive but should not be sent clients yet (no leader
+    /// known, its ledger behind what is committed, or its clock off); the message says why.
+    NotReady,
     /// 500: the node could not read its own database.
     Internal,
     /// A code this version of the API does not know.
@@ -60,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends, in the order `docs/api.md` lists them.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Malformed,
         ErrorCode::BadSignature,
         ErrorCode::WrongChain,
@@ -79,6 +82,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::ConsensusStopped,
         ErrorCode::StorageDamaged,
+        ErrorCode::NotReady,
         ErrorCode::Internal,
     ];
 
@@ -101,7 +105,8 @@ impl ErrorCode {
             | ErrorCode::Busy
             | ErrorCode::ShuttingDown
             | ErrorCode::ConsensusStopped
-            | ErrorCode::StorageDamaged => 503,
+            | ErrorCode::StorageDamaged
+            | ErrorCode::NotReady => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }
@@ -143,6 +148,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ConsensusStopped => "consensus_stopped",
             ErrorCode::StorageDamaged => "storage_damaged",
+            ErrorCode::NotReady => "not_ready",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -220,7 +226,8 @@ mod tests {
                 "busy",
                 "shutting_down",
                 "consensus_stopped",
-                "storage_damaged"
+                "storage_damaged",
+                "not_ready"
             ]
         );
     }

@@ -174,6 +174,11 @@ pub const LEADER_SLOWNESS: Metric = gauge(
     "ordo_leader_slowness",
     "Leader: its synced-write pace over its fastest caught-up follower's append acknowledgement time (0 when not leading); it hands leadership over at 3 held for a second.",
 );
+/// This node's clock minus the validators' (the median of their clocks).
+pub const CLOCK_OFFSET_SECONDS: Metric = gauge(
+    "ordo_clock_offset_seconds",
+    "This node's wall clock minus the validators' time (the median of the validators' clocks, from readings every second; 0 until a peer has been read). Over 1 s either way, /ready fails and the node warns.",
+);
 /// Times this node handed leadership over because its disk was the slowest.
 pub const STEP_ASIDES: Metric = counter(
     "ordo_leader_step_asides_total",

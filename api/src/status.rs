@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub const PATH: &str = "/v1/status";
 /// The health route.
 pub const HEALTH_PATH: &str = "/health";
+/// Whether the node is ready for clients.
+pub const READY_PATH: &str = "/ready";
 
 /// A node's view of itself and its cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,10 @@ pub struct Status {
     pub limits: Limits,
     /// Seconds since it started.
     pub uptime_s: u64,
+    /// Its wall clock minus the validators' time (the median of their clocks), in
+    /// milliseconds; `None` until it has read another validator's clock.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// This node.
@@ -148,6 +154,13 @@ impl Health {
     pub fn ok() -> Health {
         Health {
             status: "ok".into(),
+        }
+    }
+
+    /// The ready answer (`/ready`): `{"status": "ready"}`.
+    pub fn ready() -> Health {
+        Health {
+            status: "ready".into(),
         }
     }
 }

@@ -193,6 +193,10 @@ fn show(path: &Path, json: bool) -> CmdResult {
             c.heartbeat_interval_ms, c.election_timeout_min_ms, c.election_timeout_max_ms
         );
         println!(
+            "block time    the validators' median clock; at most {} ms ahead of it",
+            c.block_time_ahead_max_ms
+        );
+        println!(
             "certificates  block h certifies every block at or below h − {}, with {} of {} validators",
             c.certify_lag,
             g.validators.len() / 2 + 1,

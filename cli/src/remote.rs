@@ -322,6 +322,12 @@ fn print_status(s: &Status) {
         }
     );
     println!("mempool   {} txs, {} bytes", s.mempool.txs, s.mempool.bytes);
+    if let Some(ms) = s.clock_offset_ms {
+        println!(
+            "clock     {:+.3} s from the validators' median clock",
+            ms as f64 / 1000.0
+        );
+    }
     println!("version   {} (protocol {})", s.version, s.protocol_version);
 }
 

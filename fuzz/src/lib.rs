@@ -26,7 +26,7 @@ use ordo_ledger::{
     TX_BYTES_LIMIT, verify_attestation, verify_block, verify_transaction,
 };
 use ordo_wire::{
-    Applied, AttestReply, BlockEntry, BlocksRequest, Frame, Kind, RaftRequest, RaftResponse,
+    Applied, AttestReply, BlockEntry, BlocksRequest, ClockReading, Frame, Kind, RaftRequest, RaftResponse,
     StoredSnapshot, TxBytes, TypeConfig, Verdict, decode_internal, decode_snapshot_data,
 };
 
@@ -94,6 +94,9 @@ pub fn frame(data: &[u8]) {
         Kind::Blocks => blocks(body),
         Kind::Announce => announced(body),
         Kind::Attest => attestations(body),
+        Kind::Clock => {
+            let _ = decode_internal::<ClockReading>(body, "clock reading");
+        }
         Kind::Error => {
             let _ = String::from_utf8_lossy(body);
         }

@@ -71,6 +71,10 @@ pub struct ConsensusParams {
     /// at or below `h - certify_lag` that no earlier block certified. Larger than any
     /// validator's `raft.blocks_in_flight_max`, so blocks still in flight need none.
     pub certify_lag: u64,
+    /// A follower refuses, before appending it, a block stamped more than this many
+    /// milliseconds ahead of the validators' time as it knows it (the median of their
+    /// clocks); the audit cannot check this rule, having no clock.
+    pub block_time_ahead_max_ms: u64,
 }
 
 impl Default for ConsensusParams {
@@ -86,6 +90,7 @@ impl Default for ConsensusParams {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             certify_lag: CERTIFY_LAG_DEFAULT,
+            block_time_ahead_max_ms: 10_000,
         }
     }
 }
@@ -238,6 +243,13 @@ impl ConsensusParams {
             120_000,
         );
         check_range(out, "certify_lag", self.certify_lag, 1, CERTIFY_LAG_LIMIT);
+        check_range(
+            out,
+            "block_time_ahead_max_ms",
+            self.block_time_ahead_max_ms,
+            1_000,
+            86_400_000,
+        );
         if self.election_timeout_min_ms < 3 * self.heartbeat_interval_ms {
             out.push(Problem::Rule(format!(
                 "consensus.election_timeout_min_ms ({}) must be at least 3 × heartbeat_interval_ms ({})",

@@ -75,7 +75,8 @@ pub use types::{
     certs_root, encode,
 };
 pub use verify::{
-    TxError, VerifyError, check_tx_rules, verify_block, verify_block_with, verify_transaction,
+    TxError, VerifyError, check_block_time, check_tx_rules, verify_block, verify_block_with,
+    verify_transaction,
 };
 
 /// Errors decoding ledger types.

@@ -52,6 +52,19 @@ pub enum VerifyError {
         /// Block timestamp.
         found: u64,
     },
+    /// The timestamp is too far ahead of the checking node's time ([`check_block_time`]).
+    #[error(
+        "block timestamp {found} ms is {} ms ahead of the validators' time {now} ms; at most {bound} ms is allowed",
+        found - now
+    )]
+    TimestampAhead {
+        /// The validators' time as the checking node knows it.
+        now: u64,
+        /// Block timestamp.
+        found: u64,
+        /// The genesis's `block_time_ahead_max_ms`.
+        bound: u64,
+    },
     /// The proposer is not a validator of this chain.
     #[error("proposer {0} is not a validator of this chain")]
     UnknownProposer(PublicKey),
@@ -370,6 +383,24 @@ fn verify_certificate_rules(
                 error,
             }
         })?;
+    }
+    Ok(())
+}
+
+/// Checks that `block` is stamped at most `ahead_max_ms` after `now_ms`, the validators'
+/// time as the checking node knows it: a rule of appending, which a follower checks
+/// besides [`verify_block`] before it appends, not of the chain (the audit has no clock).
+///
+/// # Errors
+/// [`VerifyError::TimestampAhead`].
+pub fn check_block_time(block: &Block, now_ms: u64, ahead_max_ms: u64) -> Result<(), VerifyError> {
+    let found = block.header.timestamp_ms;
+    if found > now_ms.saturating_add(ahead_max_ms) {
+        return Err(VerifyError::TimestampAhead {
+            now: now_ms,
+            found,
+            bound: ahead_max_ms,
+        });
     }
     Ok(())
 }

@@ -152,6 +152,25 @@ fn timestamp_before_parent() {
 }
 
 #[test]
+fn a_block_too_far_ahead_of_the_checking_nodes_time_is_refused() {
+    let f = fixture();
+    let b = f.resigned(f.valid_block(), |h| h.timestamp_ms = 20_000);
+    assert!(f.verify(&b).is_ok(), "the chain's rules have no clock");
+    assert_eq!(check_block_time(&b, 10_000, 10_000), Ok(()));
+    assert_eq!(
+        check_block_time(&b, 9_999, 10_000),
+        Err(VerifyError::TimestampAhead {
+            now: 9_999,
+            found: 20_000,
+            bound: 10_000
+        })
+    );
+    let e = check_block_time(&b, 9_000, 10_000).expect_err("ahead");
+    assert!(e.to_string().contains("11000 ms ahead"), "{e}");
+    assert_eq!(check_block_time(&b, u64::MAX, u64::MAX), Ok(()));
+}
+
+#[test]
 fn builder_never_goes_back_in_time() {
     let f = fixture();
     let b = build_block(&f.parent, CHAIN, vec![], vec![f.tx(1)], &f.validator, 0, 1);

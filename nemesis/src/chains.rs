@@ -22,6 +22,8 @@ pub struct BlockSummary {
     pub term: u64,
     /// Who proposed it.
     pub proposer: PublicKey,
+    /// Its timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
     /// Its transactions, in order.
     pub ids: Vec<TxId>,
 }
@@ -46,6 +48,7 @@ pub fn read_chain(data_dir: &Path, genesis: &Genesis) -> anyhow::Result<Vec<Bloc
             prev_hash: block.header.prev_hash,
             term: block.header.term,
             proposer: block.header.proposer,
+            timestamp_ms: block.header.timestamp_ms,
             ids: block.txs.iter().map(|t| t.id()).collect(),
         });
     }

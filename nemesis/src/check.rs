@@ -55,6 +55,12 @@ pub struct Figures {
     pub heal_to_commit_s: Option<f64>,
     /// Validators restarted after the load because their ledger asked for a salvage.
     pub salvage_restarts: u64,
+    /// Most a block's timestamp was ahead of the moment a client heard its transaction
+    /// committed, seconds (0 when never ahead).
+    pub block_time_ahead_s: f64,
+    /// Most a block's timestamp was behind the moment its transaction was first sent,
+    /// seconds (0 when never behind).
+    pub block_time_behind_s: f64,
     /// Each slow-disk fault's acknowledgement rates.
     pub slow_disks: Vec<SlowDisk>,
 }
@@ -104,6 +110,11 @@ pub struct Run<'a> {
     pub audits: &'a [Result<(), String>],
     /// The genesis hash (block 1's parent).
     pub genesis_hash: Hash,
+    /// The wall clock when the run began (events' times count from it), in milliseconds
+    /// since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// The genesis's `block_time_ahead_max_ms`.
+    pub time_ahead_max: Duration,
     /// From the heal to the probe's commit.
     pub heal_to_commit: Option<Duration>,
     /// When the workload stopped.
@@ -173,6 +184,13 @@ pub fn check(run: &Run<'_>) -> (Vec<Check>, Figures) {
     }));
     checks.push(acknowledged(&events, chain, &place_of, &mut fig));
     checks.push(reads(&events, chain, &place_of, &mut fig));
+    checks.push(block_times(
+        &events,
+        chain,
+        &place_of,
+        (run.start_unix_ms, run.time_ahead_max),
+        &mut fig,
+    ));
     checks.push(invalid_answers(&events));
     checks.push(converged(&events));
     checks.push(healed(&events, &mut fig));
@@ -685,6 +703,89 @@ fn acknowledged(
     )
 }
 
+/// Block time stays within the bound of real time: a block holding a transaction first
+/// sent at `s` and acknowledged at `a` (this host's clock, which no fault skews) was made
+/// between the two, so its timestamp is in `[s − bound, a + bound]`.
+fn block_times(
+    events: &[Event],
+    chain: &[BlockSummary],
+    place_of: &HashMap<TxId, Place>,
+    (start_unix_ms, bound): (u64, Duration),
+    fig: &mut Figures,
+) -> Check {
+    let mut sent: HashMap<TxId, Duration> = HashMap::new();
+    let mut acked: HashMap<TxId, Duration> = HashMap::new();
+    for e in events {
+        let Event::Submit {
+            sent: s,
+            answered,
+            txs,
+            ..
+        } = e
+        else {
+            continue;
+        };
+        for (id, answer) in txs {
+            let first = sent.entry(*id).or_insert(*s);
+            *first = (*first).min(*s);
+            if matches!(answer, Answer::Committed(_)) {
+                let first = acked.entry(*id).or_insert(*answered);
+                *first = (*first).min(*answered);
+            }
+        }
+    }
+    let wall = |d: Duration| i128::from(start_unix_ms) + d.as_millis() as i128;
+    let bound_ms = bound.as_millis() as i128;
+    let (mut ahead_max, mut behind_max) = (0i128, 0i128);
+    let mut v = Violations::default();
+    let mut checked = 0;
+    for (id, first_sent) in &sent {
+        let Some(block) = place_of
+            .get(id)
+            .and_then(|p| chain.get(usize::try_from(p.height).ok()?.checked_sub(1)?))
+        else {
+            continue;
+        };
+        checked += 1;
+        let ts = i128::from(block.timestamp_ms);
+        let behind = wall(*first_sent) - ts;
+        behind_max = behind_max.max(behind);
+        if behind > bound_ms {
+            v.add(|| {
+                format!(
+                    "block {} is stamped {:.3} s before {id} was first sent",
+                    block.height,
+                    behind as f64 / 1000.0
+                )
+            });
+        }
+        if let Some(a) = acked.get(id) {
+            let ahead = ts - wall(*a);
+            ahead_max = ahead_max.max(ahead);
+            if ahead > bound_ms {
+                v.add(|| {
+                    format!(
+                        "block {} is stamped {:.3} s after {id} was acknowledged",
+                        block.height,
+                        ahead as f64 / 1000.0
+                    )
+                });
+            }
+        }
+    }
+    let (ahead_s, behind_s) = (
+        ahead_max.max(0) as f64 / 1000.0,
+        behind_max.max(0) as f64 / 1000.0,
+    );
+    (fig.block_time_ahead_s, fig.block_time_behind_s) = (ahead_s, behind_s);
+    v.check("block time stays within the bound of real time", || {
+        format!(
+            "{checked} transactions' blocks: at most {ahead_s:.3} s ahead of their acknowledgement, {behind_s:.3} s behind their sending (bound {:.0} s)",
+            bound.as_secs_f64()
+        )
+    })
+}
+
 fn in_chain(chain: &[BlockSummary], p: &Place, id: &TxId) -> bool {
     let Some(b) = usize::try_from(p.height)
         .ok()
@@ -881,6 +982,7 @@ mod tests {
                     prev_hash: parent,
                     term: 1,
                     proposer: key,
+                    timestamp_ms: 1000 * i as u64,
                     ids: txs.iter().map(|&n| id(n)).collect(),
                 };
                 parent = hash;
@@ -915,11 +1017,53 @@ mod tests {
             chains: &chains,
             audits: &audits,
             genesis_hash: Hash([9; 32]),
+            start_unix_ms: 0,
+            time_ahead_max: Duration::from_secs(10),
             heal_to_commit: Some(Duration::from_secs(1)),
             end: Duration::from_secs(10),
             stall_max: Duration::from_secs(3),
             heal_max: Duration::from_secs(10),
         })
+    }
+
+    #[test]
+    fn a_block_stamped_beyond_the_bound_of_real_time_fails() {
+        let g = Hash([9; 32]);
+        let mut c = chain(&[&[1], &[2], &[3]], g);
+        let p = |c: &[BlockSummary], h: u64| place(c, h, 0);
+        let events = |c: &[BlockSummary], third: u64| {
+            let mut e = steady();
+            e.extend([
+                ack(500, 0, 1, p(c, 1)),
+                ack(1500, 1, 2, p(c, 2)),
+                ack(third, 2, 3, p(c, 3)),
+            ]);
+            e
+        };
+        // Blocks at 0, 1 and 2 s: within a second of their transactions.
+        let (checks, fig) = judge(&events(&c, 2500), &[c.clone()]);
+        assert!(failed(&checks).is_empty(), "{checks:?}");
+        assert!(fig.block_time_behind_s <= 0.5, "{fig:?}");
+        // An hour ahead, then 15 s behind (a time that stood still).
+        c[1].timestamp_ms = 3_600_000;
+        c[2].timestamp_ms = 1_000;
+        let (checks, fig) = judge(&events(&c, 16_000), &[c.clone()]);
+        let bad = checks
+            .iter()
+            .find(|k| k.name == "block time stays within the bound of real time")
+            .expect("the check");
+        assert!(!bad.ok);
+        assert!(
+            bad.detail.contains("block 2 is stamped 3598.500 s after"),
+            "{}",
+            bad.detail
+        );
+        assert!(
+            bad.detail.contains("block 3 is stamped 15.000 s before"),
+            "{}",
+            bad.detail
+        );
+        assert_eq!(fig.block_time_ahead_s, 3598.5);
     }
 
     fn failed(checks: &[Check]) -> Vec<&'static str> {
@@ -1168,6 +1312,8 @@ mod tests {
             chains: &chains,
             audits: &audits,
             genesis_hash: g,
+            start_unix_ms: 0,
+            time_ahead_max: Duration::from_secs(10),
             heal_to_commit: None,
             end: Duration::from_secs(10),
             stall_max: Duration::from_secs(3),

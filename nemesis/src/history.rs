@@ -187,14 +187,20 @@ pub enum Event {
 #[derive(Clone)]
 pub struct History {
     start: Instant,
+    /// The wall clock at `start`, in milliseconds since the Unix epoch.
+    start_unix_ms: u64,
     events: Arc<Mutex<Vec<Event>>>,
 }
 
 impl History {
     /// An empty history starting now.
     pub fn new() -> History {
+        let start_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         History {
             start: Instant::now(),
+            start_unix_ms,
             events: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -202,6 +208,12 @@ impl History {
     /// Time since the start.
     pub fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// The wall clock (of this host, which no fault skews) at the start, in milliseconds
+    /// since the Unix epoch.
+    pub fn start_unix_ms(&self) -> u64 {
+        self.start_unix_ms
     }
 
     /// Records `event`.

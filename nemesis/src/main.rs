@@ -302,6 +302,11 @@ fn print_summary(reports: &[Report]) {
         max(|r| r.figures.heal_to_commit_s.unwrap_or(f64::INFINITY)),
         sum(|r| r.figures.salvage_restarts)
     );
+    println!(
+        "  block time at most {:.3} s ahead of an acknowledgement, {:.3} s behind a submission",
+        max(|r| r.figures.block_time_ahead_s),
+        max(|r| r.figures.block_time_behind_s)
+    );
     let failed: Vec<String> = reports
         .iter()
         .filter(|r| !r.pass)

@@ -357,6 +357,16 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         chains: &chains,
         audits: &audits,
         genesis_hash,
+        start_unix_ms: history.start_unix_ms(),
+        time_ahead_max: Duration::from_millis(
+            cluster
+                .lock()
+                .await
+                .net
+                .genesis
+                .consensus
+                .block_time_ahead_max_ms,
+        ),
         heal_to_commit,
         end,
         stall_max: opts.stall_max,

@@ -1,7 +1,7 @@
 //! Requests from other validators, dispatched by kind: Raft RPCs to the [`RaftServer`]
 //! (which checks blocks before Raft sees them), block fetches to [`serve_blocks`],
 //! forwarded transactions to admission (`crate::forward`), announcements to the precheck
-//! queue, attestations to `crate::attest`.
+//! queue, attestations to `crate::attest`, clock readings to `crate::clock`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,6 +42,7 @@ pub(crate) async fn serve_inbound(
             Kind::Attest => {
                 crate::tasks::spawn(crate::attest::serve_attestations(shared.clone(), req));
             }
+            Kind::Clock => crate::clock::serve(req),
             Kind::Error => req.respond(Frame {
                 kind: Kind::Error,
                 body: b"an error frame is not a request".to_vec(),

@@ -27,6 +27,7 @@ pub(crate) mod admission;
 pub(crate) mod applied;
 pub(crate) mod attest;
 pub(crate) mod certify;
+pub(crate) mod clock;
 pub(crate) mod consensus;
 pub mod error;
 #[cfg(feature = "fault-injection")]

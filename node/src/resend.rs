@@ -36,14 +36,7 @@ pub(crate) async fn resend_stale(shared: Arc<Shared>) {
         }
         if led && shared.leader_key().is_some() {
             led = false;
-            // Everything not sent since the hand-over, each once.
-            let cutoff = Instant::now();
-            for _ in 0..HANDOVER_BATCHES_MAX {
-                if resend_once(&shared, cutoff).await == 0 {
-                    break;
-                }
-            }
-            tracing::info!("sent what this node took as leader to the new leader");
+            send_all_pending(&shared).await;
         }
         if last.elapsed() >= RESEND_AFTER / 3 {
             last = Instant::now();
@@ -51,6 +44,23 @@ pub(crate) async fn resend_stale(shared: Arc<Shared>) {
                 resend_once(&shared, cutoff).await;
             }
         }
+    }
+}
+
+/// Sends everything pending to the leader at once, each transaction once (at most
+/// [`HANDOVER_BATCHES_MAX`] batches): what a node that stopped leading took but had not
+/// proposed.
+pub(crate) async fn send_all_pending(shared: &Shared) {
+    let cutoff = Instant::now();
+    let mut sent = 0;
+    for _ in 0..HANDOVER_BATCHES_MAX {
+        match resend_once(shared, cutoff).await {
+            0 => break,
+            n => sent += n,
+        }
+    }
+    if sent > 0 {
+        tracing::info!(sent, "sent what this node took as leader to the new leader");
     }
 }
 

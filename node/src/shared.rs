@@ -15,6 +15,7 @@ use ordo_ledger::{ChainTip, Policy, Store, StoreError, TxId};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::certify::Collected;
+use crate::clock::Clock;
 use crate::consensus::Pace;
 use crate::consensus::{self, AppliedBlock, OrdoRaft, RaftStatus, RecentBlocks, Role};
 use crate::gate::Gate;
@@ -65,6 +66,7 @@ pub(crate) struct Parts {
     pub(crate) recent: RecentBlocks,
     pub(crate) timings: Arc<Timings>,
     pub(crate) pace: Arc<Pace>,
+    pub(crate) clock: Arc<Clock>,
     pub(crate) prechecked: Arc<Prechecked>,
     pub(crate) attestations: Collected,
     pub(crate) stopping: watch::Receiver<bool>,
@@ -89,6 +91,7 @@ pub(crate) struct Shared {
     counters: Counters,
     timings: Arc<Timings>,
     pace: Arc<Pace>,
+    clock: Arc<Clock>,
     prechecked: Arc<Prechecked>,
     attestations: Collected,
     started: Instant,
@@ -131,6 +134,7 @@ impl Shared {
             counters: Counters::default(),
             timings: parts.timings,
             pace: parts.pace,
+            clock: parts.clock,
             prechecked: parts.prechecked,
             attestations: parts.attestations,
             started: Instant::now(),
@@ -227,6 +231,11 @@ impl Shared {
     /// How fast this node's synced log writes are (and, leading, its followers').
     pub(crate) fn pace(&self) -> &Arc<Pace> {
         &self.pace
+    }
+
+    /// The validators' time (`crate::clock`).
+    pub(crate) fn clock(&self) -> &Arc<Clock> {
+        &self.clock
     }
 
     /// Signatures checked ahead of their blocks (following), and announcing (leading).

@@ -27,9 +27,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::clock::{Clock, TimeBound};
 use crate::consensus::{
-    self, BlockStateMachine, ConsensusError, LogStore, OrdoRaft, RaftServer, RaftSettings,
-    StatusWatch, StepAside, node_id, node_ids, open_consensus_storage, open_store_salvaging,
+    self, BlockStateMachine, ConsensusError, LogStore, NoHandOver, OrdoRaft, RaftServer,
+    RaftSettings, StatusWatch, StepAside, node_id, node_ids, open_consensus_storage,
+    open_store_salvaging,
 };
 use crate::error::Fatal;
 use crate::forward::FORWARD_CHECKS_MAX;
@@ -193,6 +195,7 @@ impl Validator {
 
     async fn shutdown_inner(self) {
         tracing::info!("shutting down");
+        self.hand_over().await;
         let _ = self.stop.send(true);
         self.shared.wake_proposer();
         let mut tasks = self.tasks;
@@ -213,6 +216,40 @@ impl Validator {
             tracing::warn!(error = %e, "cannot flush the database");
         }
         tracing::info!("stopped");
+    }
+
+    /// Leading: hands the office to a caught-up follower before the node stops, and sends
+    /// it what is pending here, so that clients see no election; the API serves meanwhile.
+    async fn hand_over(&self) {
+        let shared = &self.shared;
+        let elected_within =
+            Duration::from_millis(2 * shared.genesis().consensus.election_timeout_max_ms);
+        let connected = |id: u64| {
+            shared.validator(id).is_some_and(|(_, key)| {
+                shared
+                    .network()
+                    .connected()
+                    .is_ok_and(|peers| peers.contains(key))
+            })
+        };
+        match crate::consensus::hand_over_to_stop(
+            shared.raft(),
+            shared.pace(),
+            elected_within,
+            connected,
+        )
+        .await
+        {
+            Ok(id) => {
+                let to = shared
+                    .validator(id)
+                    .map_or_else(|| id.to_string(), |(name, _)| name.clone());
+                tracing::info!(%to, "handed leadership to {to} before stopping");
+                crate::resend::send_all_pending(shared).await;
+            }
+            Err(NoHandOver::NotLeading | NoHandOver::Alone) => {}
+            Err(e) => tracing::warn!(error = %e, "stopping without handing leadership over"),
+        }
     }
 
     /// Completes if Raft stops on its own (a fatal storage error), or when the ledger meets
@@ -355,12 +392,13 @@ async fn assemble(
     let raft = start_raft(config, &genesis, &key, &base, log.clone(), sm).await?;
     let (tip_tx, tip) = watch::channel(store.tip());
     let (prechecked, announced) = Prechecked::new(policy.limits.tx_bytes_max, &base.others);
+    let clock = Arc::new(Clock::new());
     let server = RaftServer::new(
         raft.clone(),
-        log,
-        store.clone(),
+        (log, store.clone()),
         policy.clone(),
         prechecked.clone(),
+        TimeBound::new(clock.clone(), genesis.consensus.block_time_ahead_max_ms),
         config.raft.depose_after_failed_appends,
     );
     let name = genesis
@@ -386,6 +424,7 @@ async fn assemble(
         recent,
         timings,
         pace,
+        clock,
         prechecked,
         attestations: crate::certify::Collected::load(policy_for_attest, store_for_attest)?,
         stopping,
@@ -518,6 +557,12 @@ fn spawn_tasks(s: Started, config: &NodeConfig, span: &tracing::Span) -> Vec<Joi
             stopped(shared.stopping_watch()),
         ))));
     }
+    tasks.push(spawn(Box::pin(crate::clock::probe(
+        shared.network().clone(),
+        s.others.clone(),
+        shared.clock().clone(),
+        stopped(shared.stopping_watch()),
+    ))));
     for follower in s.others {
         let peer = shared
             .genesis()

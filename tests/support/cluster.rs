@@ -43,6 +43,28 @@ pub struct Options {
     /// Preload `libordo_slowdisk.so` (built beside `ordo`): each validator's fsyncs take
     /// as many milliseconds more as [`Cluster::slow_disk`] last set (none at first).
     pub slow_disk: bool,
+    /// Run each validator under libfaketime ([`FAKETIME_LIBRARY`]): its wall clock is off
+    /// by as many seconds as [`Cluster::skew_clock`] last set (none at first).
+    pub fake_clock: bool,
+}
+
+/// Where Debian's `faketime` package puts libfaketime.
+pub const FAKETIME_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// The file each validator's libfaketime reads its clock's offset from, beside its data.
+const CLOCK_FILE: &str = "clock-offset";
+
+/// Whether libfaketime is here; when it is not, says so, or fails when
+/// `ORDO_NEMESIS_REQUIRED` asks for every fault test to run (CI).
+pub fn fake_clock_available() -> bool {
+    if std::path::Path::new(FAKETIME_LIBRARY).is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("ORDO_NEMESIS_REQUIRED").is_none(),
+        "{FAKETIME_LIBRARY} is missing (apt-get install faketime; scripts/setup.sh does it as root)"
+    );
+    eprintln!("skipped: {FAKETIME_LIBRARY} is missing (apt-get install faketime)");
+    false
 }
 
 impl Default for Options {
@@ -56,6 +78,7 @@ impl Default for Options {
             mempool_txs_max: 100_000,
             faulty: false,
             slow_disk: false,
+            fake_clock: false,
         }
     }
 }
@@ -87,7 +110,7 @@ impl Cluster {
         let dir = TempDir::new().expect("tempdir");
         let chain = TestChain::new(opts.validators, opts.clients);
         let o = opts.clone();
-        let (faulty, slow_disk) = (opts.faulty, opts.slow_disk);
+        let (faulty, slow_disk, fake_clock) = (opts.faulty, opts.slow_disk, opts.fake_clock);
         let spec = Spec {
             chain_id: CHAIN.into(),
             validators: chain.validators.clone(),
@@ -133,6 +156,25 @@ impl Cluster {
                     .push(("LD_PRELOAD".into(), library.clone().into_os_string()));
                 node.env
                     .push(("ORDO_SLOWDISK_FILE".into(), file.into_os_string()));
+            }
+        }
+        if fake_clock {
+            for node in &mut net.nodes {
+                let file = node.data_dir.with_file_name(CLOCK_FILE);
+                std::fs::write(&file, "+0\n").expect("clock offset file");
+                match node.env.iter_mut().find(|(k, _)| k == "LD_PRELOAD") {
+                    Some((_, v)) => v.push(format!(" {FAKETIME_LIBRARY}")),
+                    None => node
+                        .env
+                        .push(("LD_PRELOAD".into(), FAKETIME_LIBRARY.into())),
+                }
+                for (k, v) in [
+                    ("FAKETIME_TIMESTAMP_FILE", file.into_os_string()),
+                    ("FAKETIME_CACHE_DURATION", "1".into()),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+                ] {
+                    node.env.push((k.into(), v));
+                }
             }
         }
         net.start_all(&bin).expect("start the cluster");
@@ -219,6 +261,15 @@ impl Cluster {
         let tmp = file.with_extension("tmp");
         std::fs::write(&tmp, format!("{ms}\n")).expect("fsync delay");
         std::fs::rename(&tmp, &file).expect("fsync delay");
+    }
+
+    /// Sets validator `i`'s wall clock (of a cluster started with `fake_clock`) `seconds`
+    /// off the true time, from within a second.
+    pub fn skew_clock(&self, i: usize, seconds: i64) {
+        let file = self.node(i).data_dir.with_file_name(CLOCK_FILE);
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{seconds:+}\n")).expect("clock offset");
+        std::fs::rename(&tmp, &file).expect("clock offset");
     }
 
     pub fn log_tail(&self, i: usize) -> String {

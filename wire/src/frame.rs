@@ -25,6 +25,9 @@ pub enum Kind {
     Announce = 4,
     /// A validator's attestations of blocks it applied, sent to the leader.
     Attest = 5,
+    /// A clock reading: the asker sends an empty body and times the round trip; the
+    /// answer is a `ClockReading`.
+    Clock = 6,
     /// A request the peer could not serve.
     Error = 255,
 }
@@ -38,6 +41,7 @@ impl Kind {
             3 => Some(Kind::Blocks),
             4 => Some(Kind::Announce),
             5 => Some(Kind::Attest),
+            6 => Some(Kind::Clock),
             255 => Some(Kind::Error),
             _ => None,
         }

@@ -43,14 +43,14 @@ mod state;
 pub use codec::{TxBytes, decode_internal, encode_internal, encode_internal_sized};
 pub use frame::{FRAME_BYTES_MAX, FRAME_HEAD_BYTES, Frame, Kind};
 pub use messages::{
-    ATTESTATIONS_PER_FRAME_MAX, AttestReply, BlocksRequest, FORWARD_TXS_MAX, Verdict,
+    ATTESTATIONS_PER_FRAME_MAX, AttestReply, BlocksRequest, ClockReading, FORWARD_TXS_MAX, Verdict,
 };
 pub use raft::{ApplyOutcome, BlockEntry, RaftRequest, RaftResponse, TypeConfig, ValidatorNode};
 pub use state::{Applied, StoredSnapshot, decode_snapshot_data, encode_snapshot_data};
 
 /// The version of the validators' protocol: part of the libp2p protocol id and of
 /// `/v1/status`. Validators of different versions refuse each other's streams.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
-//! The messages besides Raft's: forwarded transactions and the leader's verdicts, and block
-//! fetches.
+//! The messages besides Raft's: forwarded transactions and the leader's verdicts, block
+//! fetches, attestations' answers and clock readings.
 
 use ordo_ledger::TxError;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,15 @@ pub struct AttestReply {
     /// Heights of the attestations the leader could not take yet (it has not applied
     /// those blocks and holds as many early ones as it keeps): send them again later.
     pub later: Vec<u64>,
+}
+
+/// The answer to a `Kind::Clock` request (whose body is empty): the answering validator's
+/// wall clock as it answered, in milliseconds since the Unix epoch. The asker estimates
+/// the offset between their clocks from it and the round trip's times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    pub unix_ms: u64,
 }
 
 /// A block fetch (`Kind::Blocks` request): up to `max` blocks from height `from`.

@@ -103,13 +103,14 @@ fn frame_kinds_are_their_bytes() {
         (Kind::Blocks, 3),
         (Kind::Announce, 4),
         (Kind::Attest, 5),
+        (Kind::Clock, 6),
         (Kind::Error, 255),
     ] {
         assert_eq!(kind as u8, byte);
         assert_eq!(Kind::from_byte(byte), Some(kind));
     }
     assert_eq!(Kind::from_byte(0), None);
-    assert_eq!(Kind::from_byte(6), None);
+    assert_eq!(Kind::from_byte(7), None);
 }
 
 #[test]
@@ -179,6 +180,18 @@ fn every_forward_verdict_has_its_bytes() {
     for (verdict, hex) in cases {
         pin(&verdict, &hex);
     }
+}
+
+#[test]
+fn a_clock_reading_is_its_milliseconds() {
+    // 2023-11-14T22:13:20Z: bincode's varint, 0xfd then eight little-endian bytes.
+    pin(
+        &ClockReading {
+            unix_ms: 1_700_000_000_000,
+        },
+        "fd0068e5cf8b010000",
+    );
+    pin(&ClockReading { unix_ms: 250 }, "fa");
 }
 
 #[test]

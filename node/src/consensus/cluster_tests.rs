@@ -12,7 +12,7 @@ use ordo_crypto::{Domain, Hash, Keypair, PublicKey};
 use ordo_ledger::{Block, Limits, Policy, Store, build_block};
 use tempfile::TempDir;
 
-use super::tests_support::{EmptySource, signed_tx};
+use super::tests_support::{EmptySource, signed_tx, time_bound};
 use super::*;
 use crate::network::{Network, NetworkConfig};
 
@@ -99,10 +99,10 @@ async fn start(
     let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
     let server = RaftServer::new(
         raft.clone(),
-        log.clone(),
-        store.clone(),
+        (log.clone(), store.clone()),
         policy,
         prechecked,
+        time_bound(),
         3,
     );
     tokio::spawn(async move {
@@ -363,7 +363,14 @@ async fn a_refused_append_still_delivers_the_commit_index() {
     .await
     .expect("raft");
     let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
-    let server = RaftServer::new(raft, log, store.clone(), policy.clone(), prechecked, 3);
+    let server = RaftServer::new(
+        raft,
+        (log, store.clone()),
+        policy.clone(),
+        prechecked,
+        time_bound(),
+        3,
+    );
 
     let leader_id = node_id(&leader.public());
     let vote = openraft::Vote::new_committed(1, leader_id);

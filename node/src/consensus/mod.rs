@@ -18,6 +18,7 @@
 
 mod control;
 mod depose;
+mod handover;
 mod log_store;
 mod pace;
 mod raft_net;
@@ -28,6 +29,7 @@ pub use control::{
     ConsensusError, ProposalError, RaftSettings, RaftStatus, Role, StatusWatch, initialize,
     propose, start, status,
 };
+pub use handover::{NoHandOver, hand_over_to_stop};
 pub use log_store::LogStore;
 pub use pace::{Pace, StepAside, step_aside};
 #[cfg(test)]
@@ -135,6 +137,11 @@ pub(crate) mod tests_support {
 
     /// A block source with nothing to give.
     pub struct EmptySource;
+
+    /// The default bound on block time (10 s), over a clock that has read no peer's.
+    pub fn time_bound() -> crate::clock::TimeBound {
+        crate::clock::TimeBound::new(std::sync::Arc::new(crate::clock::Clock::new()), 10_000)
+    }
 
     /// A transaction on `chain` from `client`, its nonce as its payload.
     pub fn signed_tx(

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::handover::{FRESH, caught_up_followers, log_of};
 use super::{OrdoRaft, Role, status};
 
 /// Weight of the newest sample in a moving average: three slow writes in a row carry a
@@ -95,6 +96,11 @@ impl Pace {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Starts or ends a drain (see [`Pace::draining`]).
+    pub(super) fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
     /// Leading: `follower` acknowledged an append of blocks `took` after it was sent.
     pub(crate) fn acknowledged(&self, follower: u64, took: Duration) {
         let now = Instant::now();
@@ -134,7 +140,12 @@ impl Pace {
 
     /// The follower with the shortest acknowledgement time heard within `fresh`, among
     /// `caught_up`, with that time.
-    fn fastest(&self, caught_up: &[u64], fresh: Duration, now: Instant) -> Option<(u64, f64)> {
+    pub(super) fn fastest(
+        &self,
+        caught_up: &[u64],
+        fresh: Duration,
+        now: Instant,
+    ) -> Option<(u64, f64)> {
         let followers = self.followers.lock().expect("pace lock poisoned");
         caught_up
             .iter()
@@ -188,8 +199,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// The longest a leader waits, proposing nothing, for the follower it hands over to to
 /// hold its whole log; then it proposes again, and may try later.
 const DRAIN_MAX: Duration = Duration::from_secs(3);
-/// A follower's acknowledgement time counts when it was heard this recently.
-const FRESH: Duration = Duration::from_secs(3);
 
 /// What the watcher knows between ticks.
 #[derive(Default)]
@@ -246,7 +255,7 @@ async fn tick(
     }
     if st.role != Role::Leader {
         pace.set_score(None);
-        pace.draining.store(false, Ordering::Relaxed);
+        pace.set_draining(false);
         w.drain = None;
         w.slow_since = None;
         if w.led_in.take().is_some() {
@@ -298,7 +307,7 @@ async fn tick(
     );
     // The follower can only be elected with every entry this node has: propose nothing
     // until it holds them.
-    pace.draining.store(true, Ordering::Relaxed);
+    pace.set_draining(true);
     w.slow_since = None;
     w.drain = Some((target, now, bound));
 }
@@ -324,13 +333,13 @@ async fn hand_over(
                 term,
                 "{to} did not catch up with this node's log within {DRAIN_MAX:?}; leading on"
             );
-            pace.draining.store(false, Ordering::Relaxed);
+            pace.set_draining(false);
             w.drain = None;
         }
         return;
     }
     tracing::warn!(%to, term, "handing leadership to {to}");
-    pace.draining.store(false, Ordering::Relaxed);
+    pace.set_draining(false);
     w.drain = None;
     if let Err(e) = raft.trigger().transfer_leader(target).await {
         tracing::error!(error = %e, "cannot hand leadership over");
@@ -340,18 +349,6 @@ async fn hand_over(
     pace.holding_back.store(true, Ordering::Relaxed);
     raft.runtime_config().elect(false);
     w.held = Some((bound, None));
-}
-
-/// Leading: the index of this node's last log entry, and of the last one `follower`
-/// holds.
-fn log_of(raft: &OrdoRaft, follower: u64) -> (Option<u64>, Option<u64>) {
-    use openraft::async_runtime::WatchReceiver;
-    let m = raft.metrics().borrow_watched().clone();
-    let matched = m
-        .replication
-        .and_then(|r| r.get(&follower).cloned().flatten())
-        .map(|l| l.index);
-    (m.last_log_index, matched)
 }
 
 /// Stepped aside: stands for election again once its pace has stayed under the bound for
@@ -388,23 +385,6 @@ fn hold_back(raft: &OrdoRaft, pace: &Pace, rule: &StepAside, w: &mut Watch, now:
     raft.runtime_config().elect(true);
     pace.holding_back.store(false, Ordering::Relaxed);
     w.held = None;
-}
-
-/// Leading: the followers whose logs hold every committed entry.
-fn caught_up_followers(raft: &OrdoRaft) -> Vec<u64> {
-    use openraft::async_runtime::WatchReceiver;
-    let m = raft.metrics().borrow_watched().clone();
-    let committed = m.local_committed.map(|l| l.index);
-    let Some(replication) = m.replication else {
-        return Vec::new();
-    };
-    replication
-        .into_iter()
-        .filter(|(id, matched)| {
-            *id != m.id && matched.as_ref().map(|l| l.index) >= committed && committed.is_some()
-        })
-        .map(|(id, _)| id)
-        .collect()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use ordo_ledger::{ChainTip, Policy, Store, TxId, verify_block_with};
 use super::depose::{Leadership, WITHDRAWN, Withdrawals};
 use super::pace::Pace;
 use super::{BlockEntry, BlockStateMachine, LogStore, TypeConfig, ValidatorNode};
+use crate::clock::TimeBound;
 use crate::network::{Frame, InboundRequest, Kind, Network};
 use crate::precheck::Prechecked;
 use ordo_wire::{
@@ -245,20 +246,21 @@ pub struct RaftServer {
 }
 
 impl RaftServer {
-    /// A server feeding `raft`, checking blocks against `store` and `log` under `policy`,
-    /// leaving out the signatures this node checked ahead (`prechecked`), and withdrawing
-    /// from a leader after `depose_after` failed appends in a row.
+    /// A server feeding `raft`, checking blocks against `store` and `log` under `policy`
+    /// and their time against `time`, leaving out the signatures this node checked ahead
+    /// (`prechecked`), and withdrawing from a leader after `depose_after` failed appends
+    /// in a row.
     pub fn new(
         raft: OrdoRaft,
-        log: LogStore,
-        store: Arc<Store>,
+        (log, store): (LogStore, Arc<Store>),
         policy: Arc<Policy>,
         prechecked: Arc<Prechecked>,
+        time: TimeBound,
         depose_after: u32,
     ) -> RaftServer {
         RaftServer {
             raft,
-            check: AppendCheck::new(log, store, policy, prechecked),
+            check: AppendCheck::new((log, store), policy, prechecked, time),
             withdrawals: Arc::new(Withdrawals::new(depose_after)),
         }
     }
@@ -478,22 +480,24 @@ pub(crate) struct AppendCheck {
     store: Arc<Store>,
     policy: Arc<Policy>,
     prechecked: Arc<Prechecked>,
+    time: TimeBound,
 }
 
 impl AppendCheck {
-    /// Checks blocks against `log` and `store` under `policy`, leaving out the signatures
-    /// this node checked ahead (`prechecked`).
+    /// Checks blocks against `log` and `store` under `policy` and their time against
+    /// `time`, leaving out the signatures this node checked ahead (`prechecked`).
     pub(crate) fn new(
-        log: LogStore,
-        store: Arc<Store>,
+        (log, store): (LogStore, Arc<Store>),
         policy: Arc<Policy>,
         prechecked: Arc<Prechecked>,
+        time: TimeBound,
     ) -> AppendCheck {
         AppendCheck {
             log,
             store,
             policy,
             prechecked,
+            time,
         }
     }
 
@@ -557,6 +561,9 @@ impl AppendCheck {
                         }
                     },
                 };
+                self.time
+                    .check(&block)
+                    .map_err(|e| Refusal::Invalid(format!("block {}: {e}", block.header.height)))?;
                 let check = self.prechecked.block_check(wait_until);
                 let checked = |id: &TxId, sig: &Signature| check.checked(id, sig);
                 let ids = verify_block_with(&parent, &block, &self.policy, checked)

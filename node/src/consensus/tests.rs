@@ -13,6 +13,7 @@ use ordo_crypto::{Domain, Hash, Keypair};
 use ordo_ledger::{Block, ChainIdentity, Limits, Policy, Store, Transaction, build_block};
 use tempfile::TempDir;
 
+use super::tests_support::time_bound;
 use super::*;
 use ordo_wire::{decode_internal, encode_internal};
 
@@ -328,7 +329,12 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
     let (store, mut log, mut sm) = open(dir.path(), empty_source());
     let policy = Arc::new(policy());
     let (prechecked, _) = crate::precheck::Prechecked::new(policy.limits.tx_bytes_max, &[]);
-    let check = AppendCheck::new(log.clone(), store.clone(), policy, prechecked);
+    let check = AppendCheck::new(
+        (log.clone(), store.clone()),
+        policy,
+        prechecked,
+        time_bound(),
+    );
     // Blocks 1 and 2 are in the log, not yet applied.
     log.blocking_append(entries_for(&blocks))
         .await
@@ -360,6 +366,28 @@ async fn an_append_is_checked_against_the_parents_its_blocks_link_to() {
         matches!(&err, Refusal::Invalid(r) if r.contains("block 3")),
         "{err}"
     );
+    // A block stamped an hour ahead of the validators' time is a failed check too.
+    let now = crate::clock::system_ms();
+    let ahead = build_block(
+        &tip,
+        CHAIN,
+        vec![],
+        vec![tx(3)],
+        &leader,
+        now + 3_600_000,
+        1,
+    );
+    let err = check
+        .verify_append(&mut append_of(2, &[&skipped, &ahead]))
+        .expect_err("a block an hour ahead");
+    assert!(
+        matches!(&err, Refusal::Invalid(r) if r.contains("ahead of the validators' time")),
+        "{err}"
+    );
+    let close = build_block(&tip, CHAIN, vec![], vec![tx(3)], &leader, now + 5_000, 1);
+    check
+        .verify_append(&mut append_of(2, &[&skipped, &close]))
+        .expect("a block 5 s ahead is within the bound");
     // A block linking to nothing this node holds is still refused.
     let mut elsewhere = tip;
     elsewhere.hash = Hash::digest(Domain::Genesis, b"elsewhere");

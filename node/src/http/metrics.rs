@@ -71,6 +71,10 @@ fn fractional_rows(s: &Shared) -> Vec<(Metric, f64)> {
                 .map_or(0.0, |d| d.as_secs_f64()),
         ),
         (m::LEADER_SLOWNESS, pace.score()),
+        (
+            m::CLOCK_OFFSET_SECONDS,
+            s.clock().offset_ms().map_or(0.0, |ms| ms as f64 / 1000.0),
+        ),
     ]
 }
 

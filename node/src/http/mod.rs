@@ -4,7 +4,7 @@
 //! * [`submit`]: `POST /v1/transactions`, JSON or binary.
 //! * [`read`]: `GET /v1/transactions/{id}` and `GET /v1/blocks/{id}`.
 //! * [`stream`]: `GET /v1/blocks/stream`, events or binary frames.
-//! * [`status`]: `GET /v1/status` and `GET /health`.
+//! * [`status`]: `GET /v1/status`, `GET /health` and `GET /ready`.
 //! * [`metrics`]: `GET /metrics`.
 //! * [`error`]: every error answer, with its stable code; also for what axum would answer
 //!   by itself (an unknown route, a wrong method, a body over the limit).
@@ -47,6 +47,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     };
     Router::new()
         .route(ordo_api::status::HEALTH_PATH, get(status::health))
+        .route(ordo_api::status::READY_PATH, get(status::ready))
         .route(ordo_api::metrics::PATH, get(metrics::metrics))
         .route(ordo_api::status::PATH, get(status::status))
         .route(ordo_api::submit::PATH, post(submit::submit))

@@ -1,4 +1,4 @@
-//! `GET /v1/status` and `GET /health`.
+//! `GET /v1/status`, `GET /health` and `GET /ready`.
 
 use axum::Json;
 use axum::extract::State;
@@ -18,6 +18,46 @@ pub(super) async fn health(State(api): State<Api>) -> Result<Json<Health>, ApiEr
         return Err(ApiError::new(ErrorCode::StorageDamaged, problem));
     }
     Ok(Json(Health::ok()))
+}
+
+/// Most committed log entries a ready node's ledger may lag behind.
+const READY_LAG_MAX: u64 = 8;
+
+/// `GET /ready`: 200 while the node is healthy, knows a leader, has applied all but
+/// [`READY_LAG_MAX`] of the entries known committed, and its clock is within
+/// `clock::OFFSET_MAX` of the validators' time; else `503 not_ready`, saying why.
+pub(super) async fn ready(State(api): State<Api>) -> Result<Json<Health>, ApiError> {
+    let s = &api.shared;
+    let raft = s.raft_status();
+    health_of(s.is_stopping(), &raft)?;
+    if let Some(problem) = s.storage().problem() {
+        return Err(ApiError::new(ErrorCode::StorageDamaged, problem));
+    }
+    let problems = unready(&raft, s.clock().problem());
+    if problems.is_empty() {
+        Ok(Json(Health::ready()))
+    } else {
+        Err(ApiError::new(ErrorCode::NotReady, problems.join("; ")))
+    }
+}
+
+/// Why a running node is not ready for clients.
+fn unready(raft: &RaftStatus, clock: Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if raft.leader.is_none() {
+        out.push("no leader is known (an election is under way)".to_owned());
+    }
+    let lag = raft
+        .committed
+        .unwrap_or(0)
+        .saturating_sub(raft.applied.unwrap_or(0));
+    if lag > READY_LAG_MAX {
+        out.push(format!(
+            "this node's ledger is {lag} committed log entries behind (catching up)"
+        ));
+    }
+    out.extend(clock);
+    out
 }
 
 /// The node is healthy while it is not stopping and its Raft runs: a node whose Raft has
@@ -113,6 +153,7 @@ pub(super) async fn status(State(api): State<Api>) -> Json<Status> {
         },
         limits: s.policy().limits,
         uptime_s: s.uptime().as_secs(),
+        clock_offset_ms: s.clock().offset_ms(),
     })
 }
 
@@ -134,6 +175,28 @@ mod tests {
             purged: None,
             failure: None,
         }
+    }
+
+    #[test]
+    fn a_node_is_ready_with_a_leader_a_ledger_caught_up_and_a_good_clock() {
+        assert!(unready(&running(Role::Follower), None).is_empty());
+        let electing = RaftStatus {
+            leader: None,
+            ..running(Role::Candidate)
+        };
+        assert_eq!(unready(&electing, None).len(), 1);
+        let behind = RaftStatus {
+            applied: Some(1),
+            ..running(Role::Follower)
+        };
+        assert!(unready(&behind, None)[0].contains("9 committed log entries behind"));
+        let close = RaftStatus {
+            applied: Some(2),
+            ..running(Role::Follower)
+        };
+        assert!(unready(&close, None).is_empty());
+        let off = unready(&running(Role::Leader), Some("clock".into()));
+        assert_eq!(off, ["clock"]);
     }
 
     #[test]

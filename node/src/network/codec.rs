@@ -9,7 +9,7 @@ use libp2p::StreamProtocol;
 use ordo_wire::{FRAME_HEAD_BYTES, Frame};
 
 /// The protocol name negotiated on each stream.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ordo/2");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/ordo/3");
 
 /// The codec: frames, bounded by [`ordo_wire::FRAME_BYTES_MAX`].
 #[derive(Clone, Default)]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -51,6 +51,8 @@ pub(crate) async fn next_event<T>(
 
 /// How long the proposer waits for the attestations its next block needs before it says so.
 const UNCERTIFIED_WARN_AFTER: Duration = Duration::from_secs(2);
+/// How often the proposer says the validators' time is behind its chain's.
+const BEHIND_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The proposer of one node.
 pub(crate) struct Proposer {
@@ -60,6 +62,8 @@ pub(crate) struct Proposer {
     /// Since when the next block has lacked the certificates it must carry, and when that
     /// was last logged.
     uncertified: std::sync::Mutex<Option<(Instant, Instant)>>,
+    /// When it last said the validators' time is behind the chain's.
+    behind_warned: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Proposer {
@@ -77,6 +81,7 @@ impl Proposer {
             key,
             core: Core::new(in_flight_max, batch_timeout, idle_wait),
             uncertified: std::sync::Mutex::new(None),
+            behind_warned: std::sync::Mutex::new(None),
         }
     }
 
@@ -130,6 +135,28 @@ impl Proposer {
         }
     }
 
+    /// The validators' time, to stamp the next block on `parent` with. When it is behind
+    /// the parent's timestamp (the block then carries the parent's: time never goes back
+    /// in a chain), says so every [`BEHIND_WARN_EVERY`]: the chain's time stands still
+    /// until the validators' catches up.
+    fn now_ms(&self, parent: &ChainTip) -> u64 {
+        let now = self.shared.clock().now_ms();
+        if now < parent.timestamp_ms {
+            let mut warned = self.behind_warned.lock().expect("proposer lock poisoned");
+            if warned.is_none_or(|t| t.elapsed() >= BEHIND_WARN_EVERY) {
+                *warned = Some(Instant::now());
+                tracing::warn!(
+                    behind_ms = parent.timestamp_ms - now,
+                    height = parent.height,
+                    "the validators' time is {:.3} s behind block {}'s timestamp: new blocks carry that timestamp until it catches up (was a clock set back, or one far ahead?)",
+                    (parent.timestamp_ms - now) as f64 / 1000.0,
+                    parent.height
+                );
+            }
+        }
+        now
+    }
+
     /// Cuts a block on `parent` and hands it to Raft in `term`. Returns the future of its
     /// outcome and its tip; `None` when the cut is empty or Raft has stopped.
     async fn propose(&self, parent: ChainTip, term: u64) -> Option<(InFlight, ChainTip)> {
@@ -154,7 +181,7 @@ impl Proposer {
             txs,
             &ids,
             &self.key,
-            now_ms(),
+            self.now_ms(&parent),
             term,
         );
         #[cfg(feature = "fault-injection")]
@@ -261,12 +288,6 @@ impl Proposer {
         tracing::warn!(%reason, n_txs = n, "proposed block did not commit; transactions requeued");
         false
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
