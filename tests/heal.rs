@@ -139,6 +139,18 @@ fn a_flipped_byte_in_the_transaction_index_is_set_aside_and_the_index_rebuilt() 
 }
 
 #[test]
+fn a_flipped_byte_in_the_certificate_index_is_set_aside_and_the_index_rebuilt() {
+    // The certificates each block carries are indexed by the height they certify; the
+    // check of a block reads them back (nemesis seed 1005: only the audit noticed).
+    let flip_one = |f: &Path| flip(f, 20);
+    follower_heals_from(
+        "certificates",
+        flip_one,
+        &["salvaged the ledger", "reindexed_blocks=20"],
+    );
+}
+
+#[test]
 fn a_flipped_byte_in_the_meta_column_family_is_set_aside_and_the_records_rewritten() {
     let flip_one = |f: &Path| flip(f, 20);
     follower_heals_from(

@@ -17,7 +17,7 @@ use super::{
     tx_location_value,
 };
 use crate::policy::Policy;
-use crate::types::{Block, ChainTip, TxId};
+use crate::types::{Block, Certificate, ChainTip, TxId};
 use crate::verify::{verify_block, verify_block_with};
 
 /// Something stored that is not what the chain holds.
@@ -190,14 +190,17 @@ impl Store {
             // The block below is damaged itself: its repair re-checks this link.
             None => block.tx_ids(),
         };
-        self.check_index(height, &hash, &ids)
+        self.check_index(height, &hash, &ids, &block.certificates)
     }
 
+    /// Checks the index entries of the block at `height`: its hash, its transactions'
+    /// locations, and the certificates it carries.
     fn check_index(
         &self,
         height: u64,
         hash: &Hash,
         ids: &[TxId],
+        certificates: &[Certificate],
     ) -> std::result::Result<(), (Damage, bool)> {
         let bad = |what: String| (Damage::Index { height, what }, false);
         match self.height_of(hash) {
@@ -237,6 +240,31 @@ impl Store {
                 return Err(bad(format!(
                     "transaction {id} (position {i}) indexes {location:?}"
                 )));
+            }
+        }
+        for cert in certificates {
+            match self.certificate(cert.height) {
+                Ok(Some(stored)) if stored == *cert => {}
+                Ok(stored) => {
+                    return Err(bad(format!(
+                        "the certificate of block {} it carries is indexed as {}",
+                        cert.height,
+                        stored.map_or_else(
+                            || "missing".to_owned(),
+                            |c| format!("one of {}", c.block_hash)
+                        )
+                    )));
+                }
+                Err(e) => {
+                    let table = table_damage(&e);
+                    return Err((
+                        Damage::Index {
+                            height,
+                            what: e.to_string(),
+                        },
+                        table,
+                    ));
+                }
             }
         }
         Ok(())
