@@ -26,8 +26,9 @@ use ordo_ledger::{
     TX_BYTES_LIMIT, verify_attestation, verify_block, verify_transaction,
 };
 use ordo_wire::{
-    Applied, AttestReply, BlockEntry, BlocksRequest, ClockReading, Frame, Kind, RaftRequest, RaftResponse,
-    StoredSnapshot, TxBytes, TypeConfig, Verdict, decode_internal, decode_snapshot_data,
+    Applied, AttestReply, BlockEntry, BlocksRequest, ClockReading, Frame, Kind, RaftRequest,
+    RaftResponse, StoredSnapshot, TxBytes, TypeConfig, Verdict, decode_internal,
+    decode_snapshot_data,
 };
 
 /// The chain of `docs/format.md`'s vectors: its validator (seed `02…`) may propose, its
