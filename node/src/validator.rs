@@ -248,6 +248,13 @@ impl Validator {
                 crate::resend::send_all_pending(shared).await;
             }
             Err(NoHandOver::NotLeading | NoHandOver::Alone) => {}
+            // The follower it chose left first: it stops too, as when a whole devnet does.
+            Err(NoHandOver::Gone(id)) => {
+                let to = shared
+                    .validator(id)
+                    .map_or_else(|| id.to_string(), |(name, _)| name.clone());
+                tracing::info!(%to, "stopping without handing leadership over: {to} left first");
+            }
             Err(e) => tracing::warn!(error = %e, "stopping without handing leadership over"),
         }
     }
