@@ -96,9 +96,6 @@ pub struct SlowDisk {
 
 /// The share of the quiet acknowledgement rate that counts as recovered.
 const RECOVERED: f64 = 0.8;
-/// A slowed leader (100 ms or more per fsync) must have been replaced, and the
-/// acknowledgements back to [`RECOVERED`] of the quiet rate, this long after the fault began.
-const SLOW_LEADER_RECOVERY_MAX: Duration = Duration::from_secs(5);
 
 /// What the checker is given.
 pub struct Run<'a> {
@@ -123,6 +120,9 @@ pub struct Run<'a> {
     pub stall_max: Duration,
     /// The longest acceptable time from the heal to the probe's commit.
     pub heal_max: Duration,
+    /// How soon after a leader's slowdown (100 ms or more per fsync) it must have been
+    /// replaced and the acknowledgements back to [`RECOVERED`] of the quiet rate.
+    pub slow_leader_max: Duration,
 }
 
 /// At most this many violations are named per check.
@@ -196,7 +196,7 @@ pub fn check(run: &Run<'_>) -> (Vec<Check>, Figures) {
     checks.push(healed(&events, &mut fig));
     fig.slow_disks = slow_disks(&events);
     if !fig.slow_disks.is_empty() {
-        checks.push(slow_leaders_replaced(&fig.slow_disks));
+        checks.push(slow_leaders_replaced(&fig.slow_disks, run.slow_leader_max));
         checks.push(slow_followers_cost_nothing(&fig.slow_disks));
     }
 
@@ -400,13 +400,13 @@ fn slow_disks(events: &[Event]) -> Vec<SlowDisk> {
 }
 
 /// A leader whose fsyncs take 100 ms or more longer hands leadership over, and the
-/// acknowledgements come back, within [`SLOW_LEADER_RECOVERY_MAX`].
-fn slow_leaders_replaced(slow: &[SlowDisk]) -> Check {
+/// acknowledgements come back, within `max_after`.
+fn slow_leaders_replaced(slow: &[SlowDisk], max_after: Duration) -> Check {
     let mut v = Violations::default();
     let mut n = 0;
     for s in slow.iter().filter(|s| s.leader && s.delay_ms >= 100) {
         n += 1;
-        let max = SLOW_LEADER_RECOVERY_MAX.as_secs_f64();
+        let max = max_after.as_secs_f64();
         let ok = s.moved_s.is_some() && s.recovered_s.is_some_and(|r| r <= max);
         if !ok {
             v.add(|| {
@@ -1023,6 +1023,7 @@ mod tests {
             end: Duration::from_secs(10),
             stall_max: Duration::from_secs(3),
             heal_max: Duration::from_secs(10),
+            slow_leader_max: Duration::from_secs(5),
         })
     }
 
@@ -1318,6 +1319,7 @@ mod tests {
             end: Duration::from_secs(10),
             stall_max: Duration::from_secs(3),
             heal_max: Duration::from_secs(10),
+            slow_leader_max: Duration::from_secs(5),
         });
         assert_eq!(
             failed(&checks),

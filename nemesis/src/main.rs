@@ -78,6 +78,11 @@ struct Args {
     /// The longest acceptable time from the heal to a probe's commit, in seconds.
     #[arg(long, default_value_t = 10.0)]
     heal_max: f64,
+    /// How soon after a leader's fsyncs slow by 100 ms or more it must have handed over
+    /// and the acknowledgements through the others be back to 80 % of their quiet rate,
+    /// in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    slow_leader_max: f64,
     /// Print the fault schedule of each run and the faults by kind over all runs, and
     /// exit without running anything (needs no root).
     #[arg(long)]
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             bin: bin.clone(),
             stall_max: Duration::from_secs_f64(args.stall_max),
             heal_max: Duration::from_secs_f64(args.heal_max),
+            slow_leader_max: Duration::from_secs_f64(args.slow_leader_max),
         };
         match run::run(&opts) {
             Ok(report) => {

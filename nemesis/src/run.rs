@@ -47,6 +47,8 @@ pub struct Options {
     pub stall_max: Duration,
     /// The longest acceptable time from the heal to a commit.
     pub heal_max: Duration,
+    /// How soon after a leader's slowdown the acknowledgements must be back.
+    pub slow_leader_max: Duration,
 }
 
 /// A run's verdict.
@@ -371,6 +373,7 @@ async fn run_inside(opts: &Options, topology: Topology) -> anyhow::Result<Report
         end,
         stall_max: opts.stall_max,
         heal_max: opts.heal_max,
+        slow_leader_max: opts.slow_leader_max,
     });
     let pass = checks.iter().all(|c| c.ok);
     write_history(&dir, &events, &steps)?;
